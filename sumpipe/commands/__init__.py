@@ -1,0 +1,1 @@
+"""Subcommands of `sumpipe`, one module per group."""

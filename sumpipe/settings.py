@@ -1,0 +1,50 @@
+"""One typed settings object for every part of the pipeline, read from the environment once.
+
+Lambdas get these variables from the CloudFormation template; the local stack and the
+`sumpipe` CLI build the same object from the stack's outputs. boto3 itself picks up the
+endpoint (AWS_ENDPOINT_URL), region and credentials from its own standard variables, so
+nothing here knows whether it talks to AWS or to the emulator.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SUMPIPE_", frozen=True, extra="ignore")
+
+    stack_name: str = "sumpipe"
+    input_bucket: str = ""
+    output_bucket: str = ""
+    job_table: str = ""
+    # The trigger hands a job to the worker Lambda through this queue (an SQS event source).
+    job_queue_url: str = ""
+
+    worker_tag_key: str = "sumpipe:role"
+    worker_tag_value: str = "worker"
+
+    transport: Literal["ssh", "ssm"] = "ssh"
+    ssh_user: str = "sumpipe"
+    ssh_port: int = 22
+    # Secrets Manager secret id holding the worker's private key (PEM / OpenSSH format).
+    ssh_key_secret_id: str = ""
+    # SSM parameter holding known_hosts lines for the worker instances (published at boot).
+    known_hosts_parameter: str = ""
+    connect_timeout_s: float = 5.0
+    connect_attempts: int = 4
+    instance_ready_timeout_s: float = 300.0
+
+    # A job still running after this long is failed and its instance stopped by the watchdog.
+    job_deadline_s: int = 3600
+    summarizer_method: Literal["default", "kmeans"] = "default"
+    log_level: str = "INFO"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use (not at import)."""
+    return Settings()
