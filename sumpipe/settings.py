@@ -40,6 +40,8 @@ class Settings(BaseSettings):
 
     # A job still running after this long is failed and its instance stopped by the watchdog.
     job_deadline_s: int = 3600
+    # The watchdog stops a worker instance left running with no job in flight for this long.
+    idle_grace_s: int = 600
     summarizer_method: Literal["default", "kmeans"] = "default"
     log_level: str = "INFO"
 

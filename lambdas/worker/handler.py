@@ -1,0 +1,24 @@
+"""Worker Lambda: starts a handed-over job on its instance over SSH and returns (the job runs
+detached there)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from sumpipe.events import invocation, process_sqs
+from sumpipe.pipeline import Clients, dispatch_message
+from sumpipe.settings import get_settings
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    settings, clients = get_settings(), Clients()
+
+    def on_message(record: SQSRecord) -> None:
+        attempt = int(record.attributes.approximate_receive_count or 1)
+        dispatch_message(settings, clients, json.loads(record.body), attempt)
+
+    with invocation(context):
+        return process_sqs(event, context, on_message)

@@ -1,0 +1,297 @@
+"""Summarize a whole table, chunk by chunk: the engine behind the `summarize` CLI.
+
+Rows stream from a `TableReader` to a `TableWriter` in input order, one output row per input row
+(or one per group with `group_by`). Each chunk goes through the engine's batched
+`summarize_many`; a chunk that makes it raise is redone row by row so one bad row costs only its
+own `error: ...` status, never the run.
+
+With `workers > 1` chunks are summarized in a pool of forked processes, at most two chunks per
+worker in flight (so memory stays bounded), and written back in input order.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+
+import pandas as pd
+import pyarrow as pa
+
+from summarizer import Budget, Summarizer, Summary
+from summarizer.io import InputError, TableReader, TableWriter, decode_text
+
+DEFAULT_CHUNK_ROWS = 10_000
+# Longest real review is ~20k characters, a long news article ~30k; a cell far beyond that is
+# almost always a broken export (a whole file in one field), and costs seconds to summarize.
+DEFAULT_MAX_CHARS = 200_000
+DEFAULT_ID_COLUMN = "Id"
+
+SUMMARY_FIELDS = [
+    ("summary", pa.string()),
+    ("n_sentences_in", pa.int64()),
+    ("n_sentences_out", pa.int64()),
+    ("status", pa.string()),
+]
+ROW_SCHEMA = pa.schema([("id", pa.string()), *SUMMARY_FIELDS])
+GROUP_COUNT_COLUMN = "n_rows"
+
+
+def group_schema(group_by: str) -> pa.Schema:
+    """Output columns with `group_by`: the group key (named as in the input), its row count, the summary."""
+    return pa.schema([(group_by, pa.string()), (GROUP_COUNT_COLUMN, pa.int64()), *SUMMARY_FIELDS])
+
+
+@dataclass(frozen=True)
+class SummarizerSpec:
+    """How to build a Summarizer: small and picklable, so each worker process builds its own."""
+
+    method: str = "default"
+    sentences: int | None = None
+    ratio: float | None = None
+    vectors_path: str | None = None
+
+    def build(self) -> Summarizer:
+        vectors = None
+        if self.vectors_path is not None:
+            import glove
+
+            vectors = glove.load(self.vectors_path)
+        return Summarizer(
+            method=self.method, budget=Budget(sentences=self.sentences, ratio=self.ratio), vectors=vectors
+        )
+
+
+@dataclass(frozen=True)
+class TableOptions:
+    text_column: str = "Text"
+    # None: the input's "Id" column when it has one, else the 0-based row number.
+    id_column: str | None = None
+    group_by: str | None = None
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    # Texts longer than this get status "error: text too long ..."; 0 means no limit.
+    max_chars: int = DEFAULT_MAX_CHARS
+    workers: int = 1
+
+
+def check_columns(available: list[str], options: TableOptions) -> None:
+    """Raise InputError naming a missing column (and listing the ones there are) before any work."""
+    wanted = {
+        "text column": options.text_column,
+        "id column": options.id_column,
+        "group-by column": options.group_by,
+    }
+    for role, name in wanted.items():
+        if name is not None and name not in available:
+            listing = ", ".join(available) if available else "(none)"
+            raise InputError(f"{role} {name!r} not found; available columns: {listing}")
+    if options.group_by is not None and options.group_by in group_schema(options.group_by).names[1:]:
+        raise InputError(f"group-by column {options.group_by!r} clashes with an output column name")
+
+
+def output_schema(options: TableOptions) -> pa.Schema:
+    return ROW_SCHEMA if options.group_by is None else group_schema(options.group_by)
+
+
+def summarize_table(
+    reader: TableReader,
+    writer: TableWriter,
+    spec: SummarizerSpec,
+    options: TableOptions,
+    on_progress: Callable[[int], None] | None = None,
+) -> int:
+    """Summarize every row of `reader` into `writer`; returns the number of output rows.
+
+    `on_progress` is called after each chunk with `reader.progress_position()`.
+    """
+    check_columns(reader.columns, options)
+    if options.group_by is not None:
+        return _summarize_groups(reader, writer, spec, options, on_progress)
+    id_column = options.id_column
+    if id_column is None and DEFAULT_ID_COLUMN in reader.columns:
+        id_column = DEFAULT_ID_COLUMN
+    columns = [options.text_column] + ([id_column] if id_column is not None else [])
+    chunks = reader.chunks(columns, options.chunk_rows)
+
+    def jobs() -> Iterator[tuple[list[str], list[object]]]:
+        first_row = 0
+        for chunk in chunks:
+            if id_column is None:
+                ids = [str(row) for row in range(first_row, first_row + len(chunk))]
+            else:
+                ids = [_as_key(value) for value in chunk[id_column]]
+            first_row += len(chunk)
+            yield ids, chunk[options.text_column].tolist()
+
+    rows = 0
+    for ids, results in _summarize_in_order(jobs(), spec, options):
+        writer.write(pd.DataFrame({"id": ids, **results}))
+        rows += len(ids)
+        if on_progress is not None:
+            on_progress(reader.progress_position())
+    return rows
+
+
+def _summarize_groups(
+    reader: TableReader,
+    writer: TableWriter,
+    spec: SummarizerSpec,
+    options: TableOptions,
+    on_progress: Callable[[int], None] | None,
+) -> int:
+    """One summary per distinct `group_by` value, groups in order of first appearance.
+
+    A group's rows can be anywhere in the input, so the text column is collected for the whole
+    input before summarizing (only that column: memory is about the size of the texts).
+    """
+    from summarizer.group import join_group
+
+    group_by = options.group_by
+    assert group_by is not None
+    texts_by_group: dict[str, list[str]] = {}
+    row_counts: dict[str, int] = {}
+    for chunk in reader.chunks([options.text_column, group_by], options.chunk_rows):
+        for key_value, text_value in zip(chunk[group_by], chunk[options.text_column], strict=True):
+            key = _as_key(key_value)
+            row_counts[key] = row_counts.get(key, 0) + 1
+            text = _as_text(text_value)
+            texts = texts_by_group.setdefault(key, [])
+            if text is not None:
+                texts.append(text)
+        if on_progress is not None:
+            on_progress(reader.progress_position())
+
+    def jobs() -> Iterator[tuple[list[str], list[object]]]:
+        keys = list(row_counts)
+        for start in range(0, len(keys), options.chunk_rows):
+            batch = keys[start : start + options.chunk_rows]
+            yield batch, [join_group(texts_by_group.pop(key)) or None for key in batch]
+
+    rows = 0
+    for keys, results in _summarize_in_order(jobs(), spec, options):
+        counts = [row_counts[key] for key in keys]
+        writer.write(pd.DataFrame({group_by: keys, GROUP_COUNT_COLUMN: counts, **results}))
+        rows += len(keys)
+    return rows
+
+
+# ---- per chunk ---------------------------------------------------------------------------------
+
+Results = dict[str, list[object]]
+
+
+def summarize_texts(summarizer: Summarizer, values: Sequence[object], max_chars: int) -> Results:
+    """Summary columns (summary, n_sentences_in, n_sentences_out, status) for a chunk of cells.
+
+    Missing cells (None, NaN) are `empty`; numbers and other non-strings are summarized as their
+    text; a text over `max_chars` gets an error status without reaching the engine.
+    """
+    n = len(values)
+    summaries: list[object] = [""] * n
+    n_in: list[object] = [0] * n
+    n_out: list[object] = [0] * n
+    statuses: list[object] = ["empty"] * n
+    positions: list[int] = []
+    texts: list[str] = []
+    for position, value in enumerate(values):
+        text = _as_text(value)
+        if text is None:
+            continue
+        if max_chars and len(text) > max_chars:
+            statuses[position] = f"error: text too long ({len(text)} chars > {max_chars})"
+            continue
+        positions.append(position)
+        texts.append(text)
+    for position, outcome in zip(positions, _summarize_batch(summarizer, texts), strict=True):
+        if isinstance(outcome, Exception):
+            statuses[position] = _error_status(outcome)
+            continue
+        summaries[position] = outcome.text
+        n_in[position] = outcome.n_input
+        n_out[position] = len(outcome.sentences)
+        statuses[position] = outcome.status
+    return {"summary": summaries, "n_sentences_in": n_in, "n_sentences_out": n_out, "status": statuses}
+
+
+def _summarize_batch(summarizer: Summarizer, texts: list[str]) -> list[Summary | Exception]:
+    try:
+        return list(summarizer.summarize_many(texts))
+    except Exception:
+        # Find the culprit(s): redo the chunk one text at a time.
+        outcomes: list[Summary | Exception] = []
+        for text in texts:
+            try:
+                outcomes.append(summarizer.summarize(text))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+
+def _error_status(exc: Exception) -> str:
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    return f"error: {detail[:200]}"
+
+
+def _as_text(value: object) -> str | None:
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, bytes):
+        return decode_text(value)
+    return str(value)
+
+
+def _as_key(value: object) -> str:
+    text = _as_text(value)
+    return "" if text is None else text
+
+
+# ---- ordered, bounded, optionally parallel -----------------------------------------------------
+
+_worker_summarizer: Summarizer | None = None
+
+
+def _start_worker(spec: SummarizerSpec) -> None:
+    # Two workers on two cores: one BLAS/OpenMP thread each, or they fight over the cores.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    global _worker_summarizer
+    _worker_summarizer = spec.build()
+
+
+def _summarize_in_worker(values: list[object], max_chars: int) -> Results:
+    assert _worker_summarizer is not None
+    return summarize_texts(_worker_summarizer, values, max_chars)
+
+
+def _summarize_in_order(
+    jobs: Iterator[tuple[list[str], list[object]]], spec: SummarizerSpec, options: TableOptions
+) -> Iterator[tuple[list[str], Results]]:
+    """(keys, results) for each (keys, texts) job, in job order."""
+    if options.workers <= 1:
+        summarizer = spec.build()
+        for keys, values in jobs:
+            yield keys, summarize_texts(summarizer, values, options.max_chars)
+        return
+    # fork: workers start instantly and share the parent's imported modules; each memory-maps
+    # the vectors itself, so those pages are shared through the page cache.
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(
+        options.workers, mp_context=context, initializer=_start_worker, initargs=(spec,)
+    ) as pool:
+        pending: deque[tuple[list[str], Future[Results]]] = deque()
+        for keys, values in jobs:
+            pending.append((keys, pool.submit(_summarize_in_worker, values, options.max_chars)))
+            if len(pending) >= 2 * options.workers:
+                done_keys, future = pending.popleft()
+                yield done_keys, future.result()
+        while pending:
+            done_keys, future = pending.popleft()
+            yield done_keys, future.result()

@@ -1,0 +1,231 @@
+"""`summarize`: extractive summaries for every row of a CSV, JSON Lines or Parquet table.
+
+Reads INPUT in chunks (memory stays bounded whatever its size), summarizes the text column of
+each row, and writes one output row per input row, in input order:
+id, summary, n_sentences_in, n_sentences_out, status (ok | passthrough | empty | error: ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import BinaryIO, TextIO
+
+from tqdm import tqdm
+
+from summarizer.io import FORMATS, STDIO, InputError, TableReader, TableWriter, format_for_path, open_table
+
+EXIT_FAILURE = 1
+EXIT_INPUT_ERROR = 2
+
+EPILOG = """\
+examples:
+  summarize reviews.csv -o summaries.csv
+  summarize reviews.csv --sentences 2 --workers 2 -o summaries.parquet
+  summarize reviews.jsonl --text-column body --id-column review_id
+  summarize reviews.csv --group-by ProductId -o products.csv
+  cat reviews.csv | summarize - | head
+
+exit status: 0 success, 1 unexpected failure, 2 bad usage or unreadable input
+"""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from summarizer.batch import DEFAULT_CHUNK_ROWS, DEFAULT_ID_COLUMN, DEFAULT_MAX_CHARS
+
+    parser = argparse.ArgumentParser(
+        prog="summarize",
+        description=__doc__.split("\n\n")[0].removeprefix("`summarize`: "),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("input", metavar="INPUT", help="input table (.csv, .jsonl, .parquet); - for stdin")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=STDIO,
+        metavar="OUTPUT",
+        help="output table, format from its extension (default: CSV on stdout)",
+    )
+    parser.add_argument("--input-format", choices=FORMATS, help="override the format guessed for INPUT")
+    parser.add_argument("--output-format", choices=FORMATS, help="override the format guessed for OUTPUT")
+    columns = parser.add_argument_group("columns")
+    columns.add_argument(
+        "--text-column", default="Text", metavar="NAME", help="column to summarize (default: Text)"
+    )
+    columns.add_argument(
+        "--id-column",
+        metavar="NAME",
+        help=f"column copied to the output id (default: {DEFAULT_ID_COLUMN} if present, else row number)",
+    )
+    columns.add_argument(
+        "--group-by",
+        metavar="NAME",
+        help="one summary per distinct value of this column (e.g. ProductId) instead of one per row",
+    )
+    summary = parser.add_argument_group("summary")
+    summary.add_argument("--method", choices=("default", "kmeans"), default="default")
+    budget = summary.add_mutually_exclusive_group()
+    budget.add_argument("--sentences", type=_positive_int, metavar="K", help="sentences per summary")
+    budget.add_argument(
+        "--ratio", type=_ratio, metavar="R", help="fraction of the sentences to keep (default: ceil(sqrt(n)))"
+    )
+    summary.add_argument(
+        "--vectors",
+        metavar="PATH",
+        help="GloVe vectors: Stanford .txt/.zip or a cache directory (default: bundled 6B 50d)",
+    )
+    summary.add_argument(
+        "--max-chars",
+        type=_non_negative_int,
+        default=DEFAULT_MAX_CHARS,
+        metavar="N",
+        help=f"longer texts get status 'error: text too long' (default: {DEFAULT_MAX_CHARS}; 0 = no limit)",
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="processes summarizing in parallel (default: 1)",
+    )
+    run.add_argument(
+        "--chunk-rows",
+        type=_positive_int,
+        default=DEFAULT_CHUNK_ROWS,
+        metavar="N",
+        help=f"rows read, summarized and written at a time (default: {DEFAULT_CHUNK_ROWS})",
+    )
+    progress = run.add_mutually_exclusive_group()
+    progress.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="show a progress bar on stderr (default: when stderr is a terminal)",
+    )
+    progress.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="never show a progress bar"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args, stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, stderr=sys.stderr)
+    except InputError as exc:
+        _fail(str(exc))
+        return EXIT_INPUT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`summarize big.csv | head`): not an error worth a message. Point
+        # stdout at /dev/null so the interpreter's final flush doesn't raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+    except Exception as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
+        return EXIT_FAILURE
+
+
+def _fail(message: str) -> None:
+    print(f"summarize: error: {' '.join(message.split())}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, stderr: TextIO) -> int:
+    from summarizer.batch import SummarizerSpec, TableOptions, check_columns, output_schema, summarize_table
+
+    output_format = (
+        args.output_format or (format_for_path(args.output) if args.output != STDIO else None) or "csv"
+    )
+    if output_format == "parquet" and args.output == STDIO and stdout.isatty():
+        raise InputError("refusing to write binary Parquet to a terminal; use -o FILE.parquet or a pipe")
+    if (
+        args.output != STDIO
+        and args.input != STDIO
+        and os.path.exists(args.output)
+        and os.path.samefile(args.input, args.output)
+    ):
+        raise InputError("OUTPUT is the same file as INPUT")
+    options = TableOptions(
+        text_column=args.text_column,
+        id_column=args.id_column,
+        group_by=args.group_by,
+        chunk_rows=args.chunk_rows,
+        max_chars=args.max_chars,
+        workers=args.workers,
+    )
+    spec = SummarizerSpec(
+        method=args.method, sentences=args.sentences, ratio=args.ratio, vectors_path=args.vectors
+    )
+    reader = open_table(args.input, args.input_format, stdin=stdin)
+    try:
+        check_columns(reader.columns, options)
+        writer = TableWriter(args.output, output_format, output_schema(options), stdout=stdout)
+        bar = _progress_bar(reader, args.progress, stderr)
+        try:
+            summarize_table(
+                reader, writer, spec, options, on_progress=_updater(bar) if bar is not None else None
+            )
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        writer.close()
+    finally:
+        reader.close()
+    return 0
+
+
+def _progress_bar(reader: TableReader, wanted: bool | None, stderr: TextIO) -> tqdm | None:
+    """A bar when asked (--progress), or by default when stderr is a terminal and the run is long:
+    `delay` keeps a run that finishes within a second from ever drawing one."""
+    if wanted is False or (wanted is None and not stderr.isatty()):
+        return None
+    return tqdm(
+        total=reader.progress_total,
+        unit=reader.progress_unit,
+        unit_scale=True,
+        file=stderr,
+        delay=0 if wanted else 1.0,
+        dynamic_ncols=True,
+        desc="summarize",
+    )
+
+
+def _updater(bar: tqdm) -> Callable[[int], None]:
+    def update(position: int) -> None:
+        bar.update(position - bar.n)
+
+    return update
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Fast, offline sentence splitting for real-world English text (product reviews, news).
+
+A single regex finds candidate boundaries (a run of terminal punctuation, optional closing
+quotes/brackets and an optional trailing emoticon, followed by whitespace, by a capital letter
+when the writer forgot the space, or by the end); a few cheap rules then reject candidates that
+are abbreviations, initials or dotted acronyms. Punkt would be more principled but costs ~10x
+more per review, and the batch pipeline has a budget of a few tens of microseconds per text.
+
+Sentences are returned verbatim: substrings of the cleaned text (HTML tags removed, whitespace
+runs collapsed to one space), in document order.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Abbreviations that are almost never the end of a sentence (titles, Latin, units before numbers).
+# Lowercase, without the final period. Partly from Punkt's English model, plus what reviews use.
+_NEVER_FINAL = frozenset(
+    """
+    mr mrs ms dr prof sr jr st mt ft gen col lt sgt capt rev hon gov sen rep pres supt messrs
+    e.g i.e cf viz vs approx appt apt dept est fig no nos vol vols op pp ca
+    jan feb mar apr jun jul aug sep sept oct nov dec
+    inc corp co ltd bros assn
+    oz lb lbs tbsp tsp pkg qty
+    """.split()
+)
+# Abbreviations that often do end a sentence ("... apples, pears, etc. The box was"): split only
+# when the next word is capitalised.
+_MAYBE_FINAL = frozenset("etc al ave blvd hwy u.s u.k a.m p.m min max hr hrs yr yrs pts".split())
+
+# Line/paragraph breaks end a sentence even without punctuation (reviews use them for lists);
+# any other tag is just removed.
+_BREAKS = re.compile(r"<\s*(?:br|/?p|/?div|/?li)\b[^>]{0,100}>", re.IGNORECASE)
+_TAGS = re.compile(r"<[^>]{0,200}>")
+_EMOTICON = r"(?:[:;=8][-'o^]?[()\[\]DPp/\\|*]+|<3|\^_\^)"
+_URL = re.compile(r"(?:https?://|www\.)\S+?(?=[.!?,;:)\]\"']*(?:\s|$))", re.IGNORECASE)
+
+# group 1: terminal punctuation; then closers, then an optional emoticon that belongs to the
+# sentence it ends; the boundary is either whitespace (consumed), a capital/opening quote glued
+# on, or the end of text.
+_BOUNDARY = re.compile(
+    r"([.!?…]+)[\"'”’)\]]*(?:\s*" + _EMOTICON + r"(?=\s|$))?"
+    r"(?:\s+|(?=[A-Z\"“])|$)"
+    r"|\s" + _EMOTICON + r"(?=\s+[A-Z]|$)(?:\s+|$)"
+)
+
+
+def clean(text: str) -> str:
+    """Remove HTML tags (``<br />`` becomes a space) and collapse whitespace."""
+    return " ".join(_paragraphs(text))
+
+
+def _paragraphs(text: str) -> list[str]:
+    if "<" in text:
+        text = _TAGS.sub(" ", _BREAKS.sub("\n", text))
+    parts = text.splitlines() if ("\n" in text or "\r" in text) else (text,)
+    return [p for p in (" ".join(part.split()) for part in parts) if p]
+
+
+def _is_boundary(text: str, m: re.Match[str]) -> bool:
+    punct = m.group(1)
+    if punct is None:  # an emoticon standing in for punctuation, followed by a capital
+        return True
+    end = m.end()
+    if end < len(text) and text[end] == ",":
+        return False
+    nxt = text[end : end + 1]
+    if punct != ".":
+        # "!", "?!", "!!": always a boundary. An ellipsis only before a capital (or the end).
+        return not punct.startswith("..") or not nxt.islower()
+    start = m.start(1)
+    word = text[text.rfind(" ", 0, start) + 1 : start].lstrip("\"'“‘([")
+    if not word:
+        return True
+    low = word.lower()
+    if low in _NEVER_FINAL:
+        return False
+    if len(word) == 1 and word.isupper() and nxt.isupper():  # an initial: "C. S. Lewis"
+        return False
+    if "." in word and word.replace(".", "").isalpha() and len(word) <= 8:
+        # dotted acronym ("U.S.", "C.S. Lewis", "p.m.")
+        return low in _MAYBE_FINAL and nxt.isupper() and not word[-1:].isupper()
+    if low in _MAYBE_FINAL:
+        return nxt.isupper()
+    return not (nxt.isdigit() and word.isdigit())  # "Section 3. 4 cups" is too ambiguous: keep
+
+
+def split_sentences(text: str | None) -> list[str]:
+    """Split ``text`` into sentences: verbatim substrings of ``clean(text)``, in order."""
+    if not text:
+        return []
+    sentences: list[str] = []
+    for paragraph in _paragraphs(text):
+        _split_paragraph(paragraph, sentences)
+    return sentences
+
+
+def _split_paragraph(text: str, sentences: list[str]) -> None:
+    urls = [m.span() for m in _URL.finditer(text)] if ("www." in text or "://" in text) else []
+    start = 0
+    for m in _BOUNDARY.finditer(text):
+        if urls and any(a <= m.start() < b for a, b in urls):
+            continue
+        if not _is_boundary(text, m):
+            continue
+        piece = text[start : m.end()].strip()
+        if piece:
+            sentences.append(piece)
+        start = m.end()
+    tail = text[start:].strip()
+    if tail:
+        sentences.append(tail)

@@ -1,0 +1,214 @@
+"""The realtime summarization API: `POST /summarize` and `GET /health`.
+
+One ASGI application serves both paths: `sumpipe serve` runs it under uvicorn, and the API
+Lambda (`lambdas/api/handler.py`) wraps the same object with Mangum. The summarizer runs in the
+request path; the word vectors are memory-mapped and loaded once per process.
+
+The body is read and parsed here rather than by FastAPI's body parameters, so that the size
+limit is enforced while the body streams in (a 1 GB upload is refused after 1 MiB, not buffered),
+non-UTF-8 bytes get their own clear 400, and every bad input maps to a 400 or 413 that names the
+problem, never a 422 or a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_TEXT_CHARS = 100_000
+MAX_TEXTS = 100
+MAX_SENTENCES = 100
+
+# pydantic error types that mean "too large" rather than "malformed": answered with 413.
+_SIZE_ERRORS = frozenset({"string_too_long", "too_long"})
+
+
+class SummarizeRequest(BaseModel):
+    """Exactly one of `text` / `texts`; at most one of `sentences` / `ratio` (neither: the default budget)."""
+
+    # strict: "3" is not a sentence count and true is not a number; unknown fields are typos, refused.
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    text: str | None = Field(None, max_length=MAX_TEXT_CHARS, description="One text to summarize.")
+    texts: list[Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]] | None = Field(
+        None, min_length=1, max_length=MAX_TEXTS, description="Several texts, summarized as one batch."
+    )
+    method: Literal["default", "kmeans"] = "default"
+    sentences: int | None = Field(None, ge=1, le=MAX_SENTENCES, description="Sentences per summary.")
+    ratio: float | None = Field(None, gt=0, le=1, description="Fraction of the input's sentences to keep.")
+
+    @model_validator(mode="after")
+    def _one_input_one_budget(self) -> SummarizeRequest:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError('give exactly one of "text" or "texts"')
+        if self.sentences is not None and self.ratio is not None:
+            raise ValueError('give at most one of "sentences" or "ratio"')
+        return self
+
+
+class SummaryOut(BaseModel):
+    summary: str = Field(description='The selected sentences joined by " ".')
+    sentences: list[str] = Field(description="The selected sentences, verbatim, in document order.")
+    positions: list[int] = Field(description="0-based index of each selected sentence in the input.")
+    n_sentences_in: int
+    n_sentences_out: int
+    status: str = Field(description='"ok", "passthrough", "empty" or "error: <reason>".')
+
+
+class BatchOut(BaseModel):
+    results: list[SummaryOut] = Field(description="One summary per input text, in input order.")
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+    vectors_loaded: bool
+
+
+class Engine:
+    """The process's word vectors (loaded once, memory-mapped) and its summarizers per (method, budget)."""
+
+    def __init__(self) -> None:
+        self._vectors: Any = None
+        self._lock = threading.Lock()
+        # Bounded: `ratio` is a float, so the distinct budgets a client can ask for are unbounded.
+        self.summarizer = lru_cache(maxsize=64)(self._build_summarizer)
+
+    @property
+    def vectors_loaded(self) -> bool:
+        return self._vectors is not None
+
+    def vectors(self) -> Any:
+        if self._vectors is None:
+            with self._lock:
+                if self._vectors is None:
+                    import glove  # deferred: importing the app must stay cheap (cold start)
+
+                    self._vectors = glove.load()
+        return self._vectors
+
+    def _build_summarizer(self, method: str, sentences: int | None, ratio: float | None) -> Any:
+        from summarizer import Budget, Summarizer
+
+        budget = Budget(sentences=sentences, ratio=ratio)
+        return Summarizer(method=method, budget=budget, vectors=self.vectors())
+
+    def summarize(
+        self, texts: Sequence[str], method: str, sentences: int | None, ratio: float | None
+    ) -> list[SummaryOut]:
+        summaries = self.summarizer(method, sentences, ratio).summarize_many(list(texts))
+        return [
+            SummaryOut(
+                summary=" ".join(s.sentences),
+                sentences=s.sentences,
+                positions=s.positions,
+                n_sentences_in=s.n_input,
+                n_sentences_out=len(s.sentences),
+                status=s.status,
+            )
+            for s in summaries
+        ]
+
+    def warm(self) -> None:
+        """Load the vectors and run one tiny summary, so lazy imports happen before the first request."""
+        self.summarize(["Warm up. The vectors are loaded now."], "default", None, None)
+
+
+engine = Engine()
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise HTTPException(413, f"request body is {declared} bytes; the limit is {MAX_BODY_BYTES}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise HTTPException(413, f"request body is over the limit of {MAX_BODY_BYTES} bytes")
+    return bytes(body)
+
+
+def _describe(error: Any) -> str:
+    """One pydantic error as `where: what`, without echoing the (possibly huge) input back."""
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def _reject(exc: ValidationError) -> HTTPException:
+    errors = exc.errors(include_input=False, include_url=False)
+    status = 413 if any(e["type"] in _SIZE_ERRORS for e in errors) else 400
+    return HTTPException(status, "; ".join(_describe(e) for e in errors))
+
+
+def parse_request(body: bytes) -> SummarizeRequest:
+    """Body bytes -> a valid request, or an HTTPException (400/413) that names the problem."""
+    try:
+        decoded = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HTTPException(400, f"request body is not valid UTF-8 (byte {exc.start})") from None
+    if not decoded.strip():
+        raise HTTPException(400, 'request body is empty; send JSON like {"text": "..."}')
+    try:
+        request = SummarizeRequest.model_validate_json(decoded)
+    except ValidationError as exc:
+        raise _reject(exc) from None
+    return request
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # The local server warms up before accepting connections; the Lambda handler warms up in its
+    # init phase instead (Mangum would run a lifespan on every invocation).
+    await run_in_threadpool(engine.warm)
+    yield
+
+
+app = FastAPI(
+    title="sumpipe realtime summarization",
+    version="1",
+    summary="Extractive summaries (GloVe sentence embeddings, nearest-to-centroid sentences).",
+    lifespan=_lifespan,
+)
+
+
+@app.get("/health")
+def health() -> HealthOut:
+    return HealthOut(status="ok", vectors_loaded=engine.vectors_loaded)
+
+
+@app.post(
+    "/summarize",
+    response_model=SummaryOut | BatchOut,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": SummarizeRequest.model_json_schema()}},
+        }
+    },
+    responses={
+        400: {"description": "Malformed body: not UTF-8, not JSON, wrong types, unknown fields."},
+        413: {
+            "description": f"Body over {MAX_BODY_BYTES} bytes, a text over {MAX_TEXT_CHARS} "
+            f"characters, or more than {MAX_TEXTS} texts."
+        },
+    },
+)
+async def summarize(request: Request) -> SummaryOut | BatchOut:
+    """Summarize `{"text": ...}` (answers one summary) or `{"texts": [...]}` (answers `results`)."""
+    parsed = parse_request(await _read_body(request))
+    texts = [parsed.text] if parsed.text is not None else parsed.texts
+    # Summarizing is CPU work; a worker thread keeps the event loop answering other connections.
+    results = await run_in_threadpool(engine.summarize, texts, parsed.method, parsed.sentences, parsed.ratio)
+    return results[0] if parsed.text is not None else BatchOut(results=results)

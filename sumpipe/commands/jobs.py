@@ -1,0 +1,372 @@
+"""`sumpipe submit | jobs | logs | demo`: the operator's view of the batch pipeline.
+
+Names (buckets, table, functions) come from the CloudFormation stack's outputs (`--stack`), so the
+commands work the same against AWS and against the local stack. When AWS_ENDPOINT_URL is unset and
+`.sumpipe/local/env` exists (written by `sumpipe local up`), its variables are used: that is how
+the commands find the local stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sumpipe import keys
+from sumpipe.aws import client
+from sumpipe.ledger import Job, Ledger
+from sumpipe.local import stack
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEMO_SAMPLE = REPO_ROOT / "tests" / "data" / "reviews_sample.csv"
+FUNCTIONS = {"trigger": "TriggerFunctionName", "worker": "WorkerFunctionName", "stop_ec2": "StopFunctionName"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    submit = subparsers.add_parser(
+        "submit", help="upload a table to the input bucket (and wait for its summary)"
+    )
+    submit.add_argument("file", type=Path, help="a .csv, .jsonl or .parquet table with a Text column")
+    submit.add_argument("--key", help="object key in the input bucket (default: the file's name)")
+    submit.add_argument("--wait", action="store_true", help="wait for the job to finish")
+    submit.add_argument("-o", "--output", type=Path, help="where to save summary.csv (implies --wait)")
+    submit.add_argument(
+        "--timeout", type=float, default=1800.0, help="seconds to wait (default: %(default)s)"
+    )
+    _stack_argument(submit)
+    submit.set_defaults(func=run_submit)
+
+    jobs = subparsers.add_parser("jobs", help="the job ledger")
+    jobs.add_argument("--json", action="store_true", help="one JSON object per job")
+    _stack_argument(jobs)
+    jobs.set_defaults(func=run_jobs)
+
+    logs = subparsers.add_parser("logs", help="a job's log lines from every step, in time order")
+    logs.add_argument("job_id", metavar="JOB")
+    logs.add_argument("--json", action="store_true", help="the raw JSON lines")
+    _stack_argument(logs)
+    logs.set_defaults(func=run_logs)
+
+    demo = subparsers.add_parser(
+        "demo", help="local stack up, submit the Amazon reviews sample, timeline, down"
+    )
+    demo.add_argument(
+        "--file", type=Path, default=DEMO_SAMPLE, help="table to submit (default: the bundled sample)"
+    )
+    demo.add_argument("--keep", action="store_true", help="leave the local stack running afterwards")
+    demo.set_defaults(func=run_demo)
+
+
+def _stack_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stack", default=None, help="CloudFormation stack name (default: sumpipe)")
+
+
+# -- resolving the stack ---------------------------------------------------------------------------
+
+
+def use_local_stack_if_up(state_dir: Path = stack.DEFAULT_DIR) -> bool:
+    """Points boto3 at the local stack when no endpoint is configured and the stack's env file exists."""
+    env_file = state_dir / "env"
+    if os.environ.get("AWS_ENDPOINT_URL") or not env_file.exists():
+        return False
+    for name, value in stack.read_env_file(env_file).items():
+        os.environ.setdefault(name, value)
+    os.environ["AWS_ENDPOINT_URL"] = stack.read_env_file(env_file)["AWS_ENDPOINT_URL"]
+    return True
+
+
+@dataclass(frozen=True)
+class Stack:
+    outputs: dict[str, str]
+
+    @property
+    def input_bucket(self) -> str:
+        return self.outputs["InputBucketName"]
+
+    @property
+    def output_bucket(self) -> str:
+        return self.outputs["OutputBucketName"]
+
+    def ledger(self) -> Ledger:
+        return Ledger(client("dynamodb"), self.outputs["JobTableName"])
+
+
+def resolve_stack(name: str | None) -> Stack:
+    from sumpipe.deploy import stack_outputs
+
+    use_local_stack_if_up()
+    stack_name = name or os.environ.get("SUMPIPE_STACK_NAME") or "sumpipe"
+    return Stack(stack_outputs(client("cloudformation"), stack_name))
+
+
+# -- submit ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job_id: str
+    key: str
+    version: str
+    uploaded_at: float
+
+
+def submit_file(target: Stack, path: Path, key: str | None = None) -> Submitted:
+    """Uploads the file; its job id follows from the object version (see sumpipe.keys.job_id)."""
+    key = key or path.name
+    uploaded_at = time.time()
+    with path.open("rb") as body:
+        resp = client("s3").put_object(Bucket=target.input_bucket, Key=key, Body=body)
+    version = resp.get("VersionId") or resp["ETag"].strip('"')
+    return Submitted(keys.job_id(target.input_bucket, key, version), key, version, uploaded_at)
+
+
+def wait_for_job(target: Stack, job_id: str, timeout_s: float, on_state: Any = None) -> Job:
+    """Polls the ledger until the job is succeeded/failed; TimeoutError after `timeout_s`."""
+    ledger = target.ledger()
+    deadline = time.monotonic() + timeout_s
+    last_state = None
+    interval = 0.05
+    while True:
+        job = ledger.get_job(job_id)
+        if job is not None and job.state != last_state:
+            last_state = job.state
+            if on_state is not None:
+                on_state(job)
+        if job is not None and job.terminal:
+            return job
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {last_state or 'not recorded'} after {timeout_s:.0f}s")
+        time.sleep(interval)
+        interval = min(interval * 1.5, 1.0)
+
+
+def output_object(target: Stack, job_id: str, name: str) -> bytes:
+    return (
+        client("s3").get_object(Bucket=target.output_bucket, Key=keys.output_key(job_id, name))["Body"].read()
+    )
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    target = resolve_stack(args.stack)
+    submitted = submit_file(target, args.file, args.key)
+    print(f"uploaded s3://{target.input_bucket}/{submitted.key} -> job {submitted.job_id}")
+    if not (args.wait or args.output):
+        print(f"follow it with: sumpipe jobs   /   sumpipe logs {submitted.job_id}")
+        return 0
+    job = wait_for_job(
+        target,
+        submitted.job_id,
+        args.timeout,
+        on_state=lambda j: print(f"  {_clock(time.time())}  {j.state}", file=sys.stderr),
+    )
+    return report_outcome(target, job, args.output or Path(f"{args.file.stem}.summary.csv"))
+
+
+def report_outcome(target: Stack, job: Job, output: Path) -> int:
+    if job.state == "succeeded":
+        output.write_bytes(output_object(target, job.job_id, keys.SUMMARY))
+        manifest = json.loads(output_object(target, job.job_id, keys.MANIFEST))
+        print(
+            f"job {job.job_id} succeeded: {manifest.get('rows')} rows, "
+            f"{manifest.get('sentences_in')} -> {manifest.get('sentences_out')} sentences; "
+            f"summary saved to {output}"
+        )
+        return 0
+    print(f"job {job.job_id} failed: {job.error}", file=sys.stderr)
+    try:
+        report = json.loads(output_object(target, job.job_id, keys.ERROR))
+        print(json.dumps(report, indent=2), file=sys.stderr)
+    except Exception as exc:
+        print(f"(no error report: {exc})", file=sys.stderr)
+    return 1
+
+
+# -- jobs ------------------------------------------------------------------------------------------
+
+
+def run_jobs(args: argparse.Namespace) -> int:
+    jobs = resolve_stack(args.stack).ledger().list_jobs()
+    if args.json:
+        for job in jobs:
+            print(json.dumps(job.__dict__))
+        return 0
+    print(f"{'JOB':24} {'STATE':10} {'CREATED':19} {'TOOK':>7} {'ROWS':>6} {'INSTANCE':20} INPUT / ERROR")
+    for job in jobs:
+        took = f"{job.finished_at - job.created_at:.1f}s" if job.finished_at else ""
+        detail = job.input_key + (f"  [{job.error}]" if job.error else "")
+        print(
+            f"{job.job_id:24} {job.state:10} {_clock(job.created_at, date=True):19} {took:>7} "
+            f"{'' if job.rows is None else job.rows:>6} {job.instance_id or '':20} {detail}"
+        )
+    return 0
+
+
+# -- logs ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogLine:
+    at: float
+    source: str
+    record: dict[str, Any]
+
+
+def job_log_lines(target: Stack, job_id: str) -> list[LogLine]:
+    """The job's lines from the three functions' CloudWatch Logs and the runner's log in S3."""
+    keys.require_job_id(job_id)
+    logs = client("logs")
+    lines: list[LogLine] = []
+    for source, output_name in FUNCTIONS.items():
+        group = f"/aws/lambda/{target.outputs[output_name]}"
+        kwargs: dict[str, Any] = {"logGroupName": group, "filterPattern": f'"{job_id}"'}
+        try:
+            while True:
+                page = logs.filter_log_events(**kwargs)
+                for event in page.get("events", []):
+                    record = _json_or_none(event["message"])
+                    if record is not None and record.get("job_id") == job_id:
+                        lines.append(LogLine(event["timestamp"] / 1000, source, record))
+                if not page.get("nextToken"):
+                    break
+                kwargs["nextToken"] = page["nextToken"]
+        except logs.exceptions.ResourceNotFoundException:
+            continue
+    try:
+        runner_log = output_object(target, job_id, keys.RUNNER_LOG).decode(errors="replace")
+    except Exception:
+        runner_log = ""
+    for text in runner_log.splitlines():
+        record = _json_or_none(text)
+        if record is not None:
+            lines.append(LogLine(_powertools_time(record.get("timestamp", "")), "runner", record))
+    return sorted(lines, key=lambda line: line.at)
+
+
+def _json_or_none(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _powertools_time(text: str) -> float:
+    try:
+        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f%z").timestamp()
+    except ValueError:
+        return 0.0
+
+
+_NOT_SHOWN = {
+    "level",
+    "location",
+    "message",
+    "timestamp",
+    "service",
+    "job_id",
+    "function_name",
+    "request_id",
+    "cold_start",
+    "function_memory_size",
+    "function_arn",
+    "function_request_id",
+    "xray_trace_id",
+    "step",
+}
+
+
+def format_line(line: LogLine) -> str:
+    extra = " ".join(f"{k}={v}" for k, v in line.record.items() if k not in _NOT_SHOWN and v is not None)
+    level, message = line.record.get("level", ""), line.record.get("message", "")
+    return f"{_clock(line.at)}  {line.source:8} {level:7} {message}" + (f"  {extra}" if extra else "")
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    lines = job_log_lines(resolve_stack(args.stack), args.job_id)
+    if not lines:
+        print(f"no log lines for {args.job_id} (yet)", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(json.dumps({"source": line.source, **line.record}) if args.json else format_line(line))
+    return 0
+
+
+def _clock(epoch: float, date: bool = False) -> str:
+    moment = datetime.fromtimestamp(epoch, UTC).astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if date else moment.strftime("%H:%M:%S.%f")[:-3]
+
+
+# -- demo ------------------------------------------------------------------------------------------
+
+# (source, message) of the lines that make the timeline, in the order they happen.
+TIMELINE = (
+    ("trigger", "job recorded", "S3 event received, job recorded"),
+    ("trigger", "instance started", "worker instance started"),
+    ("trigger", "instance reachable", "worker instance reachable over SSH"),
+    ("worker", "job running", "job started on the instance (detached)"),
+    ("runner", "summarized", "rows summarized on the instance"),
+    ("stop_ec2", "job succeeded", "summary.csv written, job succeeded"),
+    ("stop_ec2", "job failed", "error report written, job failed"),
+    ("stop_ec2", "instance stopped", "worker instance stopped"),
+)
+
+
+def timeline(lines: list[LogLine], uploaded_at: float) -> list[tuple[float, str]]:
+    found = []
+    for source, message, label in TIMELINE:
+        match = next(
+            (ln for ln in lines if ln.source == source and ln.record.get("message") == message), None
+        )
+        if match is not None:
+            found.append((match.at - uploaded_at, label))
+    return sorted(found)
+
+
+def wait_for_log(target: Stack, job_id: str, message: str, timeout_s: float) -> list[LogLine]:
+    """The job's lines once one says `message` (CloudWatch delivery lags a little)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lines = job_log_lines(target, job_id)
+        if any(ln.record.get("message") == message for ln in lines) or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.2)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        raise SystemExit("sumpipe demo runs on the local stack; unset AWS_ENDPOINT_URL")
+    started_stack = not stack.is_up(stack.DEFAULT_DIR)
+    print("bringing up the local stack (moto + sshd worker host + Lambda runtime)...")
+    info = stack.up(stack.StackConfig())
+    print(f"  ready in {info.timings['total_s']:.1f}s")
+    try:
+        target = resolve_stack(None)
+        rows = sum(1 for _ in args.file.open(encoding="utf-8", errors="replace")) - 1
+        print(f"submitting {args.file.name} (about {rows} lines)...")
+        submitted = submit_file(target, args.file)
+        job = wait_for_job(target, submitted.job_id, 600)
+        lines = wait_for_log(target, job.job_id, "instance stopped", 10)
+        print(f"\ntimeline of job {job.job_id} (seconds after the upload):")
+        for offset, label in timeline(lines, submitted.uploaded_at):
+            print(f"  {offset:6.2f}s  {label}")
+        output = Path(f"{args.file.stem}.summary.csv")
+        status = report_outcome(target, job, output)
+        if status == 0:
+            table = pd.read_csv(output, keep_default_na=False)
+            print("\na few summaries:")
+            for _, row in table[table["status"] == "ok"].head(3).iterrows():
+                print(f"  [{row['id']}] {row['summary'][:300]}")
+            print(f"\nmore: sumpipe logs {job.job_id}   (needs the stack: run `sumpipe demo --keep`)")
+        return status
+    finally:
+        if started_stack and not args.keep:
+            stack.down(stack.DEFAULT_DIR)
+            print("local stack down")

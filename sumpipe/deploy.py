@@ -1,0 +1,368 @@
+"""Render the CloudFormation template and deploy or destroy the stack with boto3.
+
+Single source of truth: `deploy/template.yaml` names, in each role's Metadata, the `iam/*.json`
+document that is its policy, and in each worker instance's Metadata, the user-data script. Rendering
+puts those files into the template; the rendered template is what cfn-lint checks, what `sumpipe deploy`
+deploys to AWS and what the local stack deploys into moto.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from botocore.exceptions import ClientError
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from sumpipe import package
+
+REPO_ROOT = package.REPO_ROOT
+TEMPLATE_PATH = REPO_ROOT / "deploy" / "template.yaml"
+POLICY_METADATA = "sumpipe:policy"
+USER_DATA_METADATA = "sumpipe:user-data"
+# CloudFormation takes a template body up to this size inline; bigger ones go through S3.
+INLINE_TEMPLATE_LIMIT = 51_200
+# Variables the bootstrap script expects (see deploy/bootstrap.sh), from template parameters.
+BOOTSTRAP_VARIABLES = {
+    "SUMPIPE_REGION": {"Ref": "AWS::Region"},
+    "ARTIFACTS_BUCKET": {"Ref": "ArtifactsBucket"},
+    "WHEEL_KEY": {"Ref": "WheelKey"},
+    "KNOWN_HOSTS_PARAMETER": {"Fn::Sub": "/${AWS::StackName}/worker/known-hosts"},
+    "SSH_PUBLIC_KEY": {"Ref": "SshPublicKey"},
+    "IDLE_SHUTDOWN_MINUTES": {"Ref": "WorkerIdleShutdownMinutes"},
+}
+
+Progress = Callable[[str], None]
+
+
+class DeployError(Exception):
+    """The stack can't be deployed or destroyed; the message says why and what to do."""
+
+
+# ------------------------------------------------------------------------------------------ rendering
+def render_template(template_path: Path = TEMPLATE_PATH, root: Path = REPO_ROOT) -> dict[str, Any]:
+    """The deployable template: policies from iam/*.json and user data from the bootstrap script."""
+    template = yaml.safe_load(template_path.read_text(encoding="utf-8"))
+    for logical_id, resource in template["Resources"].items():
+        metadata = resource.get("Metadata", {})
+        if POLICY_METADATA in metadata:
+            policy_path = root / metadata[POLICY_METADATA]
+            resource["Properties"]["Policies"] = [
+                {
+                    "PolicyName": policy_path.stem,
+                    "PolicyDocument": json.loads(policy_path.read_text(encoding="utf-8")),
+                }
+            ]
+        if USER_DATA_METADATA in metadata:
+            script = (root / metadata[USER_DATA_METADATA]).read_text(encoding="utf-8")
+            resource["Properties"]["UserData"] = _user_data(script)
+        if not resource.get("Properties") and resource["Type"] != "AWS::EC2::InternetGateway":
+            raise DeployError(f"{logical_id}: rendered without properties")
+    return template
+
+
+def _user_data(script: str) -> dict[str, Any]:
+    # Values are single-quoted shell words; stack parameters never contain a quote (checked by deploy).
+    parts: list[Any] = ["#!/bin/bash\n"]
+    for name, value in BOOTSTRAP_VARIABLES.items():
+        parts += [f"{name}='", value, "'\n"]
+    parts.append(script)
+    return {"Fn::Base64": {"Fn::Join": ["", parts]}}
+
+
+def template_body(template: Mapping[str, Any]) -> str:
+    return json.dumps(template, separators=(",", ":"))
+
+
+# ------------------------------------------------------------------------------------------ ssh key
+def generate_ssh_key_pair() -> tuple[str, str]:
+    """(private key in OpenSSH PEM format, public key line) for the worker's SSH access."""
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return private, public.decode() + " sumpipe-pipeline"
+
+
+def public_key_of(private_pem: str) -> str:
+    key = serialization.load_ssh_private_key(private_pem.encode(), password=None)
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return public.decode() + " sumpipe-pipeline"
+
+
+def _existing_private_key(secrets: Any, secret_id: str) -> str | None:
+    try:
+        return secrets.get_secret_value(SecretId=secret_id)["SecretString"] or None
+    except ClientError as error:
+        if error.response["Error"]["Code"] in ("ResourceNotFoundException", "InvalidRequestException"):
+            return None
+        raise
+
+
+# ------------------------------------------------------------------------------------------ stacks
+def stack_status(cloudformation: Any, stack_name: str) -> str | None:
+    try:
+        stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+    except ClientError as error:
+        if "does not exist" in error.response["Error"]["Message"]:
+            return None
+        raise
+    return stacks[0]["StackStatus"] if stacks else None
+
+
+def stack_outputs(cloudformation: Any, stack_name: str) -> dict[str, str]:
+    stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
+    return {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
+
+
+def wait_for_stack(
+    cloudformation: Any, stack_name: str, progress: Progress, poll_s: float = 5.0, timeout_s: float = 3600
+) -> str:
+    """Poll until the stack leaves its *_IN_PROGRESS state, reporting each new event; the final status."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            events = cloudformation.describe_stack_events(StackName=stack_name)["StackEvents"]
+        except ClientError as error:
+            if "does not exist" in error.response["Error"]["Message"]:
+                return "DELETE_COMPLETE"
+            raise
+        for event in reversed(events):
+            if event["EventId"] not in seen:
+                seen.add(event["EventId"])
+                reason = f" ({event['ResourceStatusReason']})" if event.get("ResourceStatusReason") else ""
+                progress(f"{event['LogicalResourceId']:<32} {event['ResourceStatus']}{reason}")
+        status = stack_status(cloudformation, stack_name) or "DELETE_COMPLETE"
+        if not status.endswith("_IN_PROGRESS"):
+            return status
+        if time.monotonic() > deadline:
+            raise DeployError(f"{stack_name}: still {status} after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
+def _template_argument(s3: Any, bucket: str, stack_name: str, template: Mapping[str, Any]) -> dict[str, str]:
+    body = template_body(template)
+    if len(body) <= INLINE_TEMPLATE_LIMIT:
+        return {"TemplateBody": body}
+    key = f"{stack_name}/template.json"
+    s3.put_object(Bucket=bucket, Key=key, Body=body.encode())
+    # CloudFormation reads the template itself, with the caller's credentials, from this URL form.
+    return {"TemplateURL": f"https://{bucket}.s3.{s3.meta.region_name}.amazonaws.com/{key}"}
+
+
+def apply_stack(
+    cloudformation: Any,
+    s3: Any,
+    stack_name: str,
+    template: Mapping[str, Any],
+    parameters: Mapping[str, str],
+    artifacts_bucket: str,
+    progress: Progress,
+    poll_s: float = 5.0,
+) -> dict[str, str]:
+    """Create the stack, or update it through a change set; the stack outputs."""
+    for key, value in parameters.items():
+        if "'" in value:
+            raise DeployError(f"parameter {key}: single quotes are not allowed")
+    cfn_parameters = [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()]
+    template_argument = _template_argument(s3, artifacts_bucket, stack_name, template)
+    capabilities = ["CAPABILITY_IAM"]
+    status = stack_status(cloudformation, stack_name)
+    if status == "ROLLBACK_COMPLETE":
+        raise DeployError(f"{stack_name}: a failed create left it in ROLLBACK_COMPLETE; destroy it first")
+    if status is None:
+        progress(f"creating stack {stack_name}")
+        cloudformation.create_stack(
+            StackName=stack_name, Parameters=cfn_parameters, Capabilities=capabilities,
+            OnFailure="ROLLBACK", Tags=[{"Key": "sumpipe:stack", "Value": stack_name}], **template_argument,
+        )
+        final = wait_for_stack(cloudformation, stack_name, progress, poll_s)
+        if final != "CREATE_COMPLETE":
+            raise DeployError(f"{stack_name}: create ended in {final}; see the events above")
+        return stack_outputs(cloudformation, stack_name)
+
+    change_set_name = f"sumpipe-{int(time.time())}"
+    progress(f"updating stack {stack_name} (change set {change_set_name})")
+    cloudformation.create_change_set(
+        StackName=stack_name, ChangeSetName=change_set_name, ChangeSetType="UPDATE",
+        Parameters=cfn_parameters, Capabilities=capabilities, **template_argument,
+    )
+    change_set = _wait_for_change_set(cloudformation, stack_name, change_set_name, poll_s)
+    if change_set["Status"] == "FAILED":
+        if "didn't contain changes" in change_set.get("StatusReason", "") or "No updates" in change_set.get(
+            "StatusReason", ""
+        ):
+            cloudformation.delete_change_set(StackName=stack_name, ChangeSetName=change_set_name)
+            progress("no changes")
+            return stack_outputs(cloudformation, stack_name)
+        raise DeployError(f"{stack_name}: change set failed: {change_set.get('StatusReason')}")
+    for change in change_set.get("Changes", []):
+        detail = change["ResourceChange"]
+        progress(f"  {detail['Action']:<8} {detail['LogicalResourceId']} ({detail['ResourceType']})")
+    cloudformation.execute_change_set(StackName=stack_name, ChangeSetName=change_set_name)
+    final = wait_for_stack(cloudformation, stack_name, progress, poll_s)
+    if final != "UPDATE_COMPLETE":
+        raise DeployError(f"{stack_name}: update ended in {final}; see the events above")
+    return stack_outputs(cloudformation, stack_name)
+
+
+def _wait_for_change_set(cloudformation: Any, stack_name: str, name: str, poll_s: float) -> dict[str, Any]:
+    while True:
+        change_set = cloudformation.describe_change_set(StackName=stack_name, ChangeSetName=name)
+        if change_set["Status"] in ("CREATE_COMPLETE", "FAILED"):
+            return change_set
+        time.sleep(poll_s)
+
+
+# ------------------------------------------------------------------------------------------ buckets
+def artifacts_bucket_name(stack_name: str, account_id: str, region: str) -> str:
+    return f"{stack_name}-{account_id}-{region}-artifacts"
+
+
+def ensure_private_bucket(s3: Any, bucket: str, region: str) -> None:
+    """Create `bucket` if missing: encrypted, public access blocked."""
+    try:
+        s3.head_bucket(Bucket=bucket)
+        return
+    except ClientError as error:
+        if error.response["Error"]["Code"] not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+    location = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    s3.create_bucket(Bucket=bucket, **location)
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True, "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
+        },
+    )
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+    )
+
+
+def empty_bucket(s3: Any, bucket: str) -> int:
+    """Delete every object version and delete marker; how many were deleted."""
+    deleted = 0
+    paginator = s3.get_paginator("list_object_versions")
+    for page in paginator.paginate(Bucket=bucket):
+        entries = [
+            {"Key": item["Key"], "VersionId": item["VersionId"]}
+            for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+        ]
+        for start in range(0, len(entries), 1000):
+            batch = entries[start : start + 1000]
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+            deleted += len(batch)
+    return deleted
+
+
+def bucket_is_empty(s3: Any, bucket: str) -> bool:
+    page = s3.list_object_versions(Bucket=bucket, MaxKeys=1)
+    return not page.get("Versions") and not page.get("DeleteMarkers")
+
+
+def _bucket_exists(s3: Any, bucket: str) -> bool:
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------ commands
+def upload_artifact(s3: Any, bucket: str, stack_name: str, artifact: package.Artifact) -> str:
+    key = f"{stack_name}/{artifact.s3_key_name}"
+    s3.upload_file(str(artifact.path), bucket, key)
+    return key
+
+
+def deploy(
+    session: Any,
+    stack_name: str,
+    overrides: Mapping[str, str],
+    progress: Progress,
+    *,
+    poll_s: float = 5.0,
+) -> dict[str, str]:
+    """Build and upload the artifacts, create or update the stack, store the SSH key; the outputs."""
+    region = session.region_name
+    account_id = session.client("sts").get_caller_identity()["Account"]
+    s3 = session.client("s3")
+    cloudformation = session.client("cloudformation")
+    secrets = session.client("secretsmanager")
+
+    bucket = artifacts_bucket_name(stack_name, account_id, region)
+    ensure_private_bucket(s3, bucket, region)
+    parameters: dict[str, str] = {"ArtifactsBucket": bucket}
+    with tempfile.TemporaryDirectory(prefix="sumpipe-package-") as tmp:
+        out_dir = Path(tmp)
+        progress("building the pipeline functions and their dependency layer")
+        pipeline = package.build_pipeline_artifacts(out_dir)
+        for name, parameter in (("trigger", "TriggerCodeKey"), ("worker", "WorkerCodeKey"),
+                                ("stop_ec2", "StopCodeKey")):
+            parameters[parameter] = upload_artifact(s3, bucket, stack_name, pipeline.functions[name])
+        parameters["PipelineLayerKey"] = upload_artifact(s3, bucket, stack_name, pipeline.layer)
+        wheel = package.build_wheel(out_dir / "wheel")
+        parameters["WheelKey"] = f"{stack_name}/{wheel.name}"
+        s3.upload_file(str(wheel), bucket, parameters["WheelKey"])
+
+    secret_id = f"{stack_name}/worker-ssh-key"
+    existing_key = _existing_private_key(secrets, secret_id)
+    new_private_key = None
+    if existing_key:
+        parameters["SshPublicKey"] = public_key_of(existing_key)
+    else:
+        new_private_key, parameters["SshPublicKey"] = generate_ssh_key_pair()
+    parameters.update(overrides)
+
+    outputs = apply_stack(
+        cloudformation, s3, stack_name, render_template(), parameters, bucket, progress, poll_s
+    )
+    if new_private_key:
+        # The secret is created empty by the stack; its value never appears in the template.
+        secrets.put_secret_value(SecretId=outputs["SshKeySecretId"], SecretString=new_private_key)
+        progress("stored a new SSH key pair (private key in the secret, public key on the workers)")
+    return outputs
+
+
+def destroy(
+    session: Any, stack_name: str, progress: Progress, *, force: bool = False, poll_s: float = 5.0
+) -> None:
+    """Delete the stack and its artifacts bucket. Non-empty data buckets make it refuse unless `force`."""
+    s3 = session.client("s3")
+    cloudformation = session.client("cloudformation")
+    account_id = session.client("sts").get_caller_identity()["Account"]
+    if stack_status(cloudformation, stack_name) is None:
+        raise DeployError(f"{stack_name}: no such stack")
+    outputs = stack_outputs(cloudformation, stack_name)
+    data_buckets = [outputs[k] for k in ("InputBucketName", "OutputBucketName") if outputs.get(k)]
+    non_empty = [b for b in data_buckets if _bucket_exists(s3, b) and not bucket_is_empty(s3, b)]
+    if non_empty and not force:
+        raise DeployError(
+            f"{stack_name}: bucket(s) {', '.join(non_empty)} still hold data; "
+            "download what you need, then run `sumpipe destroy --force` to delete it with the stack"
+        )
+    for bucket in non_empty:
+        progress(f"emptying {bucket}: {empty_bucket(s3, bucket)} object versions deleted")
+    progress(f"deleting stack {stack_name}")
+    cloudformation.delete_stack(StackName=stack_name)
+    final = wait_for_stack(cloudformation, stack_name, progress, poll_s)
+    if final != "DELETE_COMPLETE":
+        raise DeployError(f"{stack_name}: delete ended in {final}; see the events above")
+    artifacts = artifacts_bucket_name(stack_name, account_id, session.region_name)
+    if _bucket_exists(s3, artifacts):
+        empty_bucket(s3, artifacts)
+        s3.delete_bucket(Bucket=artifacts)
+        progress(f"deleted artifacts bucket {artifacts}")

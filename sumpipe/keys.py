@@ -1,0 +1,56 @@
+"""The S3 key layout and the job id: the contract between the trigger, the runner and stop_ec2."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote_plus
+
+JOB_ID_RE = re.compile(r"^j-[0-9a-f]{20}$")
+JOBS_PREFIX = "jobs/"
+SUMMARY = "summary.csv"
+MANIFEST = "manifest.json"
+ERROR = "error.json"
+RUNNER_LOG = "runner.log.jsonl"
+# Output files whose creation finishes a job (the output bucket notifies only these).
+FINISHING_FILES = (SUMMARY, ERROR)
+
+
+def job_id(bucket: str, key: str, version: str) -> str:
+    """The same object version (or etag, when the bucket is unversioned) is always the same job."""
+    digest = hashlib.sha256(f"{bucket}\0{key}\0{version}".encode()).hexdigest()
+    return "j-" + digest[:20]
+
+
+def is_job_id(value: str) -> bool:
+    return bool(JOB_ID_RE.match(value))
+
+
+def require_job_id(value: str) -> str:
+    if not is_job_id(value):
+        raise ValueError(f"not a job id: {value[:40]!r}")
+    return value
+
+
+def output_key(job: str, name: str) -> str:
+    return f"{JOBS_PREFIX}{require_job_id(job)}/{name}"
+
+
+def decode_event_key(raw: str) -> str:
+    """S3 event notifications carry keys URL-encoded (spaces as '+')."""
+    return unquote_plus(raw)
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    job_id: str
+    name: str
+
+
+def parse_output_key(key: str) -> OutputFile | None:
+    """`jobs/<job_id>/<name>` -> OutputFile, anything else -> None."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] + "/" != JOBS_PREFIX or not is_job_id(parts[1]):
+        return None
+    return OutputFile(job_id=parts[1], name=parts[2])

@@ -1,0 +1,394 @@
+"""The embedded local stack: moto, the template deployed into it, real sshd worker hosts, and the
+Lambda runtime, run by one daemon process.
+
+    up(config)    starts the daemon (or runs it in the foreground) and returns once it is ready
+    down(dir)     stops it; nothing is left behind (process, namespace, veth, bridge)
+
+State lives in the stack directory (default `.sumpipe/local/`):
+  env            AWS_ENDPOINT_URL etc. + SUMPIPE_STACK_NAME: what a client needs (the CLI reads it)
+  outputs.json   the CloudFormation stack outputs
+  stack.pid      the daemon; moto.pid its emulator; stack.log / moto.log their logs
+  hosts/         the worker hosts' sshd state (host keys, configs, logs)
+  ready          written once everything is up; holds the timings of the start
+
+What AWS does and the emulator doesn't is done here, and only here: the worker key pair goes to the
+Secrets Manager secret and the hosts' authorized_keys; each host's key is published to the
+known_hosts SSM parameter (what the instance bootstrap does in AWS); the instances' states are
+mirrored onto the hosts; the Lambda runtime delivers events. Handlers run unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from sumpipe.local import motoserver
+
+DEFAULT_DIR = Path(".sumpipe/local")
+RUNNER = Path(sys.prefix) / "bin" / "sumpipe-runner"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass
+class StackConfig:
+    state_dir: Path = DEFAULT_DIR
+    stack_name: str = "sumpipe"
+    # Names of the bridge/namespaces/veths start with the prefix; the subnet must be free.
+    prefix: str = "sp"
+    subnet: str = "10.200.0.0/16"
+    workers: int = 1
+    # SUMPIPE_* settings for the functions on top of the template's (e.g. a short deadline in tests).
+    settings: dict[str, str] = field(default_factory=dict)
+    watchdog_interval_s: float = 2.0
+    retry_delay_s: int = 1
+
+    def to_json(self) -> str:
+        return json.dumps({**dataclasses.asdict(self), "state_dir": str(self.state_dir)})
+
+    @classmethod
+    def from_json(cls, text: str) -> StackConfig:
+        values = json.loads(text)
+        return cls(**{**values, "state_dir": Path(values["state_dir"])})
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    state_dir: Path
+    env: dict[str, str]
+    outputs: dict[str, str]
+    timings: dict[str, float]
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            name, value = line.split("=", 1)
+            env[name] = value
+    return env
+
+
+def info(state_dir: Path) -> StackInfo:
+    ready = json.loads((state_dir / "ready").read_text())
+    return StackInfo(
+        state_dir=state_dir,
+        env=read_env_file(state_dir / "env"),
+        outputs=json.loads((state_dir / "outputs.json").read_text()),
+        timings=ready["timings"],
+    )
+
+
+def is_up(state_dir: Path) -> bool:
+    pid = _read_pid(state_dir / "stack.pid")
+    return pid is not None and _alive(pid) and (state_dir / "ready").exists()
+
+
+def up(config: StackConfig, *, foreground: bool = False, timeout_s: float = 120.0) -> StackInfo:
+    """Starts the stack unless it already runs; returns once it is ready."""
+    state_dir = config.state_dir.resolve()
+    config = dataclasses.replace(config, state_dir=state_dir)
+    if is_up(state_dir):
+        return info(state_dir)
+    down(state_dir)  # whatever a crashed earlier run left behind
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "config.json").write_text(config.to_json())
+    if foreground:
+        serve(config)
+        raise StackError("stack stopped")
+    with (state_dir / "stack.log").open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sumpipe.local.stack", "serve", str(state_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout_s
+    while not (state_dir / "ready").exists():
+        if process.poll() is not None:
+            tail = (state_dir / "stack.log").read_text(errors="replace")[-3000:]
+            down(state_dir)
+            raise StackError(f"the local stack failed to start:\n{tail}")
+        if time.monotonic() > deadline:
+            down(state_dir)
+            raise StackError(
+                f"the local stack was not ready after {timeout_s:.0f}s; see {state_dir}/stack.log"
+            )
+        time.sleep(0.05)
+    return info(state_dir)
+
+
+def down(state_dir: Path = DEFAULT_DIR, timeout_s: float = 30.0) -> None:
+    """Stops the daemon (which tears everything down), then removes anything a crash left."""
+    from sumpipe.local.hosts import HostNetwork
+
+    state_dir = state_dir.resolve()
+    pid = _read_pid(state_dir / "stack.pid")
+    if pid is not None and _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    moto_pid = _read_pid(state_dir / "moto.pid")
+    if moto_pid is not None and _alive(moto_pid):
+        os.kill(moto_pid, signal.SIGKILL)
+    config_path = state_dir / "config.json"
+    if config_path.exists():
+        config = StackConfig.from_json(config_path.read_text())
+        HostNetwork(state_dir / "hosts", prefix=config.prefix, subnet=config.subnet).teardown()
+    runner_logs = state_dir / "runner-logs-dir"
+    if runner_logs.exists():
+        shutil.rmtree(runner_logs.read_text().strip(), ignore_errors=True)
+    for name in ("stack.pid", "moto.pid", "ready", "runner-logs-dir"):
+        (state_dir / name).unlink(missing_ok=True)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def function_settings(outputs: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:
+    """The SUMPIPE_* environment the template gives the functions, from the stack outputs."""
+    env = {
+        "SUMPIPE_INPUT_BUCKET": outputs["InputBucketName"],
+        "SUMPIPE_OUTPUT_BUCKET": outputs["OutputBucketName"],
+        "SUMPIPE_JOB_TABLE": outputs["JobTableName"],
+        "SUMPIPE_JOB_QUEUE_URL": outputs["JobQueueUrl"],
+        "SUMPIPE_WORKER_TAG_KEY": outputs["WorkerTagKey"],
+        "SUMPIPE_WORKER_TAG_VALUE": outputs["WorkerTagValue"],
+        "SUMPIPE_SSH_KEY_SECRET_ID": outputs["SshKeySecretId"],
+        "SUMPIPE_KNOWN_HOSTS_PARAMETER": outputs["KnownHostsParameterName"],
+        # Local hosts are up within milliseconds; a long wait only hides a broken host.
+        "SUMPIPE_INSTANCE_READY_TIMEOUT_S": "20",
+    }
+    return {**env, **overrides}
+
+
+def serve(config: StackConfig) -> None:
+    """The daemon: bring everything up, write `ready`, run until SIGTERM, tear everything down."""
+    from sumpipe.local.hosts import HostNetwork, Reconciler, generate_ed25519_keypair, namespaces_available
+    from sumpipe.local.resources import deploy_local_stack
+    from sumpipe.local.runtime import EventSource, Runtime
+
+    state_dir = config.state_dir
+    (state_dir / "stack.pid").write_text(str(os.getpid()))
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    if not namespaces_available():
+        raise StackError(
+            "the local stack needs root and `ip netns` (worker hosts live in network namespaces)"
+        )
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    network = HostNetwork(
+        state_dir / "hosts", prefix=config.prefix, subnet=config.subnet, use_namespaces=True
+    )
+    moto: subprocess.Popen[bytes] | None = None
+    reconciler: Reconciler | None = None
+    runtime: Runtime | None = None
+    try:
+        network.create()
+        port = motoserver.free_port()
+        moto = motoserver.start(port, ["127.0.0.1", network.bridge_ip], state_dir / "moto.log")
+        (state_dir / "moto.pid").write_text(str(moto.pid))
+        client_env = motoserver.client_environment(f"http://127.0.0.1:{port}")
+        os.environ.update(client_env)
+        timings["moto_s"] = time.monotonic() - t0
+
+        private_key, public_key = generate_ed25519_keypair("sumpipe-worker")
+        subnet = ipaddress.IPv4Network(config.subnet)
+        worker_ips = [network.host_ip(i) for i in range(config.workers)]
+        session = boto3.session.Session()
+        outputs = deploy_local_stack(
+            session,
+            config.stack_name,
+            worker_ips,
+            ssh_public_key=public_key,
+            ssh_private_key=private_key,
+            parameters={
+                "VpcCidr": str(subnet),
+                "SubnetCidr": str(ipaddress.IPv4Network(f"{worker_ips[0]}/24", strict=False)),
+            },
+        )
+        # TEMPORARY (to remove once sumpipe/local/resources.py handles it): moto enforces the buckets'
+        # DenyInsecureTransport policy, and the emulator speaks plain HTTP, so every call is refused.
+        for bucket in (outputs["InputBucketName"], outputs["OutputBucketName"]):
+            session.client("s3").delete_bucket_policy(Bucket=bucket)
+        (state_dir / "outputs.json").write_text(json.dumps(outputs, indent=2))
+        timings["deploy_s"] = time.monotonic() - t0 - timings["moto_s"]
+
+        settings_env = function_settings(outputs, config.settings)
+        os.environ.update(settings_env)
+        hosts = start_hosts(session, network, outputs, public_key, port, settings_env, state_dir)
+        reconciler = Reconciler(session.client("ec2"), hosts, interval=0.05)
+        reconciler.start()
+
+        account = session.client("sts").get_caller_identity()["Account"]
+        runtime = Runtime(
+            [
+                EventSource("trigger", outputs["TriggerFunctionName"], outputs["InputEventsQueueUrl"], 10, 2),
+                EventSource("worker", outputs["WorkerFunctionName"], outputs["JobQueueUrl"], 1, 3),
+                EventSource("stop_ec2", outputs["StopFunctionName"], outputs["OutputEventsQueueUrl"], 10, 2),
+            ],
+            watchdog_function=outputs["StopFunctionName"],
+            watchdog_interval_s=config.watchdog_interval_s,
+            account=account,
+            region=motoserver.REGION,
+            retry_delay_s=config.retry_delay_s,
+        )
+        runtime.start()
+        env_lines = [f"{k}={v}" for k, v in {**client_env, "SUMPIPE_STACK_NAME": config.stack_name}.items()]
+        (state_dir / "env").write_text(
+            "# written by `sumpipe local up`; read by the sumpipe CLI\n" + "\n".join(env_lines) + "\n"
+        )
+        timings["total_s"] = time.monotonic() - t0
+        (state_dir / "ready").write_text(json.dumps({"timings": timings}))
+        print(json.dumps({"message": "local stack ready", "timings": timings}), flush=True)
+        stopping.wait()
+    finally:
+        (state_dir / "ready").unlink(missing_ok=True)
+        if runtime is not None:
+            runtime.stop()
+        if reconciler is not None:
+            reconciler.stop()
+        network.teardown()
+        if moto is not None:
+            moto.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                moto.wait(5)
+            moto.kill()
+        (state_dir / "moto.pid").unlink(missing_ok=True)
+        runner_logs = state_dir / "runner-logs-dir"
+        if runner_logs.exists():
+            shutil.rmtree(runner_logs.read_text().strip(), ignore_errors=True)
+            runner_logs.unlink()
+        (state_dir / "stack.pid").unlink(missing_ok=True)
+
+
+def _runs_as(user: str, argv: list[str], env: dict[str, str] | None = None) -> bool:
+    done = subprocess.run(
+        ["runuser", "-u", user, "--", "env", *[f"{k}={v}" for k, v in (env or {}).items()], *argv],
+        capture_output=True,
+        timeout=60,
+    )
+    return done.returncode == 0
+
+
+def runner_command(user: str) -> tuple[str, dict[str, str]]:
+    """The forced command that runs `sumpipe-runner` as the hosts' login user, and the environment
+    it needs. Normally the venv's own script. When the venv's interpreter is out of that user's
+    reach (a pyenv build under /root, mode 700), the same-version system interpreter runs the
+    project from the venv's site-packages instead: the runner must never run as root."""
+    if _runs_as(user, [sys.executable, "-c", "0"]):
+        return str(RUNNER), {}
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    site_packages = Path(sys.prefix) / "lib" / version / "site-packages"
+    env = {"PYTHONPATH": f"{REPO_ROOT}:{site_packages}"}
+    for candidate in (Path("/usr/bin") / version, Path("/usr/local/bin") / version):
+        if candidate.exists() and _runs_as(user, [str(candidate), "-c", "import sumpipe.runner"], env):
+            return f"{candidate} -m sumpipe.runner", env
+    raise StackError(
+        f"user {user} can't run {sys.executable} (is it under a private home?) and no system {version} "
+        "can run the project instead; make the venv's interpreter readable by that user"
+    )
+
+
+def start_hosts(
+    session: Any,
+    network: Any,
+    outputs: dict[str, str],
+    public_key: str,
+    port: int,
+    settings_env: dict[str, str],
+    state_dir: Path,
+) -> dict[str, Any]:
+    """One sshd host per worker instance, at the instance's private IP; publishes their host keys
+    to the known_hosts parameter and leaves the instances stopped (they start on demand)."""
+    ec2 = session.client("ec2")
+    instance_ids = [i for i in outputs["WorkerInstanceIds"].split(",") if i]
+    described = ec2.describe_instances(InstanceIds=instance_ids)
+    private_ips = {
+        i["InstanceId"]: i.get("PrivateIpAddress") for r in described["Reservations"] for i in r["Instances"]
+    }
+    # The job runner's log directory on the hosts: writable by the hosts' login user.
+    runner_logs = tempfile.mkdtemp(prefix="sumpipe-runner-")
+    Path(runner_logs).chmod(0o1777)
+    (state_dir / "runner-logs-dir").write_text(runner_logs)
+    from sumpipe.local.hosts import SSH_USER, ensure_ssh_user
+
+    ensure_ssh_user()
+    forced_command, runner_env = runner_command(SSH_USER)
+    host_env = {
+        **runner_env,
+        **motoserver.client_environment(f"http://{network.bridge_ip}:{port}"),
+        "SUMPIPE_OUTPUT_BUCKET": settings_env["SUMPIPE_OUTPUT_BUCKET"],
+        "SUMPIPE_JOB_TABLE": settings_env["SUMPIPE_JOB_TABLE"],
+        "SUMPIPE_SUMMARIZER_METHOD": settings_env.get("SUMPIPE_SUMMARIZER_METHOD", "default"),
+        "SUMPIPE_RUNNER_LOG_DIR": runner_logs,
+    }
+    hosts = {}
+    # The template pins instance i (in output order) at the i-th worker IP, which is host i's.
+    for instance_id in instance_ids:
+        host = network.add_host(
+            authorized_key=public_key, forced_command=forced_command, environment=host_env
+        )
+        if private_ips[instance_id] != host.ip:
+            # Never connect to an address the emulator invented: only to hosts we created.
+            raise StackError(
+                f"instance {instance_id} is at {private_ips[instance_id]}, not at its host {host.ip}"
+            )
+        hosts[instance_id] = host
+    session.client("ssm").put_parameter(
+        Name=outputs["KnownHostsParameterName"],
+        Value="\n".join(h.known_hosts_line() for h in hosts.values()) + "\n",
+        Type="String",
+        Overwrite=True,
+    )
+    ec2.stop_instances(InstanceIds=instance_ids)
+    return hosts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="the local stack daemon (use `sumpipe local up`)")
+    parser.add_argument("command", choices=["serve"])
+    parser.add_argument("state_dir", type=Path)
+    args = parser.parse_args()
+    serve(StackConfig.from_json((args.state_dir / "config.json").read_text()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Build the Lambda deployment artifacts and check them against Lambda's size limits.
+
+- One zip per pipeline function: its handler (`lambdas/<name>/`) plus the shared `sumpipe` package.
+  The zips are byte-for-byte reproducible (fixed timestamps, sorted entries), so their content hash
+  names the S3 key and an unchanged function is not redeployed.
+- One layer with the pipeline functions' third-party dependencies, installed by pip for the Lambda
+  platform (manylinux x86_64, CPython 3.12). boto3 is left out: the Lambda runtime provides it.
+- The project wheel, which the worker instances install at boot (it pulls in the GloVe vectors package).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PIPELINE_FUNCTIONS = ("trigger", "worker", "stop_ec2")
+LAMBDA_PYTHON_VERSION = "3.12"
+LAMBDA_PLATFORM = "manylinux2014_x86_64"
+PIPELINE_LAYER_REQUIREMENTS = (
+    "pydantic>=2.6",
+    "pydantic-settings>=2.2",
+    "paramiko>=3.4",
+    "aws-lambda-powertools>=3.0",
+)
+
+MB = 1024 * 1024
+# https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html
+DIRECT_UPLOAD_ZIPPED_LIMIT = 50 * MB
+UNZIPPED_LIMIT = 250 * MB
+MAX_LAYERS = 5
+
+_FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+class PackageError(Exception):
+    """An artifact can't be built or doesn't fit Lambda's limits."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    path: Path
+    zipped_bytes: int
+    unzipped_bytes: int
+    sha256: str
+
+    @property
+    def s3_key_name(self) -> str:
+        """Content-addressed file name: a changed artifact gets a new key, so CloudFormation updates it."""
+        return f"{self.name}-{self.sha256[:16]}.zip"
+
+
+def _python_files(root: Path, package: str) -> list[tuple[Path, str]]:
+    base = root / package
+    return [
+        (path, path.relative_to(root).as_posix())
+        for path in sorted(base.rglob("*.py"))
+        if "__pycache__" not in path.parts
+    ] + [(path, path.relative_to(root).as_posix()) for path in sorted(base.rglob("py.typed"))]
+
+
+def _write_zip(target: Path, entries: Iterable[tuple[Path, str]]) -> None:
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for source, arcname in sorted(entries, key=lambda entry: entry[1]):
+            info = zipfile.ZipInfo(arcname, date_time=_FIXED_ZIP_TIME)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, source.read_bytes())
+
+
+def describe_zip(name: str, path: Path) -> Artifact:
+    with zipfile.ZipFile(path) as archive:
+        unzipped = sum(info.file_size for info in archive.infolist())
+    return Artifact(
+        name=name,
+        path=path,
+        zipped_bytes=path.stat().st_size,
+        unzipped_bytes=unzipped,
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+    )
+
+
+def build_function_zip(function: str, out_dir: Path, root: Path = REPO_ROOT) -> Artifact:
+    """The handler of `lambdas/<function>/` plus the shared `sumpipe` package, nothing else."""
+    handler = root / "lambdas" / function / "handler.py"
+    if not handler.is_file():
+        raise PackageError(f"{function}: no handler at {handler}")
+    entries = [(root / "lambdas" / "__init__.py", "lambdas/__init__.py")]
+    entries += _python_files(root, f"lambdas/{function}")
+    # The local stack's code never runs in a Lambda.
+    entries += [e for e in _python_files(root, "sumpipe") if not e[1].startswith("sumpipe/local/")]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{function}.zip"
+    _write_zip(target, entries)
+    return describe_zip(function, target)
+
+
+def build_layer(
+    name: str,
+    requirements: Sequence[str],
+    out_dir: Path,
+    python_version: str = LAMBDA_PYTHON_VERSION,
+) -> Artifact:
+    """Install `requirements` for the Lambda platform into python/ and zip it as a layer."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"sumpipe-layer-{name}-") as tmp:
+        site = Path(tmp) / "python"
+        command = [
+            sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+            "--no-compile", "--platform", LAMBDA_PLATFORM, "--implementation", "cp",
+            "--python-version", python_version, "--only-binary=:all:", "--target", str(site),
+            *requirements,
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise PackageError(f"layer {name}: pip install failed:\n{result.stderr.strip()}")
+        entries = [
+            (path, path.relative_to(tmp).as_posix())
+            for path in site.rglob("*")
+            if path.is_file() and "__pycache__" not in path.parts
+        ]
+        target = out_dir / f"{name}.zip"
+        _write_zip(target, entries)
+    return describe_zip(name, target)
+
+
+def check_lambda_sizes(function: Artifact, layers: Sequence[Artifact] = (), *, via_s3: bool = True) -> None:
+    """Raise PackageError naming the artifact and the numbers when Lambda would reject it."""
+    if len(layers) > MAX_LAYERS:
+        raise PackageError(f"{function.name}: {len(layers)} layers, Lambda allows {MAX_LAYERS}")
+    if not via_s3:
+        for artifact in (function, *layers):
+            if artifact.zipped_bytes > DIRECT_UPLOAD_ZIPPED_LIMIT:
+                raise PackageError(
+                    f"{artifact.name}: {artifact.zipped_bytes / MB:.1f} MB zipped exceeds the "
+                    f"{DIRECT_UPLOAD_ZIPPED_LIMIT / MB:.0f} MB direct-upload limit; upload it through S3"
+                )
+    unzipped = function.unzipped_bytes + sum(layer.unzipped_bytes for layer in layers)
+    if unzipped > UNZIPPED_LIMIT:
+        parts = ", ".join(f"{a.name} {a.unzipped_bytes / MB:.1f} MB" for a in (function, *layers))
+        raise PackageError(
+            f"{function.name}: {unzipped / MB:.1f} MB unzipped ({parts}) exceeds Lambda's "
+            f"{UNZIPPED_LIMIT / MB:.0f} MB limit for a function and its layers; use a container image"
+        )
+
+
+@dataclass(frozen=True)
+class PipelineArtifacts:
+    functions: dict[str, Artifact]
+    layer: Artifact
+
+
+def build_pipeline_artifacts(out_dir: Path, root: Path = REPO_ROOT) -> PipelineArtifacts:
+    """Every zip `sumpipe deploy` uploads, size-checked."""
+    functions = {name: build_function_zip(name, out_dir, root) for name in PIPELINE_FUNCTIONS}
+    layer = build_layer("pipeline-deps", PIPELINE_LAYER_REQUIREMENTS, out_dir)
+    for artifact in functions.values():
+        check_lambda_sizes(artifact, [layer])
+    return PipelineArtifacts(functions=functions, layer=layer)
+
+
+def build_wheel(out_dir: Path, root: Path = REPO_ROOT) -> Path:
+    """The project wheel the worker instances install at boot."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
+               "--no-deps", "--no-build-isolation", "--wheel-dir", str(out_dir), str(root)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise PackageError(f"wheel: pip wheel failed:\n{result.stderr.strip()}")
+    wheels = sorted(out_dir.glob("sumpipe-*.whl"))
+    if not wheels:
+        raise PackageError(f"wheel: pip wheel produced nothing in {out_dir}")
+    return wheels[-1]

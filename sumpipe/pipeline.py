@@ -1,0 +1,369 @@
+"""The logic behind the three Lambda handlers: plain functions over clients and settings.
+
+trigger  -> `accept_upload`: record the job, pick + start a worker instance, hand the job on.
+worker   -> `dispatch_job`: start the job on the instance over SSH (the runner detaches).
+stop_ec2 -> `accept_output` / `watchdog`: finish the job, stop the instance when nothing else
+            runs on it; fail overdue jobs; stop instances left idle.
+
+A job finishes in exactly one way, `finish_job`: a conditional ledger transaction (state change
++ in-flight count), then a stop of the instance if that made it idle. Failures anywhere first
+write `jobs/<job_id>/error.json` (the report the user reads), then finish the job.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from sumpipe import ec2, keys, remote
+from sumpipe.aws import client
+from sumpipe.ledger import FAILED, QUEUED, STARTING, SUCCEEDED, Job, Ledger
+from sumpipe.logs import get_logger, job_context
+from sumpipe.settings import Settings
+
+logger = get_logger()
+
+
+@dataclass
+class Clients:
+    """AWS clients, built on first use (a handler only pays for the ones it touches)."""
+
+    _built: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, service: str) -> Any:
+        if service.startswith("_"):
+            raise AttributeError(service)
+        if service not in self._built:
+            self._built[service] = client(service)
+        return self._built[service]
+
+
+def ledger_for(settings: Settings, clients: Clients) -> Ledger:
+    return Ledger(clients.dynamodb, settings.job_table)
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectCreated:
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str
+
+
+def s3_records(event: dict[str, Any]) -> list[ObjectCreated]:
+    """The ObjectCreated records of an S3 event notification (S3's test event has none)."""
+    found = []
+    for record in event.get("Records", []):
+        if not str(record.get("eventName", "")).startswith("ObjectCreated"):
+            continue
+        s3 = record["s3"]
+        obj = s3["object"]
+        found.append(
+            ObjectCreated(
+                bucket=s3["bucket"]["name"],
+                key=keys.decode_event_key(obj["key"]),
+                version_id=obj.get("versionId") or None,
+                etag=str(obj.get("eTag", "")).strip('"'),
+            )
+        )
+    return found
+
+
+# -- failure reports and finishing -------------------------------------------------------------
+
+
+def write_error_report(
+    settings: Settings,
+    clients: Clients,
+    job_id: str,
+    reason: str,
+    step: str,
+    exc: BaseException | None = None,
+) -> None:
+    report: dict[str, Any] = {
+        "job_id": job_id,
+        "state": FAILED,
+        "reason": reason,
+        "step": step,
+        "at": time.time(),
+    }
+    if exc is not None:
+        report["traceback"] = traceback.format_exception(exc)[-6:]
+    clients.s3.put_object(
+        Bucket=settings.output_bucket,
+        Key=keys.output_key(job_id, keys.ERROR),
+        Body=json.dumps(report, indent=2).encode(),
+        ContentType="application/json",
+    )
+
+
+def fail_job(
+    settings: Settings,
+    clients: Clients,
+    job_id: str,
+    reason: str,
+    step: str,
+    exc: BaseException | None = None,
+) -> None:
+    """Report the failure in the output bucket, then finish the job as failed (stopping its
+    instance when idle). The report's own event reaches stop_ec2 later and is a no-op then."""
+    logger.error("job failed", extra={"reason": reason, "step": step})
+    write_error_report(settings, clients, job_id, reason, step, exc)
+    job = ledger_for(settings, clients).get_job(job_id)
+    if job is not None:
+        finish_job(settings, clients, job, FAILED, error=reason)
+
+
+def finish_job(
+    settings: Settings,
+    clients: Clients,
+    job: Job,
+    state: str,
+    *,
+    rows: int | None = None,
+    error: str | None = None,
+) -> bool:
+    """Moves an active job to its terminal state; False (and nothing else done) if it already was."""
+    ledger = ledger_for(settings, clients)
+    if not ledger.finish(job, state, rows=rows, error=error):
+        logger.info("job already finished; event ignored", extra={"state": job.state})
+        return False
+    logger.info(
+        f"job {state}", extra={"state": state, "rows": rows, "error": error, "instance_id": job.instance_id}
+    )
+    if job.instance_id:
+        stop_if_idle(settings, clients, job.instance_id)
+    return True
+
+
+def stop_if_idle(settings: Settings, clients: Clients, instance_id: str, *, idle_sweep: bool = False) -> bool:
+    """Stops the instance if no job is in flight on it. Exactly one caller wins the stop of an
+    idle period (a conditional claim in the ledger), so racing finishes stop it once."""
+    ledger = ledger_for(settings, clients)
+    reason = "idle" if idle_sweep else "last job finished"
+    if not ledger.claim_stop(instance_id, idle=idle_sweep):
+        load = ledger.instance_load(instance_id)
+        logger.info("instance left running", extra={"instance_id": instance_id, "inflight": load.inflight})
+        return False
+    previous = ec2.stop(clients.ec2, instance_id)
+    # This line is the audit record of every stop the pipeline makes (`sumpipe logs` shows it).
+    logger.info(
+        "instance stopped",
+        extra={
+            "instance_id": instance_id,
+            "previous_state": previous,
+            "reason": reason,
+            "event": "instance_stopped",
+        },
+    )
+    return True
+
+
+# -- trigger -----------------------------------------------------------------------------------
+
+
+def accept_upload(settings: Settings, clients: Clients, upload: ObjectCreated) -> str | None:
+    """Records the job for an uploaded object and starts it on a worker. Returns the job id, or
+    None when the event is not for the input bucket."""
+    if upload.bucket != settings.input_bucket:
+        # Recursion guard: only the input bucket starts jobs, never our own output.
+        logger.warning("event for another bucket ignored", extra={"bucket": upload.bucket, "key": upload.key})
+        return None
+    version = upload.version_id or upload.etag
+    job_id = keys.job_id(upload.bucket, upload.key, version)
+    with job_context(logger, job_id=job_id):
+        ledger = ledger_for(settings, clients)
+        now = time.time()
+        job = Job(
+            job_id=job_id,
+            input_bucket=upload.bucket,
+            input_key=upload.key,
+            version=version,
+            etag=upload.etag,
+            created_at=now,
+            updated_at=now,
+            deadline_at=now + settings.job_deadline_s,
+        )
+        if ledger.create_job(job):
+            logger.info("job recorded", extra={"input_key": upload.key, "version": version})
+        else:
+            existing = ledger.get_job(job_id)
+            if existing is None or existing.state != QUEUED:
+                logger.info(
+                    "duplicate event: job already recorded",
+                    extra={"state": existing.state if existing else None},
+                )
+                return job_id
+            # A redelivery after a failure before the job got an instance: carry on with it.
+            logger.info("resuming a queued job")
+        start_job(settings, clients, job_id)
+        return job_id
+
+
+def start_job(settings: Settings, clients: Clients, job_id: str) -> None:
+    ledger = ledger_for(settings, clients)
+    workers = ec2.find_workers(clients.ec2, settings.worker_tag_key, settings.worker_tag_value)
+    if not workers:
+        tag = f"{settings.worker_tag_key}={settings.worker_tag_value}"
+        fail_job(settings, clients, job_id, f"no worker instance tagged {tag}", "trigger")
+        return
+    chosen = min(workers, key=lambda i: (ledger.instance_load(i.instance_id).inflight, i.instance_id))
+    if not ledger.assign(job_id, chosen.instance_id):
+        logger.info("duplicate event: job already assigned")
+        return
+    logger.info("job assigned", extra={"instance_id": chosen.instance_id, "instance_state": chosen.state})
+    try:
+        instance = ready_instance(settings, clients, chosen.instance_id)
+    except Exception as exc:
+        fail_job(settings, clients, job_id, f"worker instance not ready: {exc}", "trigger", exc)
+        return
+    clients.sqs.send_message(QueueUrl=settings.job_queue_url, MessageBody=json.dumps({"job_id": job_id}))
+    logger.info("job handed to worker", extra={"instance_id": instance.instance_id})
+
+
+def ready_instance(settings: Settings, clients: Clients, instance_id: str) -> ec2.Instance:
+    """The instance running and accepting SSH at its private address (started if need be)."""
+    instance, started = ec2.ensure_running(clients.ec2, instance_id, settings.instance_ready_timeout_s)
+    if started:
+        logger.info("instance started", extra={"instance_id": instance_id, "event": "instance_started"})
+    if not instance.private_ip:
+        raise ec2.InstanceError(f"instance {instance_id} has no private address")
+    if settings.transport == "ssh":
+        # Only ever the PRIVATE address: the worker is reached inside the VPC.
+        remote.wait_port_open(instance.private_ip, settings.ssh_port, settings.instance_ready_timeout_s)
+    logger.info("instance reachable", extra={"instance_id": instance_id, "address": instance.private_ip})
+    return instance
+
+
+# -- worker ------------------------------------------------------------------------------------
+
+
+# A jobs-queue message whose handling keeps raising (not a failure to reach the host, which
+# dispatch_job already turns into a failed job) is retried by SQS this many times, then the job fails.
+MAX_DISPATCH_ATTEMPTS = 3
+
+
+def dispatch_message(settings: Settings, clients: Clients, body: dict[str, Any], attempt: int) -> None:
+    """One jobs-queue message ({"job_id": ...}); `attempt` is SQS's receive count."""
+    job_id = keys.require_job_id(str(body.get("job_id", "")))
+    try:
+        dispatch_job(settings, clients, job_id)
+    except Exception as exc:
+        if attempt < MAX_DISPATCH_ATTEMPTS:
+            raise
+        with job_context(logger, job_id=job_id):
+            fail_job(settings, clients, job_id, f"gave up after {attempt} attempts: {exc}", "worker", exc)
+
+
+def dispatch_job(settings: Settings, clients: Clients, job_id: str) -> None:
+    """Starts the job on its instance. Any failure to do so (host down, host key changed, runner
+    refused) fails the job with the reason, after the transport's bounded retries."""
+    keys.require_job_id(job_id)
+    with job_context(logger, job_id=job_id):
+        ledger = ledger_for(settings, clients)
+        job = ledger.get_job(job_id)
+        if job is None or job.state != STARTING or not job.instance_id:
+            state = job.state if job else None
+            logger.info("job not waiting to start; message ignored", extra={"state": state})
+            return
+        try:
+            instance = ready_instance(settings, clients, job.instance_id)
+            transport = transport_for(settings, clients, instance)
+            try:
+                result = transport.run(f"start {job_id}", timeout=30.0)
+            finally:
+                if isinstance(transport, remote.SshTransport):
+                    transport.close()
+        except Exception as exc:
+            reason = f"could not start the job on the worker: {exc}"
+            fail_job(settings, clients, job_id, reason, "worker", exc)
+            return
+        if ledger.mark_running(job_id):
+            logger.info(
+                "job running",
+                extra={
+                    "instance_id": job.instance_id,
+                    "runner": result.stdout.decode(errors="replace").strip()[:200],
+                },
+            )
+        else:
+            logger.info("job finished before it was marked running")
+
+
+def transport_for(
+    settings: Settings, clients: Clients, instance: ec2.Instance
+) -> remote.SshTransport | remote.SsmTransport:
+    if settings.transport == "ssm":
+        return remote.SsmTransport(clients.ssm, instance.instance_id, run_as=settings.ssh_user)
+    private_key = clients.secretsmanager.get_secret_value(SecretId=settings.ssh_key_secret_id)["SecretString"]
+    known_hosts = clients.ssm.get_parameter(Name=settings.known_hosts_parameter, WithDecryption=True)
+    return remote.SshTransport(
+        str(instance.private_ip),
+        user=settings.ssh_user,
+        port=settings.ssh_port,
+        private_key=private_key,
+        known_hosts=known_hosts["Parameter"]["Value"],
+        timeout=settings.connect_timeout_s,
+        attempts=settings.connect_attempts,
+    )
+
+
+# -- stop_ec2 ----------------------------------------------------------------------------------
+
+
+def accept_output(settings: Settings, clients: Clients, created: ObjectCreated) -> None:
+    """summary.csv -> succeeded, error.json -> failed; then stop the instance if idle."""
+    output = keys.parse_output_key(created.key)
+    if created.bucket != settings.output_bucket or output is None or output.name not in keys.FINISHING_FILES:
+        logger.warning(
+            "event for an object that finishes no job ignored",
+            extra={"bucket": created.bucket, "key": created.key},
+        )
+        return
+    with job_context(logger, job_id=output.job_id):
+        job = ledger_for(settings, clients).get_job(output.job_id)
+        if job is None:
+            logger.warning("output for an unknown job ignored", extra={"key": created.key})
+            return
+        if job.terminal:
+            logger.info("job already finished; event ignored", extra={"state": job.state})
+            return
+        if output.name == keys.SUMMARY:
+            manifest = _read_json(clients, settings.output_bucket, keys.output_key(job.job_id, keys.MANIFEST))
+            finish_job(settings, clients, job, SUCCEEDED, rows=manifest.get("rows"))
+        else:
+            report = _read_json(clients, settings.output_bucket, created.key)
+            reason = str(report.get("reason") or "failed (no reason given)")
+            finish_job(settings, clients, job, FAILED, error=reason)
+
+
+def _read_json(clients: Clients, bucket: str, key: str) -> dict[str, Any]:
+    try:
+        body = clients.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        value = json.loads(body)
+    except Exception as exc:  # a missing or broken manifest must not block finishing the job
+        logger.warning("could not read output file", extra={"key": key, "error": str(exc)})
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def watchdog(settings: Settings, clients: Clients, now: float | None = None) -> None:
+    """Fails jobs past their deadline (their instance then stops as usual), and stops worker
+    instances that have been running with nothing in flight for longer than the idle grace."""
+    now = time.time() if now is None else now
+    ledger = ledger_for(settings, clients)
+    for job in ledger.overdue_jobs(now):
+        with job_context(logger, job_id=job.job_id):
+            fail_job(settings, clients, job.job_id, "deadline exceeded", "watchdog")
+    for instance in ec2.find_workers(clients.ec2, settings.worker_tag_key, settings.worker_tag_value):
+        if instance.state != "running":
+            continue
+        load = ledger.instance_load(instance.instance_id)
+        if load.inflight == 0 and now - load.updated_at > settings.idle_grace_s:
+            stop_if_idle(settings, clients, instance.instance_id, idle_sweep=True)

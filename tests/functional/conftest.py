@@ -1,0 +1,68 @@
+"""Shared fixtures for functional tests: real sshd hosts (network namespaces or loopback) and keys."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import random
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sumpipe.local.hosts import SSHD, HostError, HostNetwork, generate_ed25519_keypair, namespaces_available
+
+NEEDS_NAMESPACES = "network namespaces need root and a working `ip netns` (CI runs as root)"
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temporary directory every user may enter: sshd reads authorized_keys as the login user,
+    and pytest's own tmp_path sits under a 0700 directory."""
+    path = Path(tempfile.mkdtemp(prefix="sumpipe-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def client_keypair() -> tuple[str, str]:
+    """(private key text, public key line) the tests log in with."""
+    return generate_ed25519_keypair("sumpipe-test")
+
+
+def _routed_networks() -> list[ipaddress.IPv4Network]:
+    routes = json.loads(subprocess.run(["ip", "-j", "route"], capture_output=True, text=True).stdout or "[]")
+    destinations = [route.get("dst", "default") for route in routes]
+    return [ipaddress.ip_network(dst, strict=False) for dst in destinations if dst != "default"]
+
+
+@pytest.fixture(params=["namespace", "loopback"])
+def host_network(request: pytest.FixtureRequest, shared_tmp: Path) -> Iterator[HostNetwork]:
+    """A HostNetwork in each mode, with a unique prefix and (namespaces) a /16 no one else routes,
+    so tests can run while other stacks (including the default 10.200.0.0/16 one) are up."""
+    if not Path(SSHD).exists():
+        pytest.skip(f"{SSHD} not installed (scripts/setup installs openssh-server)")
+    use_namespaces = request.param == "namespace"
+    if use_namespaces and not namespaces_available():
+        pytest.skip(NEEDS_NAMESPACES)
+    prefix = "t" + secrets.token_hex(3)
+    for second_octet in random.sample(range(201, 255), 8):
+        subnet = ipaddress.IPv4Network(f"10.{second_octet}.0.0/16")
+        if any(subnet.overlaps(routed) for routed in _routed_networks()):
+            continue
+        network = HostNetwork(shared_tmp / "hosts", prefix=prefix, subnet=str(subnet),
+                              use_namespaces=use_namespaces)
+        try:
+            network.create()
+        except HostError:  # another test run took this subnet between our check and create
+            continue
+        break
+    else:
+        pytest.fail("no free 10.x.0.0/16 subnet for a test host network")
+    yield network
+    network.teardown()

@@ -1,0 +1,206 @@
+"""The `summarize` CLI on real reviews: row accounting, formats, stdio, chunking, workers, budgets."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from cli_run import OUTPUT_COLUMNS, REVIEWS, read_csv, run_main, run_script, write_csv
+
+from summarizer.split import split_sentences
+
+STATUSES = {"ok", "passthrough", "empty"}
+
+
+@pytest.fixture(scope="module")
+def reviews() -> pd.DataFrame:
+    return pd.read_csv(REVIEWS, dtype=str, keep_default_na=False)
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """The reference output: CSV in, CSV out, one chunk, one process."""
+    out = tmp_path_factory.mktemp("baseline") / "out.csv"
+    assert run_script(REVIEWS, "-o", out).returncode == 0
+    return read_csv(out)
+
+
+def test_every_row_once_in_input_order_with_sentences_from_its_own_text(
+    baseline: pd.DataFrame, reviews: pd.DataFrame
+) -> None:
+    assert list(baseline.columns) == OUTPUT_COLUMNS
+    assert baseline["id"].tolist() == reviews["Id"].tolist()
+    assert set(baseline["status"]) <= STATUSES
+    assert "ok" in set(baseline["status"])
+    for text, row in zip(reviews["Text"], baseline.itertuples(), strict=True):
+        sentences = split_sentences(text)
+        assert int(row.n_sentences_in) == len(sentences)
+        assert 1 <= int(row.n_sentences_out) <= len(sentences)
+        if row.status == "ok":
+            assert int(row.n_sentences_out) == math.ceil(math.sqrt(len(sentences)))
+        assert "<br" not in row.summary
+        assert row.summary in " ".join(sentences) or all(
+            piece in sentences for piece in _pieces(row.summary, sentences)
+        )
+
+
+def _pieces(summary: str, sentences: list[str]) -> list[str]:
+    """The input sentences the summary is made of, found greedily from its start."""
+    found, rest = [], summary
+    while rest:
+        match = next((s for s in sentences if rest.startswith(s)), None)
+        if match is None:
+            return [rest]  # not made of input sentences: the caller's assertion fails on it
+        found.append(match)
+        rest = rest[len(match) :].removeprefix(" ")
+    return found
+
+
+def test_stdin_to_stdout_with_dash_matches_file_output(baseline: pd.DataFrame, tmp_path: Path) -> None:
+    result = run_script("-", stdin=REVIEWS.read_bytes())
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "stdout.csv").write_bytes(result.stdout)
+    pd.testing.assert_frame_equal(read_csv(tmp_path / "stdout.csv"), baseline)
+    assert result.stderr == b""
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_jsonl_and_parquet_inputs_give_the_csv_result(
+    fmt: str, reviews: pd.DataFrame, baseline: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / f"reviews.{fmt}"
+    if fmt == "jsonl":
+        reviews.to_json(source, orient="records", lines=True, force_ascii=False)
+    else:
+        reviews.to_parquet(source)
+    code, err = run_main(capsys, source, "-o", tmp_path / "out.csv")
+    assert (code, err) == (0, "")
+    pd.testing.assert_frame_equal(read_csv(tmp_path / "out.csv"), baseline)
+
+
+def test_jsonl_and_parquet_outputs_hold_the_same_rows(
+    baseline: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_main(capsys, REVIEWS, "-o", tmp_path / "out.jsonl") == (0, "")
+    assert run_main(capsys, REVIEWS, "-o", tmp_path / "out.parquet") == (0, "")
+    lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert table.column_names == OUTPUT_COLUMNS
+    expected = baseline.to_dict("records")
+    for row in expected:
+        row["n_sentences_in"] = int(row["n_sentences_in"])
+        row["n_sentences_out"] = int(row["n_sentences_out"])
+    assert records == expected
+    assert table.to_pylist() == expected
+
+
+def test_parquet_to_stdout_through_a_pipe(reviews: pd.DataFrame, tmp_path: Path) -> None:
+    result = run_script("-", "--output-format", "parquet", stdin=REVIEWS.read_bytes())
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "out.parquet").write_bytes(result.stdout)
+    assert pq.read_table(tmp_path / "out.parquet").column("id").to_pylist() == reviews["Id"].tolist()
+
+
+def test_stdin_format_is_sniffed(reviews: pd.DataFrame, baseline: pd.DataFrame, tmp_path: Path) -> None:
+    jsonl = reviews.to_json(orient="records", lines=True).encode()
+    result = run_script("-", stdin=jsonl)
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "out.csv").write_bytes(result.stdout)
+    pd.testing.assert_frame_equal(read_csv(tmp_path / "out.csv"), baseline)
+
+
+def test_many_small_chunks_give_the_single_chunk_output(
+    baseline: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for fmt in ("csv", "jsonl"):
+        out = tmp_path / f"chunked.{fmt}"
+        assert run_main(capsys, REVIEWS, "--chunk-rows", "7", "-o", out) == (0, "")
+    assert (tmp_path / "chunked.csv").read_bytes() == _baseline_bytes(tmp_path, capsys)
+    assert len((tmp_path / "chunked.jsonl").read_text().splitlines()) == len(baseline)
+
+
+def _baseline_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> bytes:
+    assert run_main(capsys, REVIEWS, "-o", tmp_path / "single.csv") == (0, "")
+    return (tmp_path / "single.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_one_worker_output(tmp_path: Path) -> None:
+    one = run_script(REVIEWS, "--chunk-rows", "6", "-o", tmp_path / "one.csv")
+    two = run_script(REVIEWS, "--chunk-rows", "6", "--workers", "2", "-o", tmp_path / "two.csv")
+    assert one.returncode == two.returncode == 0, two.stderr
+    assert (tmp_path / "two.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
+
+
+def test_sentences_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main(capsys, REVIEWS, "--sentences", "1", "-o", tmp_path / "out.csv") == (0, "")
+    out = read_csv(tmp_path / "out.csv")
+    assert set(out["n_sentences_out"]) == {"1"}
+    assert (out["status"] == "ok").sum() == (out["n_sentences_in"] != "1").sum()
+
+
+def test_ratio_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main(capsys, REVIEWS, "--ratio", "0.5", "-o", tmp_path / "out.csv") == (0, "")
+    out = read_csv(tmp_path / "out.csv")
+    for n_in, n_out in zip(out["n_sentences_in"].astype(int), out["n_sentences_out"].astype(int), strict=True):
+        assert n_out == max(1, math.ceil(0.5 * n_in))
+
+
+def test_sentences_and_ratio_are_exclusive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(capsys, REVIEWS, "--sentences", "2", "--ratio", "0.5")
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_group_by_product_one_row_per_group_in_first_seen_order(
+    reviews: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run_main(capsys, REVIEWS, "--group-by", "ProductId", "--chunk-rows", "9", "-o", tmp_path / "g.csv")
+    assert (code, err) == (0, "")
+    out = read_csv(tmp_path / "g.csv")
+    assert list(out.columns) == ["ProductId", "n_rows", "summary", "n_sentences_in", "n_sentences_out", "status"]
+    assert out["ProductId"].tolist() == list(dict.fromkeys(reviews["ProductId"]))
+    assert out["n_rows"].astype(int).tolist() == [
+        (reviews["ProductId"] == product).sum() for product in out["ProductId"]
+    ]
+    big = out[out["n_rows"] == "15"]
+    assert len(big) == 2
+    assert (big["status"] == "ok").all()
+    # 15 reviews pooled: far more sentences in than any one review has, and a short summary out.
+    assert (big["n_sentences_in"].astype(int) > 40).all()
+    assert (big["n_sentences_out"].astype(int) < big["n_sentences_in"].astype(int)).all()
+
+
+def test_id_is_the_row_number_without_an_id_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = write_csv(tmp_path / "in.csv", [{"Text": "One. Two words here. Three more words here."}] * 3)
+    assert run_main(capsys, source, "-o", tmp_path / "out.csv") == (0, "")
+    assert read_csv(tmp_path / "out.csv")["id"].tolist() == ["0", "1", "2"]
+
+
+def test_custom_text_and_id_columns_keep_ids_verbatim(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = write_csv(
+        tmp_path / "in.csv",
+        [{"key": "007", "body": "Short one."}, {"key": "NA", "body": "Another short text."}],
+    )
+    code, _ = run_main(capsys, source, "--text-column", "body", "--id-column", "key", "-o", tmp_path / "out.csv")
+    assert code == 0
+    out = read_csv(tmp_path / "out.csv")
+    assert out["id"].tolist() == ["007", "NA"]
+    assert out["summary"].tolist() == ["Short one.", "Another short text."]
+
+
+def test_forced_progress_bar_reaches_the_end(tmp_path: Path) -> None:
+    result = run_script(REVIEWS, "--progress", "-o", tmp_path / "out.csv")
+    assert result.returncode == 0
+    assert b"summarize: 100%" in result.stderr
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
+    result = run_script(REVIEWS, "-o", tmp_path / "out.csv")
+    assert (result.returncode, result.stderr) == (0, b"")

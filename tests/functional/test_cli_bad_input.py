@@ -1,0 +1,227 @@
+"""The `summarize` CLI on hostile or broken input: clear one-line errors or per-row statuses, no tracebacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from cli_run import OUTPUT_COLUMNS, REVIEWS, read_csv, run_main, run_script, write_csv
+
+from summarizer import Summarizer, Summary
+from summarizer.batch import summarize_texts
+
+THREE_SENTENCES = "The tea is fresh and fragrant. The tin keeps it dry. Shipping took only two days."
+
+
+def _assert_one_line_error(stderr: str | bytes, *fragments: str) -> None:
+    text = stderr.decode() if isinstance(stderr, bytes) else stderr
+    assert "Traceback" not in text
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    assert lines[0].startswith("summarize: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_missing_text_column_names_it_and_lists_the_available_ones(tmp_path: Path) -> None:
+    result = run_script(REVIEWS, "--text-column", "Body", "-o", tmp_path / "out.csv")
+    assert result.returncode == 2
+    _assert_one_line_error(result.stderr, "'Body'", "Id, ProductId, UserId", "Summary, Text")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag", ["--id-column", "--group-by"])
+def test_missing_id_or_group_column(flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run_main(capsys, REVIEWS, flag, "Nope", "-o", tmp_path / "out.csv")
+    assert code == 2
+    _assert_one_line_error(err, "'Nope'", "available columns: Id,")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_empty_file_is_a_clear_error(suffix: str, tmp_path: Path) -> None:
+    source = tmp_path / f"empty{suffix}"
+    source.write_bytes(b"")
+    result = run_script(source, "-o", tmp_path / "out.csv")
+    assert result.returncode == 2
+    _assert_one_line_error(result.stderr, "is empty")
+
+
+def test_blank_lines_only_csv_is_a_clear_error(tmp_path: Path) -> None:
+    source = tmp_path / "blank.csv"
+    source.write_bytes(b"\n\n\n")
+    result = run_script(source)
+    assert result.returncode == 2
+    _assert_one_line_error(result.stderr, "no header")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_header_only_input_gives_an_empty_output_with_header(
+    suffix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("Id,Text\n")
+    out = tmp_path / f"out{suffix}"
+    assert run_main(capsys, source, "-o", out) == (0, "")
+    if suffix == ".csv":
+        assert out.read_text() == ",".join(OUTPUT_COLUMNS) + "\n"
+    elif suffix == ".jsonl":
+        assert out.read_bytes() == b""
+    else:
+        frame = pd.read_parquet(out)
+        assert (list(frame.columns), len(frame)) == (OUTPUT_COLUMNS, 0)
+
+
+def test_invalid_utf8_bytes_are_decoded_as_cp1252_and_the_row_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "mixed.csv"
+    source.write_bytes(
+        b"Id,Text\n"
+        + "1,Caf\u00e9 au lait is great.\n".encode()  # valid UTF-8
+        + b'2,"Caf\xe9 au lait, \x93smooth\x94 and sweet."\n'  # Windows-1252 bytes
+        + b"3,Plain ASCII text.\n"
+    )
+    assert run_main(capsys, source, "-o", tmp_path / "out.csv") == (0, "")
+    out = read_csv(tmp_path / "out.csv")
+    assert out["id"].tolist() == ["1", "2", "3"]
+    assert out["summary"].tolist() == [
+        "Café au lait is great.",
+        "Café au lait, “smooth” and sweet.",
+        "Plain ASCII text.",
+    ]
+
+
+def test_utf8_bom_header_still_finds_the_id_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "bom.csv"
+    source.write_bytes(b"\xef\xbb\xbfId,Text\n42,Hello there.\n")
+    assert run_main(capsys, source, "-o", tmp_path / "out.csv") == (0, "")
+    assert read_csv(tmp_path / "out.csv")["id"].tolist() == ["42"]
+
+
+def test_megabyte_text_gets_a_too_long_status_and_the_run_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    huge = (THREE_SENTENCES + " ") * (1_000_000 // (len(THREE_SENTENCES) + 1))
+    source = write_csv(tmp_path / "in.csv", [{"Id": "a", "Text": THREE_SENTENCES}, {"Id": "b", "Text": huge}])
+    assert run_main(capsys, source, "-o", tmp_path / "out.csv") == (0, "")
+    out = read_csv(tmp_path / "out.csv")
+    assert out["status"].tolist() == ["ok", f"error: text too long ({len(huge)} chars > 200000)"]
+    assert out.loc[1, "summary"] == ""
+
+
+@pytest.mark.slow
+def test_megabyte_text_is_summarized_when_the_limit_is_lifted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    huge = (THREE_SENTENCES + " ") * (1_000_000 // (len(THREE_SENTENCES) + 1))
+    source = write_csv(tmp_path / "in.csv", [{"Id": "b", "Text": huge}])
+    assert run_main(capsys, source, "--max-chars", "0", "--sentences", "3", "-o", tmp_path / "out.csv") == (0, "")
+    out = read_csv(tmp_path / "out.csv")
+    assert out["status"].tolist() == ["ok"]
+    assert out["n_sentences_out"].tolist() == ["3"]
+
+
+def test_cells_that_a_spreadsheet_would_run_are_neutralized(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [
+        {"Id": "=1+1", "Text": '=HYPERLINK("http://evil.example","click")'},
+        {"Id": "+1", "Text": "+SUM(A1:A9)"},
+        {"Id": "-2", "Text": "-2+3 is what the label says."},
+        {"Id": "@x", "Text": "@SUM(1)"},
+        {"Id": "\tt", "Text": "Fine text with = and + and @ inside."},
+        {"Id": "\rr", "Text": "Another fine text."},
+    ]
+    source = write_csv(tmp_path / "in.csv", rows)
+    assert run_main(capsys, source, "-o", tmp_path / "out.csv") == (0, "")
+    out = read_csv(tmp_path / "out.csv")
+    assert out["id"].tolist() == ["'=1+1", "'+1", "'-2", "'@x", "'\tt", "'\rr"]
+    assert out["summary"].tolist() == [
+        '\'=HYPERLINK("http://evil.example","click")',
+        "'+SUM(A1:A9)",
+        "'-2+3 is what the label says.",
+        "'@SUM(1)",
+        "Fine text with = and + and @ inside.",
+        "Another fine text.",
+    ]
+    # Only CSV is opened by spreadsheets: JSON Lines keeps the values as they are.
+    assert run_main(capsys, source, "-o", tmp_path / "out.jsonl") == (0, "")
+    assert '"id": "=1+1"' in (tmp_path / "out.jsonl").read_text()
+
+
+def test_missing_text_is_empty_and_numbers_are_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text('Id,Text\n1,\n2,""\n3,42\n4,NaN\n')
+    assert run_main(capsys, source, "-o", tmp_path / "out.csv") == (0, "")
+    out = read_csv(tmp_path / "out.csv")
+    assert out["status"].tolist() == ["empty", "empty", "passthrough", "passthrough"]
+    assert out["summary"].tolist() == ["", "", "42", "NaN"]
+
+
+def test_jsonl_nulls_and_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"Id": 1, "Text": null}\n\n{"Id": 2, "Text": 3.5}\n{"Id": 3}\n')
+    assert run_main(capsys, source, "-o", tmp_path / "out.csv") == (0, "")
+    out = read_csv(tmp_path / "out.csv")
+    assert out["id"].tolist() == ["1", "2", "3"]
+    assert out["status"].tolist() == ["empty", "passthrough", "empty"]
+    assert out["summary"].tolist() == ["", "3.5", ""]
+
+
+def test_malformed_csv_row_is_an_error_with_its_line_and_no_partial_output(tmp_path: Path) -> None:
+    lines = ["Id,Text"] + [f'{i},"Row {i} is fine."' for i in range(1, 40)] + ["40,too,many,fields"]
+    source = tmp_path / "bad.csv"
+    source.write_text("\n".join(lines) + "\n")
+    result = run_script(source, "--chunk-rows", "10", "-o", tmp_path / "out.csv")
+    assert result.returncode == 2
+    _assert_one_line_error(result.stderr, "line 41", "Expected 2 fields", "saw 4")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["bad.csv"]
+
+
+def test_invalid_jsonl_line_is_an_error_with_its_line(tmp_path: Path) -> None:
+    source = tmp_path / "bad.jsonl"
+    source.write_text('{"Id": 1, "Text": "Fine."}\n{"Id": 2, "Text": "unterminated}\n')
+    result = run_script(source)
+    assert result.returncode == 2
+    _assert_one_line_error(result.stderr, "line 2", "invalid JSON")
+
+
+def test_not_a_parquet_file(tmp_path: Path) -> None:
+    source = tmp_path / "fake.parquet"
+    source.write_bytes(b"Id,Text\n1,hello\n")
+    result = run_script(source)
+    assert result.returncode == 2
+    _assert_one_line_error(result.stderr, "not a readable Parquet file")
+
+
+def test_missing_input_file(tmp_path: Path) -> None:
+    result = run_script(tmp_path / "nope.csv")
+    assert result.returncode == 2
+    _assert_one_line_error(result.stderr, "nope.csv", "No such file")
+
+
+def test_unexpected_failure_is_one_line_with_nonzero_exit(tmp_path: Path) -> None:
+    result = run_script(REVIEWS, "--vectors", tmp_path / "missing.txt", "-o", tmp_path / "out.csv")
+    assert result.returncode == 1
+    _assert_one_line_error(result.stderr, "missing.txt")
+    assert list(tmp_path.iterdir()) == []
+
+
+class _FailsOnMarker(Summarizer):
+    """A stand-in engine: the real one, except that it raises on texts containing BOOM.
+
+    A mock because no real text is known to make the engine raise; this checks that one failing
+    text costs only its own row.
+    """
+
+    def summarize_many(self, texts: list[str]) -> list[Summary]:  # type: ignore[override]
+        if any("BOOM" in text for text in texts):
+            raise RuntimeError("engine exploded\non BOOM")
+        return super().summarize_many(texts)
+
+
+def test_a_row_that_makes_the_engine_raise_gets_an_error_status_and_the_rest_are_summarized() -> None:
+    engine = _FailsOnMarker()
+    results = summarize_texts(engine, [THREE_SENTENCES, "BOOM. It broke.", None, "Short."], max_chars=0)
+    assert results["status"] == ["ok", "error: engine exploded on BOOM", "empty", "passthrough"]
+    assert results["summary"][3] == "Short."
+    assert results["summary"][0] != ""

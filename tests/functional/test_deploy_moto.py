@@ -1,0 +1,129 @@
+"""The template deployed into moto server (the local stack's path) and `sumpipe deploy`/`destroy`
+through the CLI: resources exist, are wired as the template says, and nothing remains after destroy."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from sumpipe import cli
+from sumpipe.local.resources import deploy_local_stack
+
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def moto_session(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for name, value in {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    try:
+        yield boto3.session.Session(region_name=REGION)
+    finally:
+        server.stop()
+
+
+def _all_buckets(session: Any) -> set[str]:
+    return {b["Name"] for b in session.client("s3").list_buckets()["Buckets"]}
+
+
+def _live_instances(session: Any) -> list[dict[str, Any]]:
+    reservations = session.client("ec2").describe_instances()["Reservations"]
+    return [i for r in reservations for i in r["Instances"] if i["State"]["Name"] != "terminated"]
+
+
+def test_local_stack_deploys_the_template_and_destroy_removes_it(
+    moto_session: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outputs = deploy_local_stack(moto_session, "sumpipe", ["10.200.1.10", "10.200.1.11"])
+    s3, sqs = moto_session.client("s3"), moto_session.client("sqs")
+
+    instances = _live_instances(moto_session)
+    assert sorted(i["PrivateIpAddress"] for i in instances) == ["10.200.1.10", "10.200.1.11"]
+    assert sorted(outputs["WorkerInstanceIds"].split(",")) == sorted(i["InstanceId"] for i in instances)
+    for instance in instances:
+        assert {"Key": outputs["WorkerTagKey"], "Value": outputs["WorkerTagValue"]} in instance["Tags"]
+        assert "PublicIpAddress" not in instance
+
+    # What moto's CloudFormation drops is applied by API: notifications, queue policies, versioning.
+    output_rules = s3.get_bucket_notification_configuration(Bucket=outputs["OutputBucketName"])
+    suffixes = sorted(
+        rule["Value"] for c in output_rules["QueueConfigurations"]
+        for rule in c["Filter"]["Key"]["FilterRules"] if rule["Name"] == "suffix"
+    )
+    assert suffixes == ["error.json", "summary.csv"]
+    input_targets = s3.get_bucket_notification_configuration(Bucket=outputs["InputBucketName"])
+    input_queue_arn = sqs.get_queue_attributes(
+        QueueUrl=outputs["InputEventsQueueUrl"], AttributeNames=["QueueArn", "Policy", "RedrivePolicy"]
+    )["Attributes"]
+    assert [c["QueueArn"] for c in input_targets["QueueConfigurations"]] == [input_queue_arn["QueueArn"]]
+    assert outputs["InputBucketName"] in input_queue_arn["Policy"]
+    assert s3.get_public_access_block(Bucket=outputs["InputBucketName"])["PublicAccessBlockConfiguration"][
+        "BlockPublicPolicy"
+    ]
+    assert s3.get_bucket_versioning(Bucket=outputs["InputBucketName"])["Status"] == "Enabled"
+
+    # An upload lands as an S3 event on the trigger's queue (after S3's own s3:TestEvent, as on AWS).
+    s3.put_object(Bucket=outputs["InputBucketName"], Key="reviews.csv", Body=b"Id,Text\n1,Hello there.\n")
+    messages = sqs.receive_message(
+        QueueUrl=outputs["InputEventsQueueUrl"], MaxNumberOfMessages=10, WaitTimeSeconds=1
+    )["Messages"]
+    assert any('"key": "reviews.csv"' in m["Body"] for m in messages)
+
+    secret = moto_session.client("secretsmanager").get_secret_value(SecretId=outputs["SshKeySecretId"])
+    assert secret["SecretString"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    mappings = moto_session.client("lambda").list_event_source_mappings()["EventSourceMappings"]
+    assert len(mappings) == 3 and {m["State"] for m in mappings} == {"Disabled"}
+
+    # destroy refuses while the input bucket holds data, then --force empties it and deletes everything.
+    assert cli.main(["destroy", "--stack", "sumpipe"]) == 1
+    assert "still hold data" in capsys.readouterr().err
+    assert cli.main(["destroy", "--stack", "sumpipe", "--force"]) == 0
+    assert _all_buckets(moto_session) == set()
+    assert _live_instances(moto_session) == []
+    assert moto_session.client("cloudformation").list_stacks(
+        StackStatusFilter=["CREATE_COMPLETE", "UPDATE_COMPLETE"]
+    )["StackSummaries"] == []
+    assert moto_session.client("dynamodb").list_tables()["TableNames"] == []
+    assert moto_session.client("lambda").list_functions()["Functions"] == []
+
+
+def test_local_stack_is_idempotent(moto_session: Any) -> None:
+    first = deploy_local_stack(moto_session, "sumpipe")
+    second = deploy_local_stack(moto_session, "sumpipe")
+    assert first["InputBucketName"] == second["InputBucketName"]
+    assert first["WorkerInstanceIds"] == second["WorkerInstanceIds"]
+
+
+@pytest.mark.slow
+def test_sumpipe_deploy_then_destroy_through_the_cli(
+    moto_session: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real `sumpipe deploy`: builds the zips, the Linux dependency layer (pip, from the registry)
+    and the wheel, uploads them, creates the stack, stores a generated SSH key."""
+    assert cli.main(["deploy", "--stack", "demo", "--param", "WorkerCount=1"]) == 0
+    out = capsys.readouterr().out
+    assert '"InputBucketName": "demo-' in out
+    secret = moto_session.client("secretsmanager").get_secret_value(SecretId="demo/worker-ssh-key")
+    assert "OPENSSH PRIVATE KEY" in secret["SecretString"]
+    objects = moto_session.client("s3").list_objects_v2(Bucket="demo-123456789012-us-east-1-artifacts")
+    keys = sorted(o["Key"] for o in objects["Contents"])
+    assert any(k.startswith("demo/pipeline-deps-") for k in keys)
+    assert any(k.startswith("demo/sumpipe-") and k.endswith(".whl") for k in keys)
+    assert os.environ["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+    assert cli.main(["destroy", "--stack", "demo"]) == 0
+    assert _all_buckets(moto_session) == set()

@@ -1,0 +1,113 @@
+"""Every IAM policy in iam/ obeys the project's least-privilege rules, so a change can't widen them
+silently. The documents are read as the template uses them (CloudFormation intrinsics included)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+IAM_DIR = Path(__file__).resolve().parents[2] / "iam"
+POLICY_FILES = sorted(IAM_DIR.glob("*.json"))
+# Actions AWS can't scope to a resource (no resource-level permissions): the only ones allowed on "*".
+UNSCOPABLE_ACTIONS = {"ec2:DescribeInstances", "ec2:DescribeInstanceStatus"}
+TAG_CONDITION = "aws:ResourceTag/sumpipe:role"
+
+
+def statements(path: Path) -> list[dict[str, Any]]:
+    return json.loads(path.read_text())["Statement"]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def resource_texts(statement: dict[str, Any]) -> list[str]:
+    """Each resource as text: a literal ARN or the template of its Fn::Sub."""
+    texts = []
+    for resource in as_list(statement["Resource"]):
+        if isinstance(resource, str):
+            texts.append(resource)
+        elif "Fn::Sub" in resource:
+            texts.append(resource["Fn::Sub"])
+        elif "Fn::GetAtt" in resource:
+            texts.append("GetAtt:" + ".".join(resource["Fn::GetAtt"]))
+        else:
+            raise AssertionError(f"unexpected resource form {resource}")
+    return texts
+
+
+def test_there_is_one_policy_per_role() -> None:
+    assert {p.stem for p in POLICY_FILES} == {"trigger", "worker", "stop_ec2", "api", "instance"}
+
+
+@pytest.mark.parametrize("path", POLICY_FILES, ids=lambda p: p.stem)
+def test_policy_is_least_privilege(path: Path) -> None:
+    for statement in statements(path):
+        sid = statement.get("Sid", "?")
+        assert statement["Effect"] == "Allow", f"{path.name}/{sid}: only Allow statements are expected"
+        assert "NotAction" not in statement and "NotResource" not in statement, f"{path.name}/{sid}"
+        actions = as_list(statement["Action"])
+        for action in actions:
+            assert "*" not in action, f"{path.name}/{sid}: wildcard action {action}"
+        resources = resource_texts(statement)
+        if "*" in resources:
+            assert set(actions) <= UNSCOPABLE_ACTIONS, f"{path.name}/{sid}: Resource * for {actions}"
+        for action in actions:
+            service = action.split(":")[0]
+            for resource in resources:
+                if resource == "*":
+                    continue
+                if service == "s3":
+                    assert resource.startswith((
+                        "arn:${AWS::Partition}:s3:::${InputBucket}/",
+                        "arn:${AWS::Partition}:s3:::${OutputBucket}/jobs/",
+                        "arn:${AWS::Partition}:s3:::${ArtifactsBucket}/${AWS::StackName}/",
+                    )), f"{path.name}/{sid}: S3 outside the pipeline's buckets and prefixes: {resource}"
+                elif service == "secretsmanager":
+                    assert resource.endswith(":secret:${AWS::StackName}/worker-ssh-key-??????"), resource
+                elif service == "ssm":
+                    assert resource.endswith(":parameter/${AWS::StackName}/worker/known-hosts"), resource
+                elif service == "dynamodb":
+                    assert resource == "GetAtt:JobTable.Arn", resource
+                elif service == "sqs":
+                    assert resource.startswith("GetAtt:") and resource.endswith("Queue.Arn"), resource
+                elif service == "logs":
+                    assert resource.startswith("GetAtt:") and resource.endswith("LogGroup.Arn"), resource
+
+
+@pytest.mark.parametrize("path", POLICY_FILES, ids=lambda p: p.stem)
+def test_start_and_stop_need_the_worker_tag(path: Path) -> None:
+    for statement in statements(path):
+        actions = set(as_list(statement["Action"]))
+        if actions & {"ec2:StartInstances", "ec2:StopInstances", "ec2:TerminateInstances"}:
+            assert actions <= {"ec2:StartInstances", "ec2:StopInstances"}, statement["Sid"]
+            condition = statement["Condition"]["StringEquals"]
+            assert condition[TAG_CONDITION] == {"Fn::Sub": "${WorkerTagValue}"}
+            instances = "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:instance/*"
+            assert resource_texts(statement) == [instances]
+
+
+def test_each_role_has_only_the_powers_its_part_needs() -> None:
+    def actions(name: str) -> set[str]:
+        return {a for s in statements(IAM_DIR / f"{name}.json") for a in as_list(s["Action"])}
+
+    assert "ec2:StartInstances" in actions("trigger") and "ec2:StopInstances" not in actions("trigger")
+    assert "ec2:StopInstances" in actions("stop_ec2") and "ec2:StartInstances" not in actions("stop_ec2")
+    assert "secretsmanager:GetSecretValue" in actions("worker")
+    assert not any(a.startswith("ec2:") for a in actions("worker") - {"ec2:DescribeInstances",
+                                                                       "ec2:DescribeInstanceStatus"})
+    assert not any(a.startswith(("secretsmanager:", "ec2:Start", "ec2:Stop")) for a in actions("instance"))
+    assert actions("api") == {"logs:CreateLogStream", "logs:PutLogEvents"}
+
+
+def test_the_rules_catch_a_widened_policy(tmp_path: Path) -> None:
+    """The checks above must fail on a widened document (guards against a test that can't fail)."""
+    widened = json.loads((IAM_DIR / "worker.json").read_text())
+    widened["Statement"].append({"Sid": "Oops", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"})
+    path = tmp_path / "worker.json"
+    path.write_text(json.dumps(widened))
+    with pytest.raises(AssertionError, match="Resource"):
+        test_policy_is_least_privilege(path)

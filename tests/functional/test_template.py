@@ -1,0 +1,106 @@
+"""The rendered template is valid CloudFormation (cfn-lint) and wires what the pipeline relies on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sumpipe import deploy
+
+ROOT = Path(__file__).resolve().parents[2]
+# Reviewed cfn-lint warnings, each with the reason it is accepted. Errors always fail.
+IGNORED_WARNINGS = {
+    # VpcId and SubnetId default to "" (= the stack creates the network) and are only used when given.
+    ("W1030", "{'Ref': 'VpcId'}"): "empty default means 'create the VPC'",
+    ("W1030", "{'Ref': 'SubnetId'}"): "empty default means 'create the subnet'",
+    # The API's layer keys default to "" (= no API); the layers exist only under the HasApi condition.
+    ("W1030", "{'Ref': 'ApiLayerKey'}"): "used only when the API is deployed",
+    ("W1030", "{'Ref': 'GloveLayerKey'}"): "used only when the API is deployed",
+}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return deploy.render_template()
+
+
+def test_cfn_lint_has_no_errors(template: dict[str, Any], tmp_path: Path) -> None:
+    rendered = tmp_path / "template.json"
+    rendered.write_text(json.dumps(template, indent=1))
+    result = subprocess.run(
+        [shutil.which("cfn-lint") or "cfn-lint", "--format", "parseable", "--", str(rendered)],
+        capture_output=True, text=True, check=False,
+    )
+    # parseable format: path:line:col:end_line:end_col:RULE:message
+    findings = [line.split(":", 6)[5:] for line in result.stdout.splitlines() if line.strip()]
+    errors = [f for f in findings if f[0].startswith("E")]
+    reviewed = [f for f in findings if any(f[0] == r and f[1].startswith(ref) for r, ref in IGNORED_WARNINGS)]
+    unreviewed = [f for f in findings if f not in errors and f not in reviewed]
+    assert result.returncode == 0 or findings, f"cfn-lint did not run: {result.stderr}"
+    assert not errors, "\n".join(map(str, errors))
+    assert not unreviewed, "review these cfn-lint warnings:\n" + "\n".join(map(str, unreviewed))
+
+
+def test_every_role_gets_its_iam_document(template: dict[str, Any]) -> None:
+    roles = {k: r for k, r in template["Resources"].items() if r["Type"] == "AWS::IAM::Role"}
+    used = set()
+    for logical_id, role in roles.items():
+        (policy,) = role["Properties"]["Policies"]
+        document = json.loads((ROOT / "iam" / f"{policy['PolicyName']}.json").read_text())
+        assert policy["PolicyDocument"] == document, logical_id
+        used.add(policy["PolicyName"])
+    assert used == {p.stem for p in (ROOT / "iam").glob("*.json")}
+
+
+def test_user_data_is_the_bootstrap_script(template: dict[str, Any]) -> None:
+    script = (ROOT / "deploy" / "bootstrap.sh").read_text()
+    parts = template["Resources"]["WorkerInstance1"]["Properties"]["UserData"]["Fn::Base64"]["Fn::Join"][1]
+    assert parts[0] == "#!/bin/bash\n" and parts[-1] == script
+
+
+def test_output_writes_never_reach_the_trigger(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    output_queues = {
+        c["Queue"]["Fn::GetAtt"][0]
+        for c in resources["OutputBucket"]["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    }
+    assert output_queues == {"OutputEventsQueue"}
+    assert resources["TriggerEventSource"]["Properties"]["EventSourceArn"] == {
+        "Fn::GetAtt": ["InputEventsQueue", "Arn"]
+    }
+    assert resources["StopEventSource"]["Properties"]["EventSourceArn"] == {
+        "Fn::GetAtt": ["OutputEventsQueue", "Arn"]
+    }
+
+
+def test_queue_visibility_outlasts_the_consumer(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    for mapping in (r for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"):
+        queue = resources[mapping["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]]["Properties"]
+        function = resources[mapping["Properties"]["FunctionName"]["Ref"]]["Properties"]
+        assert queue["VisibilityTimeout"] >= 6 * function["Timeout"]
+        assert 3 <= queue["RedrivePolicy"]["maxReceiveCount"] <= 5
+        assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_lambda_environment_is_exactly_the_settings(template: dict[str, Any]) -> None:
+    from sumpipe.settings import Settings
+
+    expected = {f"SUMPIPE_{name.upper()}" for name in Settings.model_fields}
+    for name in ("TriggerFunction", "WorkerFunction", "StopFunction"):
+        variables = set(template["Resources"][name]["Properties"]["Environment"]["Variables"])
+        assert variables - {"POWERTOOLS_SERVICE_NAME"} == expected, name
+
+
+def test_bootstrap_is_shellcheck_clean() -> None:
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck not installed (scripts/setup installs it)")
+    result = subprocess.run([shellcheck, "-s", "bash", str(ROOT / "deploy" / "bootstrap.sh")],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
