@@ -6,6 +6,9 @@ Layout of a cache directory::
     vectors.npy  float32 (N, D); "vectors" may instead be an absolute path to an existing .npy
                  (the default package already ships one, so only its vocabulary is cached)
     words.txt    the N words, UTF-8, joined by "\\n" (no GloVe token can contain a newline)
+    hashes.npy   uint64, sorted hashes of the words, and
+    rows.npy     int64, their rows: the lookup table of ``glove.hashing``, so a new process
+                 can look tokens up without reading the words or building a dict
 
 A directory is built in a staging directory next to it and renamed into place, so readers
 never see a half-written cache and concurrent builders don't corrupt each other.
@@ -18,12 +21,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from glove.hashing import HashTable
 from glove.vectors import GloveError, WordVectors
 
 CACHE_ENV = "SUMPIPE_GLOVE_CACHE"
@@ -31,6 +35,8 @@ FORMAT = 1
 META = "meta.json"
 WORDS = "words.txt"
 VECTORS = "vectors.npy"
+HASHES = "hashes.npy"
+ROWS = "rows.npy"
 
 
 def cache_root() -> Path:
@@ -41,7 +47,8 @@ def cache_root() -> Path:
 def cache_dir_for(source: Path, member: str | None = None) -> Path:
     """The cache directory of a source file: changes whenever the file is replaced or edited."""
     stat = source.stat()
-    identity = f"{source.resolve()}\0{member or ''}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    # FORMAT is part of the key so a new layout never trips over an old directory.
+    identity = f"{FORMAT}\0{source.resolve()}\0{member or ''}\0{stat.st_size}\0{stat.st_mtime_ns}"
     key = hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     stem = Path(member).stem if member else source.stem
     return cache_root() / f"{stem}-{key}"
@@ -65,25 +72,45 @@ def read_cache(directory: Path) -> WordVectors:
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise corrupt(f"{META}: {error}") from error
     vectors_path = directory / vectors_name  # an absolute name replaces the directory
-    try:
-        vectors = np.load(vectors_path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise corrupt(f"{vectors_path}: {error}") from error
+    vectors, hashes, rows = (
+        _map_array(path, corrupt) for path in (vectors_path, directory / HASHES, directory / ROWS)
+    )
     if vectors.dtype != np.float32 or vectors.shape != (n_words, dim):
         raise corrupt(f"vectors are {vectors.dtype} {vectors.shape}, expected float32 {(n_words, dim)}")
+    if hashes.dtype != np.uint64 or rows.dtype != np.int64 or hashes.shape != rows.shape or hashes.ndim != 1:
+        raise corrupt(f"{HASHES} and {ROWS} are not a lookup table")
+    words_path = directory / WORDS
+    if not words_path.is_file():
+        raise corrupt(f"{WORDS} is missing")
+
+    def read_words() -> list[str]:
+        try:
+            words = words_path.read_bytes().decode("utf-8").split("\n")
+        except (OSError, UnicodeDecodeError) as error:
+            raise corrupt(f"{WORDS}: {error}") from error
+        if len(words) != n_words:
+            raise corrupt(f"{WORDS} has {len(words)} words, expected {n_words}")
+        return words
+
+    source = str(meta.get("source", directory))
+    return WordVectors(vectors, read_words, source=source, table=HashTable(hashes, rows))
+
+
+def _map_array(path: Path, corrupt: Callable[[str], GloveError]) -> np.ndarray:
     try:
-        words = (directory / WORDS).read_bytes().decode("utf-8").split("\n")
-    except (OSError, UnicodeDecodeError) as error:
-        raise corrupt(f"{WORDS}: {error}") from error
-    if len(words) != n_words:
-        raise corrupt(f"{WORDS} has {len(words)} words, expected {n_words}")
-    return WordVectors(vectors, words, source=str(meta.get("source", directory)))
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise corrupt(f"{path.name}: {error}") from error
 
 
-def write_words(directory: Path, words: Sequence[str]) -> None:
+def write_vocabulary(directory: Path, words: list[str]) -> None:
+    """The words and their lookup table."""
     if any("\n" in word for word in words):
         raise GloveError(f"{directory}: a word contains a newline, which {WORDS} can't hold")
     (directory / WORDS).write_bytes("\n".join(words).encode("utf-8"))
+    table = HashTable.build(words)
+    np.save(directory / HASHES, table.hashes)
+    np.save(directory / ROWS, table.rows)
 
 
 def write_meta(directory: Path, *, source: str, vectors: str, n_words: int, dim: int) -> None:

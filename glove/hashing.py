@@ -3,7 +3,8 @@
 A Python dict of 400,000 words costs ~0.1 s to build in every new process (each string is
 hashed and inserted one by one), which is most of the cold-load budget. Instead the cache
 stores the words' 64-bit hashes sorted (``hashes.npy``) with their rows (``rows.npy``);
-a lookup hashes the query tokens with numpy and binary-searches them.
+a lookup hashes the query tokens with numpy and binary-searches them. Per token this is
+slower than a dict, so ``WordVectors.lookup`` switches to the dict for large token lists.
 
 The hash is a polynomial over the UTF-8 bytes modulo 2**64 with an odd base (so its powers
 are invertible and every token's hash falls out of one prefix sum), then a splitmix64
@@ -15,6 +16,7 @@ token matches a word by accident with probability ~n_words / 2**64.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -60,16 +62,22 @@ def token_hashes(tokens: Iterable[str]) -> np.ndarray:
     return np.concatenate(chunks)
 
 
-def build_table(words: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted unique hashes, row of the first word with each hash)."""
-    hashes, rows = np.unique(token_hashes(words), return_index=True)
-    return hashes, rows.astype(np.int64)
+@dataclass(frozen=True)
+class HashTable:
+    """Sorted unique word hashes and, for each, the row of the first word with that hash."""
 
+    hashes: np.ndarray  # uint64, sorted
+    rows: np.ndarray  # int64
 
-def find_rows(hashes: np.ndarray, rows: np.ndarray, tokens: Iterable[str]) -> np.ndarray:
-    """Row of each token in a table from ``build_table``, -1 where absent."""
-    wanted = token_hashes(tokens)
-    if hashes.size == 0:
-        return np.full(wanted.size, -1, dtype=np.int64)
-    positions = np.minimum(np.searchsorted(hashes, wanted), hashes.size - 1)
-    return np.where(hashes[positions] == wanted, rows[positions], -1)
+    @classmethod
+    def build(cls, words: list[str]) -> HashTable:
+        hashes, rows = np.unique(token_hashes(words), return_index=True)
+        return cls(hashes, rows.astype(np.int64))
+
+    def find(self, tokens: Iterable[str]) -> np.ndarray:
+        """Row of each token, -1 where absent."""
+        wanted = token_hashes(tokens)
+        if self.hashes.size == 0:
+            return np.full(wanted.size, -1, dtype=np.int64)
+        positions = np.minimum(np.searchsorted(self.hashes, wanted), self.hashes.size - 1)
+        return np.where(self.hashes[positions] == wanted, self.rows[positions], -1)

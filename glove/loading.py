@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glove.cache import building, cache_dir_for, is_cache_dir, read_cache, write_meta, write_words
+from glove.cache import building, cache_dir_for, is_cache_dir, read_cache, write_meta, write_vocabulary
 from glove.text import convert, open_text_source
 from glove.vectors import GloveError, WordVectors
 
@@ -58,12 +58,12 @@ def _load_default() -> WordVectors:
     vectors_path, index_path = root / "glove_6B_50d_emb.npy", root / "glove_6B_index.parquet"
     target = cache_dir_for(index_path)
     if not is_cache_dir(target):
-        # The package's .npy is memory-mapped in place; only its vocabulary, which parquet
-        # + pyarrow take ~0.3 s to read, is cached as plain text (~0.03 s).
+        # The package's .npy is memory-mapped in place. Its vocabulary is cached with the hash
+        # table: reading the parquet and building a dict would cost every new process 0.3-1 s.
         words = _read_parquet_words(index_path)
         try:
             with building(target) as staging:
-                write_words(staging, words)
+                write_vocabulary(staging, words)
                 n_words, dim = np.load(vectors_path, mmap_mode="r").shape
                 write_meta(staging, source=DEFAULT_NAME, vectors=str(vectors_path), n_words=n_words, dim=dim)
         except GloveError as error:

@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from glove.cache import VECTORS, building, write_meta, write_words
+from glove.cache import VECTORS, building, write_meta, write_vocabulary
 from glove.vectors import GloveError
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def _default_member(path: Path, archive: zipfile.ZipFile) -> str:
 def convert(lines: Iterable[bytes], label: str, target: Path) -> None:
     """Parse GloVe text lines into the cache directory ``target`` (atomically)."""
     started = time.perf_counter()
-    log.info("converting GloVe text into a binary cache (once)", extra={"source": label, "cache": str(target)})
+    log.info("converting GloVe text into a binary cache, once", extra={"source": label, "cache": str(target)})
     numbered = _numbered_nonblank(lines)
     head = list(islice(numbered, DIM_SAMPLE_LINES))
     if not head:
@@ -100,7 +100,7 @@ def convert(lines: Iterable[bytes], label: str, target: Path) -> None:
                 try:
                     rows[filled] = np.array(fields[1:], dtype=np.float32)
                 except ValueError:
-                    bad = next(field for field in fields[1:] if not _is_number(field))
+                    bad = next((field for field in fields[1:] if not _is_number(field)), fields[1])
                     raise GloveError(f"{label}, line {line_number}: not a number: {bad[:40]!r}") from None
                 seen.add(word)
                 words.append(word)
@@ -110,11 +110,11 @@ def convert(lines: Iterable[bytes], label: str, target: Path) -> None:
                     filled = 0
             rows[:filled].tofile(raw)
         _raw_to_npy(raw_path, staging / VECTORS, shape=(len(words), dim))
-        write_words(staging, words)
+        write_vocabulary(staging, words)
         write_meta(staging, source=label, vectors=VECTORS, n_words=len(words), dim=dim)
+    seconds = round(time.perf_counter() - started, 1)
     log.info(
-        "converted GloVe text",
-        extra={"source": label, "words": len(words), "dim": dim, "seconds": round(time.perf_counter() - started, 1)},
+        "converted GloVe text", extra={"source": label, "words": len(words), "dim": dim, "seconds": seconds}
     )
 
 
@@ -137,7 +137,8 @@ def _is_number(field: bytes) -> bool:
 
 def _raw_to_npy(raw_path: Path, npy_path: Path, shape: tuple[int, int]) -> None:
     """Prefix raw float32 rows with an .npy header (the row count is only known at the end)."""
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": shape}
+    descr = np.lib.format.dtype_to_descr(np.dtype(np.float32))
+    header = {"descr": descr, "fortran_order": False, "shape": shape}
     with npy_path.open("wb") as npy, raw_path.open("rb") as raw:
         np.lib.format.write_array_header_1_0(npy, header)
         shutil.copyfileobj(raw, npy, length=1 << 24)

@@ -16,7 +16,7 @@ import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import pyarrow as pa
@@ -146,36 +146,57 @@ def _summarize_groups(
 
     A group's rows can be anywhere in the input, so the text column is collected for the whole
     input before summarizing (only that column: memory is about the size of the texts).
+    `max_chars` applies to each row's text, not to the pooled group: a group with an over-long
+    row gets that row's error status, as the row would on its own.
     """
-    from summarizer.group import join_group
-
     group_by = options.group_by
     assert group_by is not None
     texts_by_group: dict[str, list[str]] = {}
     row_counts: dict[str, int] = {}
+    errors: dict[str, str] = {}
     for chunk in reader.chunks([options.text_column, group_by], options.chunk_rows):
         for key_value, text_value in zip(chunk[group_by], chunk[options.text_column], strict=True):
             key = _as_key(key_value)
             row_counts[key] = row_counts.get(key, 0) + 1
-            text = _as_text(text_value)
             texts = texts_by_group.setdefault(key, [])
-            if text is not None:
+            text = _as_text(text_value)
+            if text is None:
+                continue
+            if options.max_chars and len(text) > options.max_chars:
+                errors.setdefault(key, _too_long_status(text, options.max_chars))
+            elif key not in errors:
                 texts.append(text)
         if on_progress is not None:
             on_progress(reader.progress_position())
+
+    def document(key: str) -> str | None:
+        texts = texts_by_group.pop(key)  # freed as soon as it is handed over
+        return None if key in errors else pool_group_texts(texts)
 
     def jobs() -> Iterator[tuple[list[str], list[object]]]:
         keys = list(row_counts)
         for start in range(0, len(keys), options.chunk_rows):
             batch = keys[start : start + options.chunk_rows]
-            yield batch, [join_group(texts_by_group.pop(key)) or None for key in batch]
+            yield batch, [document(key) for key in batch]
 
     rows = 0
-    for keys, results in _summarize_in_order(jobs(), spec, options):
+    for keys, results in _summarize_in_order(jobs(), spec, replace(options, max_chars=0)):
+        for position, key in enumerate(keys):
+            if key in errors:
+                results["status"][position] = errors[key]
         counts = [row_counts[key] for key in keys]
         writer.write(pd.DataFrame({group_by: keys, GROUP_COUNT_COLUMN: counts, **results}))
         rows += len(keys)
     return rows
+
+
+def pool_group_texts(texts: list[str]) -> str | None:
+    """A group's texts as one document (None when it has none, so the group is `empty`).
+
+    One text per line: the sentence splitter ends a sentence at a line break, so no sentence
+    spans two texts even when one lacks final punctuation.
+    """
+    return "\n".join(texts) if texts else None
 
 
 # ---- per chunk ---------------------------------------------------------------------------------
@@ -201,7 +222,7 @@ def summarize_texts(summarizer: Summarizer, values: Sequence[object], max_chars:
         if text is None:
             continue
         if max_chars and len(text) > max_chars:
-            statuses[position] = f"error: text too long ({len(text)} chars > {max_chars})"
+            statuses[position] = _too_long_status(text, max_chars)
             continue
         positions.append(position)
         texts.append(text)
@@ -214,6 +235,10 @@ def summarize_texts(summarizer: Summarizer, values: Sequence[object], max_chars:
         n_out[position] = len(outcome.sentences)
         statuses[position] = outcome.status
     return {"summary": summaries, "n_sentences_in": n_in, "n_sentences_out": n_out, "status": statuses}
+
+
+def _too_long_status(text: str, max_chars: int) -> str:
+    return f"error: text too long ({len(text)} chars > {max_chars})"
 
 
 def _summarize_batch(summarizer: Summarizer, texts: list[str]) -> list[Summary | Exception]:

@@ -15,6 +15,16 @@ from typing import BinaryIO, TextIO
 
 from tqdm import tqdm
 
+from summarizer.batch import (
+    DEFAULT_CHUNK_ROWS,
+    DEFAULT_ID_COLUMN,
+    DEFAULT_MAX_CHARS,
+    SummarizerSpec,
+    TableOptions,
+    check_columns,
+    output_schema,
+    summarize_table,
+)
 from summarizer.io import FORMATS, STDIO, InputError, TableReader, TableWriter, format_for_path, open_table
 
 EXIT_FAILURE = 1
@@ -54,8 +64,6 @@ def _ratio(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from summarizer.batch import DEFAULT_CHUNK_ROWS, DEFAULT_ID_COLUMN, DEFAULT_MAX_CHARS
-
     parser = argparse.ArgumentParser(
         prog="summarize",
         description=__doc__.split("\n\n")[0].removeprefix("`summarize`: "),
@@ -158,8 +166,6 @@ def _fail(message: str) -> None:
 
 
 def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, stderr: TextIO) -> int:
-    from summarizer.batch import SummarizerSpec, TableOptions, check_columns, output_schema, summarize_table
-
     output_format = (
         args.output_format or (format_for_path(args.output) if args.output != STDIO else None) or "csv"
     )

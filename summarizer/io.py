@@ -197,7 +197,7 @@ _CSV_OPTIONS = {
     "encoding_errors": DECODE_ERRORS,
     # Every value stays the string it was ("NA", "null" or "007" are text and ids, not NaN or 7);
     # only an empty field is missing.
-    "dtype": str,
+    "dtype": object,
     "keep_default_na": False,
     "na_values": [""],
 }
@@ -258,11 +258,12 @@ def _open_jsonl(stream: _PeekableCountingStream, raw: BinaryIO, size: int | None
     first = next(records, None)
     if first is None:
         raise InputError(f"{_display(path)} has no JSON records")
-    columns = list(first[1])
+    # The first record names the columns; a later record without one of them has it missing.
+    columns = list(first)
 
     def chunks(wanted: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
         batch: list[list[object]] = []
-        for _line_number, record in itertools.chain([first], records):
+        for record in itertools.chain([first], records):
             batch.append([record.get(name) for name in wanted])
             if len(batch) == chunk_rows:
                 yield pd.DataFrame(batch, columns=wanted, dtype=object)
@@ -273,7 +274,8 @@ def _open_jsonl(stream: _PeekableCountingStream, raw: BinaryIO, size: int | None
     return TableReader("jsonl", columns, "B", size, chunks, [raw], stream)
 
 
-def _jsonl_records(lines: IO[bytes], path: str) -> Iterator[tuple[int, dict[str, object]]]:
+def _jsonl_records(lines: IO[bytes], path: str) -> Iterator[dict[str, object]]:
+    """The objects of a JSON Lines stream; blank lines are skipped, anything else is an error."""
     for line_number, line in enumerate(lines, start=1):
         text = decode_text(line).lstrip("\ufeff").strip()
         if not text:
@@ -286,7 +288,7 @@ def _jsonl_records(lines: IO[bytes], path: str) -> Iterator[tuple[int, dict[str,
             raise InputError(
                 f"{_display(path)} line {line_number}: expected a JSON object, got {type(record).__name__}"
             )
-        yield line_number, record
+        yield record
 
 
 # ---- Parquet -----------------------------------------------------------------------------------
@@ -304,7 +306,8 @@ def _open_parquet(stream: _PeekableCountingStream, raw: BinaryIO, path: str) -> 
 
     def chunks(wanted: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
         for batch in parquet.iter_batches(batch_size=chunk_rows, columns=wanted):
-            yield batch.to_pandas(types_mapper=None)[wanted].astype(object)
+            # Python values, not pandas dtypes: an integer id with nulls stays 7, not 7.0.
+            yield pd.DataFrame({name: batch.column(name).to_pylist() for name in wanted}, dtype=object)
 
     handles = [raw] if source is raw else [raw, source]
     return TableReader("parquet", columns, "rows", parquet.metadata.num_rows, chunks, handles)

@@ -12,7 +12,6 @@ problem, never a 422 or a 500.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -21,14 +20,20 @@ from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-log = logging.getLogger(__name__)
+import glove
+from summarizer import Budget, Summarizer
+from summarizer.engine import Method
+from sumpipe.settings import get_settings
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_TEXT_CHARS = 100_000
 MAX_TEXTS = 100
 MAX_SENTENCES = 100
+# Requests up to this many characters in total are summarized on the event loop (a few ms at most).
+INLINE_MAX_CHARS = 10_000
 
 # pydantic error types that mean "too large" rather than "malformed": answered with 413.
 _SIZE_ERRORS = frozenset({"string_too_long", "too_long"})
@@ -44,7 +49,7 @@ class SummarizeRequest(BaseModel):
     texts: list[Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]] | None = Field(
         None, min_length=1, max_length=MAX_TEXTS, description="Several texts, summarized as one batch."
     )
-    method: Literal["default", "kmeans"] = "default"
+    method: Method | None = Field(None, description="Default: $SUMPIPE_SUMMARIZER_METHOD, else default.")
     sentences: int | None = Field(None, ge=1, le=MAX_SENTENCES, description="Sentences per summary.")
     ratio: float | None = Field(None, gt=0, le=1, description="Fraction of the input's sentences to keep.")
 
@@ -79,7 +84,7 @@ class Engine:
     """The process's word vectors (loaded once, memory-mapped) and its summarizers per (method, budget)."""
 
     def __init__(self) -> None:
-        self._vectors: Any = None
+        self._vectors: glove.WordVectors | None = None
         self._lock = threading.Lock()
         # Bounded: `ratio` is a float, so the distinct budgets a client can ask for are unbounded.
         self.summarizer = lru_cache(maxsize=64)(self._build_summarizer)
@@ -88,23 +93,19 @@ class Engine:
     def vectors_loaded(self) -> bool:
         return self._vectors is not None
 
-    def vectors(self) -> Any:
+    def vectors(self) -> glove.WordVectors:
         if self._vectors is None:
             with self._lock:
                 if self._vectors is None:
-                    import glove  # deferred: importing the app must stay cheap (cold start)
-
-                    self._vectors = glove.load()
+                    self._vectors = glove.load()  # the default is memory-mapped; $SUMPIPE_GLOVE overrides
         return self._vectors
 
-    def _build_summarizer(self, method: str, sentences: int | None, ratio: float | None) -> Any:
-        from summarizer import Budget, Summarizer
-
+    def _build_summarizer(self, method: Method, sentences: int | None, ratio: float | None) -> Summarizer:
         budget = Budget(sentences=sentences, ratio=ratio)
         return Summarizer(method=method, budget=budget, vectors=self.vectors())
 
     def summarize(
-        self, texts: Sequence[str], method: str, sentences: int | None, ratio: float | None
+        self, texts: Sequence[str], method: Method, sentences: int | None, ratio: float | None
     ) -> list[SummaryOut]:
         summaries = self.summarizer(method, sentences, ratio).summarize_many(list(texts))
         return [
@@ -121,7 +122,7 @@ class Engine:
 
     def warm(self) -> None:
         """Load the vectors and run one tiny summary, so lazy imports happen before the first request."""
-        self.summarize(["Warm up. The vectors are loaded now."], "default", None, None)
+        self.summarize(["Warm up. The vectors are loaded now."], get_settings().summarizer_method, None, None)
 
 
 engine = Engine()
@@ -152,7 +153,7 @@ def _reject(exc: ValidationError) -> HTTPException:
     return HTTPException(status, "; ".join(_describe(e) for e in errors))
 
 
-def parse_request(body: bytes) -> SummarizeRequest:
+def _parse_request(body: bytes) -> SummarizeRequest:
     """Body bytes -> a valid request, or an HTTPException (400/413) that names the problem."""
     try:
         decoded = body.decode("utf-8")
@@ -183,6 +184,12 @@ app = FastAPI(
 )
 
 
+@app.exception_handler(Exception)
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    # A bug, not bad input: answered in the API's JSON error shape. Starlette logs the traceback.
+    return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+
 @app.get("/health")
 def health() -> HealthOut:
     return HealthOut(status="ok", vectors_loaded=engine.vectors_loaded)
@@ -207,8 +214,13 @@ def health() -> HealthOut:
 )
 async def summarize(request: Request) -> SummaryOut | BatchOut:
     """Summarize `{"text": ...}` (answers one summary) or `{"texts": [...]}` (answers `results`)."""
-    parsed = parse_request(await _read_body(request))
+    parsed = _parse_request(await _read_body(request))
     texts = [parsed.text] if parsed.text is not None else parsed.texts
-    # Summarizing is CPU work; a worker thread keeps the event loop answering other connections.
-    results = await run_in_threadpool(engine.summarize, texts, parsed.method, parsed.sentences, parsed.ratio)
+    job = (texts, parsed.method or get_settings().summarizer_method, parsed.sentences, parsed.ratio)
+    # A review-sized request takes about a millisecond: handing it to a thread would cost a good
+    # part of that again. A big one goes to a worker thread so the event loop keeps serving.
+    if sum(map(len, texts)) <= INLINE_MAX_CHARS:
+        results = engine.summarize(*job)
+    else:
+        results = await run_in_threadpool(engine.summarize, *job)
     return results[0] if parsed.text is not None else BatchOut(results=results)

@@ -281,6 +281,18 @@ def _bucket_exists(s3: Any, bucket: str) -> bool:
     return True
 
 
+def _delete_leftover_secret(secrets: Any, secret_id: str, progress: Progress) -> None:
+    """Delete the SSH key secret if it outlived the stack (an emulator created it outside the stack),
+    without a recovery window, so the same stack name can be deployed again at once."""
+    if not secret_id:
+        return
+    try:
+        secrets.delete_secret(SecretId=secret_id, ForceDeleteWithoutRecovery=True)
+    except secrets.exceptions.ResourceNotFoundException:
+        return
+    progress(f"deleted secret {secret_id}")
+
+
 # ------------------------------------------------------------------------------------------ commands
 def upload_artifact(s3: Any, bucket: str, stack_name: str, artifact: package.Artifact) -> str:
     key = f"{stack_name}/{artifact.s3_key_name}"
@@ -331,8 +343,12 @@ def deploy(
         cloudformation, s3, stack_name, render_template(), parameters, bucket, progress, poll_s
     )
     if new_private_key:
-        # The secret is created empty by the stack; its value never appears in the template.
-        secrets.put_secret_value(SecretId=outputs["SshKeySecretId"], SecretString=new_private_key)
+        # The stack creates the secret empty; its value never appears in the template. An emulator
+        # without AWS::SecretsManager::Secret (moto) leaves it to us.
+        try:
+            secrets.put_secret_value(SecretId=outputs["SshKeySecretId"], SecretString=new_private_key)
+        except secrets.exceptions.ResourceNotFoundException:
+            secrets.create_secret(Name=outputs["SshKeySecretId"], SecretString=new_private_key)
         progress("stored a new SSH key pair (private key in the secret, public key on the workers)")
     return outputs
 
@@ -361,6 +377,7 @@ def destroy(
     final = wait_for_stack(cloudformation, stack_name, progress, poll_s)
     if final != "DELETE_COMPLETE":
         raise DeployError(f"{stack_name}: delete ended in {final}; see the events above")
+    _delete_leftover_secret(session.client("secretsmanager"), outputs.get("SshKeySecretId", ""), progress)
     artifacts = artifacts_bucket_name(stack_name, account_id, session.region_name)
     if _bucket_exists(s3, artifacts):
         empty_bucket(s3, artifacts)

@@ -18,6 +18,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from aws_lambda_powertools.utilities.data_classes import S3Event
+
 from sumpipe import ec2, keys, remote
 from sumpipe.aws import client
 from sumpipe.ledger import FAILED, QUEUED, STARTING, SUCCEEDED, Job, Ledger
@@ -58,21 +60,17 @@ class ObjectCreated:
 
 def s3_records(event: dict[str, Any]) -> list[ObjectCreated]:
     """The ObjectCreated records of an S3 event notification (S3's test event has none)."""
-    found = []
-    for record in event.get("Records", []):
-        if not str(record.get("eventName", "")).startswith("ObjectCreated"):
-            continue
-        s3 = record["s3"]
-        obj = s3["object"]
-        found.append(
-            ObjectCreated(
-                bucket=s3["bucket"]["name"],
-                key=keys.decode_event_key(obj["key"]),
-                version_id=obj.get("versionId") or None,
-                etag=str(obj.get("eTag", "")).strip('"'),
-            )
+    return [
+        ObjectCreated(
+            bucket=record.s3.bucket.name,
+            # Powertools hands the key over as sent: URL-encoded, spaces as '+'.
+            key=keys.decode_event_key(record.s3.get_object.key),
+            version_id=record.s3.get_object.version_id or None,
+            etag=(record.s3.get_object.etag or "").strip('"'),
         )
-    return found
+        for record in S3Event(event).records
+        if record.event_name.startswith("ObjectCreated")
+    ]
 
 
 # -- failure reports and finishing -------------------------------------------------------------
@@ -131,9 +129,14 @@ def finish_job(
 ) -> bool:
     """Moves an active job to its terminal state; False (and nothing else done) if it already was."""
     ledger = ledger_for(settings, clients)
-    if not ledger.finish(job, state, rows=rows, error=error):
-        logger.info("job already finished; event ignored", extra={"state": job.state})
-        return False
+    while not ledger.finish(job, state, rows=rows, error=error):
+        # Either it finished already, or it changed since `job` was read (e.g. got its instance
+        # meanwhile): then finish what it is now.
+        current = ledger.get_job(job.job_id)
+        if current is None or current.terminal:
+            logger.info("job already finished; event ignored", extra={"state": current and current.state})
+            return False
+        job = current
     logger.info(
         f"job {state}", extra={"state": state, "rows": rows, "error": error, "instance_id": job.instance_id}
     )
@@ -175,7 +178,7 @@ def accept_upload(settings: Settings, clients: Clients, upload: ObjectCreated) -
         # Recursion guard: only the input bucket starts jobs, never our own output.
         logger.warning("event for another bucket ignored", extra={"bucket": upload.bucket, "key": upload.key})
         return None
-    version = upload.version_id or upload.etag
+    version = upload.version_id or current_version(clients, upload) or upload.etag
     job_id = keys.job_id(upload.bucket, upload.key, version)
     with job_context(logger, job_id=job_id):
         ledger = ledger_for(settings, clients)
@@ -204,6 +207,18 @@ def accept_upload(settings: Settings, clients: Clients, upload: ObjectCreated) -
             logger.info("resuming a queued job")
         start_job(settings, clients, job_id)
         return job_id
+
+
+def current_version(clients: Clients, upload: ObjectCreated) -> str | None:
+    """The version id of the uploaded object when the event didn't carry one (some emulators
+    omit it): the current version, provided it is still the uploaded content (same etag)."""
+    try:
+        head = clients.s3.head_object(Bucket=upload.bucket, Key=upload.key, IfMatch=f'"{upload.etag}"')
+    except Exception as exc:
+        logger.warning("could not read the object's version", extra={"key": upload.key, "error": str(exc)})
+        return None
+    version = head.get("VersionId")
+    return None if version in (None, "null") else str(version)
 
 
 def start_job(settings: Settings, clients: Clients, job_id: str) -> None:
@@ -282,6 +297,8 @@ def dispatch_job(settings: Settings, clients: Clients, job_id: str) -> None:
                     transport.close()
         except Exception as exc:
             reason = f"could not start the job on the worker: {exc}"
+            if isinstance(exc, remote.RemoteCommandFailed) and exc.result.stderr:
+                reason += f" ({exc.result.stderr.decode(errors='replace').strip()[-300:]})"
             fail_job(settings, clients, job_id, reason, "worker", exc)
             return
         if ledger.mark_running(job_id):

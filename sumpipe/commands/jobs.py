@@ -2,8 +2,8 @@
 
 Names (buckets, table, functions) come from the CloudFormation stack's outputs (`--stack`), so the
 commands work the same against AWS and against the local stack. When AWS_ENDPOINT_URL is unset and
-`.sumpipe/local/env` exists (written by `sumpipe local up`), its variables are used: that is how
-the commands find the local stack.
+the local stack is up, the variables of `.sumpipe/local/env` (written by `sumpipe local up`) are
+used: that is how the commands find the local stack. Otherwise boto3's usual configuration applies.
 """
 
 from __future__ import annotations
@@ -71,13 +71,11 @@ def _stack_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def use_local_stack_if_up(state_dir: Path = stack.DEFAULT_DIR) -> bool:
-    """Points boto3 at the local stack when no endpoint is configured and the stack's env file exists."""
-    env_file = state_dir / "env"
-    if os.environ.get("AWS_ENDPOINT_URL") or not env_file.exists():
+    """Points boto3 at the local stack (its env file) when it is up and no endpoint is configured."""
+    if os.environ.get("AWS_ENDPOINT_URL") or not stack.is_up(state_dir):
         return False
-    for name, value in stack.read_env_file(env_file).items():
+    for name, value in stack.read_env_file(state_dir / "env").items():
         os.environ.setdefault(name, value)
-    os.environ["AWS_ENDPOINT_URL"] = stack.read_env_file(env_file)["AWS_ENDPOINT_URL"]
     return True
 
 
@@ -349,8 +347,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"  ready in {info.timings['total_s']:.1f}s")
     try:
         target = resolve_stack(None)
-        rows = sum(1 for _ in args.file.open(encoding="utf-8", errors="replace")) - 1
-        print(f"submitting {args.file.name} (about {rows} lines)...")
+        print(f"submitting {args.file.name} ({args.file.stat().st_size / 1024:.0f} KiB)...")
         submitted = submit_file(target, args.file)
         job = wait_for_job(target, submitted.job_id, 600)
         lines = wait_for_log(target, job.job_id, "instance stopped", 10)

@@ -63,7 +63,10 @@ def run_up(args: argparse.Namespace) -> int:
         settings=overrides,
         watchdog_interval_s=args.watchdog_interval,
     )
-    info = stack.up(config, foreground=args.foreground)
+    if args.foreground:
+        stack.run_foreground(config)
+        return 0
+    info = stack.up(config)
     print(f"local stack up in {info.timings['total_s']:.1f}s: endpoint {info.env['AWS_ENDPOINT_URL']}")
     print(f"input bucket  s3://{info.outputs['InputBucketName']}")
     print(f"output bucket s3://{info.outputs['OutputBucketName']}")

@@ -12,7 +12,8 @@ ignores some properties; those are applied here by API, from the same template:
   (moto ignores them on AWS::S3::Bucket): put on the buckets;
 - AWS::ApiGatewayV2::*: not created; the realtime API runs locally under `sumpipe serve` instead.
 
-Emulator-specific parameters: the workers' private IPs are pinned (the local hosts live there), they get
+Emulator-specific parameters: the worker network 10.200.0.0/16 (see ensure_local_network), the
+workers' private IPs are pinned (the local hosts live there), they get
 no public IP, and the SQS event source mappings are created disabled, because moto would otherwise
 consume the queues itself and try to run the functions in Docker; the local runtime polls them.
 """
@@ -143,6 +144,25 @@ def _apply_bucket_properties(
         )
 
 
+def ensure_local_network(ec2: Any) -> tuple[str, str]:
+    """(vpc id, subnet id) of the emulator's worker network, created once.
+
+    Made here rather than by the template: moto leaves a terminated instance's network interface
+    "in-use", so it can never delete a VPC that held an instance and `sumpipe destroy` would fail.
+    """
+    vpcs = ec2.describe_vpcs(Filters=[{"Name": "cidr", "Values": [LOCAL_VPC_CIDR]}])["Vpcs"]
+    vpc_id = vpcs[0]["VpcId"] if vpcs else ec2.create_vpc(CidrBlock=LOCAL_VPC_CIDR)["Vpc"]["VpcId"]
+    subnets = ec2.describe_subnets(
+        Filters=[
+            {"Name": "vpc-id", "Values": [vpc_id]},
+            {"Name": "cidr-block", "Values": [LOCAL_SUBNET_CIDR]},
+        ]
+    )["Subnets"]
+    if subnets:
+        return vpc_id, subnets[0]["SubnetId"]
+    return vpc_id, ec2.create_subnet(VpcId=vpc_id, CidrBlock=LOCAL_SUBNET_CIDR)["Subnet"]["SubnetId"]
+
+
 def _ensure_secret(session: Any, secret_id: str, private_key: str | None) -> None:
     secrets = session.client("secretsmanager")
     try:
@@ -179,13 +199,14 @@ def deploy_local_stack(
     s3 = session.client("s3")
     bucket = deploy.artifacts_bucket_name(stack_name, account_id, region)
     deploy.ensure_private_bucket(s3, bucket, region)
+    vpc_id, subnet_id = ensure_local_network(session.client("ec2"))
 
     values = {
         "ArtifactsBucket": bucket,
         "WorkerCount": str(len(worker_private_ips)),
         "WorkerPrivateIps": ",".join(worker_private_ips),
-        "VpcCidr": LOCAL_VPC_CIDR,
-        "SubnetCidr": LOCAL_SUBNET_CIDR,
+        "VpcId": vpc_id,
+        "SubnetId": subnet_id,
         "AssignPublicIp": "false",
         "EventSourcesEnabled": "false",
         "SshPublicKey": ssh_public_key,

@@ -151,14 +151,20 @@ class Runtime:
         self.region = region
         self.retry_delay_s = retry_delay_s
         self._stopping = threading.Event()
+        self._warm = threading.Semaphore(0)  # released by each poller once warmed up
         self._threads: list[threading.Thread] = []
         self._sink = CloudWatchSink()
 
-    def start(self) -> None:
+    def start(self, warm_timeout_s: float = 60.0) -> None:
+        """Starts the pollers and returns once each has warmed up (or failed to)."""
         self._sink.start()
+        pollers = sum(source.concurrency for source in self.sources)
         for source in self.sources:
             for n in range(source.concurrency):
                 self._spawn(f"poll-{source.handler}-{n}", self._poll, source)
+        deadline = time.monotonic() + warm_timeout_s
+        for _ in range(pollers):
+            self._warm.acquire(timeout=max(0.0, deadline - time.monotonic()))
         if self.watchdog_interval_s > 0:
             self._spawn("watchdog", self._tick)
 
@@ -186,6 +192,14 @@ class Runtime:
             _current_function.reset(token)
 
     def _poll(self, source: EventSource) -> None:
+        # Warm this thread's handler import and AWS session before the first event, as a
+        # provisioned Lambda environment would be: the first job shouldn't pay for it.
+        try:
+            load_handler(source.handler)
+            for service in ("s3", "ec2", "dynamodb", "secretsmanager", "ssm"):
+                client(service)
+        finally:
+            self._warm.release()
         sqs = client("sqs")
         queue_arn = sqs.get_queue_attributes(QueueUrl=source.queue_url, AttributeNames=["QueueArn"])[
             "Attributes"

@@ -103,18 +103,28 @@ def is_up(state_dir: Path) -> bool:
     return pid is not None and _alive(pid) and (state_dir / "ready").exists()
 
 
-def up(config: StackConfig, *, foreground: bool = False, timeout_s: float = 120.0) -> StackInfo:
-    """Starts the stack unless it already runs; returns once it is ready."""
+def _prepare(config: StackConfig) -> StackConfig:
     state_dir = config.state_dir.resolve()
-    config = dataclasses.replace(config, state_dir=state_dir)
-    if is_up(state_dir):
-        return info(state_dir)
     down(state_dir)  # whatever a crashed earlier run left behind
     state_dir.mkdir(parents=True, exist_ok=True)
+    config = dataclasses.replace(config, state_dir=state_dir)
     (state_dir / "config.json").write_text(config.to_json())
-    if foreground:
-        serve(config)
-        raise StackError("stack stopped")
+    return config
+
+
+def run_foreground(config: StackConfig) -> None:
+    """Runs the stack in this process until SIGTERM or Ctrl-C."""
+    if is_up(config.state_dir.resolve()):
+        raise StackError(f"a local stack is already running from {config.state_dir}")
+    serve(_prepare(config))
+
+
+def up(config: StackConfig, *, timeout_s: float = 120.0) -> StackInfo:
+    """Starts the stack as a daemon unless it already runs; returns once it is ready."""
+    if is_up(config.state_dir.resolve()):
+        return info(config.state_dir.resolve())
+    config = _prepare(config)
+    state_dir = config.state_dir
     with (state_dir / "stack.log").open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "sumpipe.local.stack", "serve", str(state_dir)],
@@ -155,14 +165,33 @@ def down(state_dir: Path = DEFAULT_DIR, timeout_s: float = 30.0) -> None:
     if moto_pid is not None and _alive(moto_pid):
         os.kill(moto_pid, signal.SIGKILL)
     config_path = state_dir / "config.json"
+    hosts_dir = _hosts_dir(state_dir)
     if config_path.exists():
         config = StackConfig.from_json(config_path.read_text())
-        HostNetwork(state_dir / "hosts", prefix=config.prefix, subnet=config.subnet).teardown()
-    runner_logs = state_dir / "runner-logs-dir"
-    if runner_logs.exists():
-        shutil.rmtree(runner_logs.read_text().strip(), ignore_errors=True)
-    for name in ("stack.pid", "moto.pid", "ready", "runner-logs-dir"):
+        HostNetwork(hosts_dir or state_dir / "hosts", prefix=config.prefix, subnet=config.subnet).teardown()
+    if hosts_dir is not None:
+        shutil.rmtree(hosts_dir, ignore_errors=True)
+    for name in ("stack.pid", "moto.pid", "ready", "hosts-dir", "env"):
         (state_dir / name).unlink(missing_ok=True)
+
+
+def _hosts_dir(state_dir: Path) -> Path | None:
+    try:
+        return Path((state_dir / "hosts-dir").read_text().strip())
+    except FileNotFoundError:
+        return None
+
+
+def _make_hosts_dir(state_dir: Path, prefix: str) -> Path:
+    """The hosts' files (sshd configs, authorized_keys, the runner's logs) live outside the state
+    directory: sshd reads authorized_keys as the hosts' login user, so every directory above it
+    must be searchable by that user, which a user's or pytest's private directory is not."""
+    path = Path(tempfile.mkdtemp(prefix=f"sumpipe-{prefix}-"))
+    path.chmod(0o755)
+    (path / "runner-logs").mkdir(mode=0o1777)
+    (path / "runner-logs").chmod(0o1777)
+    (state_dir / "hosts-dir").write_text(str(path))
+    return path
 
 
 def _read_pid(path: Path) -> int | None:
@@ -197,6 +226,19 @@ def function_settings(outputs: dict[str, str], overrides: dict[str, str]) -> dic
     return {**env, **overrides}
 
 
+def worker_network(ec2: Any, subnet: ipaddress.IPv4Network, first_ip: str) -> dict[str, str]:
+    """Template parameters placing the workers in this stack's subnet (a VPC made here), so stacks
+    with different subnets can run side by side. The default subnet is the template's own."""
+    from sumpipe.local.resources import LOCAL_VPC_CIDR
+
+    if str(subnet) == LOCAL_VPC_CIDR:
+        return {}
+    vpc_id = ec2.create_vpc(CidrBlock=str(subnet))["Vpc"]["VpcId"]
+    workers_cidr = str(ipaddress.IPv4Network(f"{first_ip}/24", strict=False))
+    subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock=workers_cidr)["Subnet"]["SubnetId"]
+    return {"VpcId": vpc_id, "SubnetId": subnet_id}
+
+
 def serve(config: StackConfig) -> None:
     """The daemon: bring everything up, write `ready`, run until SIGTERM, tear everything down."""
     from sumpipe.local.hosts import HostNetwork, Reconciler, generate_ed25519_keypair, namespaces_available
@@ -214,9 +256,8 @@ def serve(config: StackConfig) -> None:
         )
     timings: dict[str, float] = {}
     t0 = time.monotonic()
-    network = HostNetwork(
-        state_dir / "hosts", prefix=config.prefix, subnet=config.subnet, use_namespaces=True
-    )
+    hosts_dir = _make_hosts_dir(state_dir, config.prefix)
+    network = HostNetwork(hosts_dir, prefix=config.prefix, subnet=config.subnet, use_namespaces=True)
     moto: subprocess.Popen[bytes] | None = None
     reconciler: Reconciler | None = None
     runtime: Runtime | None = None
@@ -239,10 +280,7 @@ def serve(config: StackConfig) -> None:
             worker_ips,
             ssh_public_key=public_key,
             ssh_private_key=private_key,
-            parameters={
-                "VpcCidr": str(subnet),
-                "SubnetCidr": str(ipaddress.IPv4Network(f"{worker_ips[0]}/24", strict=False)),
-            },
+            parameters=worker_network(session.client("ec2"), subnet, worker_ips[0]),
         )
         # TEMPORARY (to remove once sumpipe/local/resources.py handles it): moto enforces the buckets'
         # DenyInsecureTransport policy, and the emulator speaks plain HTTP, so every call is refused.
@@ -253,7 +291,7 @@ def serve(config: StackConfig) -> None:
 
         settings_env = function_settings(outputs, config.settings)
         os.environ.update(settings_env)
-        hosts = start_hosts(session, network, outputs, public_key, port, settings_env, state_dir)
+        hosts = start_hosts(session, network, outputs, public_key, port, settings_env)
         reconciler = Reconciler(session.client("ec2"), hosts, interval=0.05)
         reconciler.start()
 
@@ -292,10 +330,8 @@ def serve(config: StackConfig) -> None:
                 moto.wait(5)
             moto.kill()
         (state_dir / "moto.pid").unlink(missing_ok=True)
-        runner_logs = state_dir / "runner-logs-dir"
-        if runner_logs.exists():
-            shutil.rmtree(runner_logs.read_text().strip(), ignore_errors=True)
-            runner_logs.unlink()
+        shutil.rmtree(hosts_dir, ignore_errors=True)
+        (state_dir / "hosts-dir").unlink(missing_ok=True)
         (state_dir / "stack.pid").unlink(missing_ok=True)
 
 
@@ -334,7 +370,6 @@ def start_hosts(
     public_key: str,
     port: int,
     settings_env: dict[str, str],
-    state_dir: Path,
 ) -> dict[str, Any]:
     """One sshd host per worker instance, at the instance's private IP; publishes their host keys
     to the known_hosts parameter and leaves the instances stopped (they start on demand)."""
@@ -345,9 +380,7 @@ def start_hosts(
         i["InstanceId"]: i.get("PrivateIpAddress") for r in described["Reservations"] for i in r["Instances"]
     }
     # The job runner's log directory on the hosts: writable by the hosts' login user.
-    runner_logs = tempfile.mkdtemp(prefix="sumpipe-runner-")
-    Path(runner_logs).chmod(0o1777)
-    (state_dir / "runner-logs-dir").write_text(runner_logs)
+    runner_logs = str(network.state_dir / "runner-logs")
     from sumpipe.local.hosts import SSH_USER, ensure_ssh_user
 
     ensure_ssh_user()

@@ -55,8 +55,9 @@ def host_network(request: pytest.FixtureRequest, shared_tmp: Path) -> Iterator[H
         subnet = ipaddress.IPv4Network(f"10.{second_octet}.0.0/16")
         if any(subnet.overlaps(routed) for routed in _routed_networks()):
             continue
-        network = HostNetwork(shared_tmp / "hosts", prefix=prefix, subnet=str(subnet),
-                              use_namespaces=use_namespaces)
+        network = HostNetwork(
+            shared_tmp / "hosts", prefix=prefix, subnet=str(subnet), use_namespaces=use_namespaces
+        )
         try:
             network.create()
         except HostError:  # another test run took this subnet between our check and create

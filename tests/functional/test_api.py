@@ -224,6 +224,18 @@ def test_odd_but_valid_text_gets_a_status(http: httpx.Client, text: str) -> None
     assert response.json()["status"] in {"ok", "passthrough", "empty"}
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: summarizer/kmeans.py kmeans_plusplus raises ValueError (argmin of an empty "
+    "sequence) for 1000 identical sentences at ratio 0.9; the API answers a JSON 500 until it is fixed",
+)
+def test_many_identical_sentences_at_a_high_ratio(http: httpx.Client) -> None:
+    response = http.post("/summarize", json={"text": "Ab cd ef. " * 1000, "ratio": 0.9})
+
+    assert response.json()["detail" if response.status_code != 200 else "status"]
+    assert response.status_code == 200
+
+
 BAD_REQUESTS = [
     # (body, status, words the error message must contain)
     (b"\xff\xfe{", 400, "UTF-8"),
@@ -283,8 +295,13 @@ def test_oversized_streamed_body_is_cut_off_at_the_limit(http: httpx.Client) -> 
 
 @pytest.mark.parametrize(
     ("method", "path", "status"),
-    [("GET", "/summarize", 405), ("PUT", "/summarize", 405), ("POST", "/health", 405), ("GET", "/nope", 404),
-     ("POST", "/invocations", 404)],
+    [
+        ("GET", "/summarize", 405),
+        ("PUT", "/summarize", 405),
+        ("POST", "/health", 405),
+        ("GET", "/nope", 404),
+        ("POST", "/invocations", 404),
+    ],
 )
 def test_wrong_method_or_path(http: httpx.Client, method: str, path: str, status: int) -> None:
     response = http.request(method, path)
@@ -374,3 +391,31 @@ def test_summary_equals_the_cli_output(http: httpx.Client, tmp_path: Path, optio
     assert [row["status"] for row in from_cli] == [r["status"] for r in from_api]
     assert [int(row["n_sentences_in"]) for row in from_cli] == [r["n_sentences_in"] for r in from_api]
     assert [int(row["n_sentences_out"]) for row in from_cli] == [r["n_sentences_out"] for r in from_api]
+
+
+@pytest.mark.slow
+def test_load_test_script_runs_bounded_and_reports() -> None:
+    # Throughput is not asserted here (a shared CI machine is too noisy); every request must succeed.
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "scripts/loadtest.py",
+            "--requests",
+            "300",
+            "--warmup",
+            "20",
+            "--cold-starts",
+            "1",
+            "--json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    report = json.loads(completed.stdout)
+
+    assert report["requests"] == report["succeeded"] == 300
+    assert report["p50_ms"] <= report["p95_ms"] <= report["p99_ms"] <= report["max_ms"]
+    assert report["server_cold_start_s"] > 0 and report["lambda_cold_start_s"] > 0
+    assert completed.returncode == (1 if report["targets_missed"] else 0)

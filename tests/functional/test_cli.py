@@ -70,7 +70,11 @@ def test_stdin_to_stdout_with_dash_matches_file_output(baseline: pd.DataFrame, t
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_jsonl_and_parquet_inputs_give_the_csv_result(
-    fmt: str, reviews: pd.DataFrame, baseline: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    fmt: str,
+    reviews: pd.DataFrame,
+    baseline: pd.DataFrame,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     source = tmp_path / f"reviews.{fmt}"
     if fmt == "jsonl":
@@ -147,7 +151,9 @@ def test_sentences_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_ratio_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_main(capsys, REVIEWS, "--ratio", "0.5", "-o", tmp_path / "out.csv") == (0, "")
     out = read_csv(tmp_path / "out.csv")
-    for n_in, n_out in zip(out["n_sentences_in"].astype(int), out["n_sentences_out"].astype(int), strict=True):
+    for n_in, n_out in zip(
+        out["n_sentences_in"].astype(int), out["n_sentences_out"].astype(int), strict=True
+    ):
         assert n_out == max(1, math.ceil(0.5 * n_in))
 
 
@@ -161,10 +167,19 @@ def test_sentences_and_ratio_are_exclusive(capsys: pytest.CaptureFixture[str]) -
 def test_group_by_product_one_row_per_group_in_first_seen_order(
     reviews: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, err = run_main(capsys, REVIEWS, "--group-by", "ProductId", "--chunk-rows", "9", "-o", tmp_path / "g.csv")
+    code, err = run_main(
+        capsys, REVIEWS, "--group-by", "ProductId", "--chunk-rows", "9", "-o", tmp_path / "g.csv"
+    )
     assert (code, err) == (0, "")
     out = read_csv(tmp_path / "g.csv")
-    assert list(out.columns) == ["ProductId", "n_rows", "summary", "n_sentences_in", "n_sentences_out", "status"]
+    assert list(out.columns) == [
+        "ProductId",
+        "n_rows",
+        "summary",
+        "n_sentences_in",
+        "n_sentences_out",
+        "status",
+    ]
     assert out["ProductId"].tolist() == list(dict.fromkeys(reviews["ProductId"]))
     assert out["n_rows"].astype(int).tolist() == [
         (reviews["ProductId"] == product).sum() for product in out["ProductId"]
@@ -177,18 +192,24 @@ def test_group_by_product_one_row_per_group_in_first_seen_order(
     assert (big["n_sentences_out"].astype(int) < big["n_sentences_in"].astype(int)).all()
 
 
-def test_id_is_the_row_number_without_an_id_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_id_is_the_row_number_without_an_id_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     source = write_csv(tmp_path / "in.csv", [{"Text": "One. Two words here. Three more words here."}] * 3)
     assert run_main(capsys, source, "-o", tmp_path / "out.csv") == (0, "")
     assert read_csv(tmp_path / "out.csv")["id"].tolist() == ["0", "1", "2"]
 
 
-def test_custom_text_and_id_columns_keep_ids_verbatim(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_custom_text_and_id_columns_keep_ids_verbatim(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     source = write_csv(
         tmp_path / "in.csv",
         [{"key": "007", "body": "Short one."}, {"key": "NA", "body": "Another short text."}],
     )
-    code, _ = run_main(capsys, source, "--text-column", "body", "--id-column", "key", "-o", tmp_path / "out.csv")
+    code, _ = run_main(
+        capsys, source, "--text-column", "body", "--id-column", "key", "-o", tmp_path / "out.csv"
+    )
     assert code == 0
     out = read_csv(tmp_path / "out.csv")
     assert out["id"].tolist() == ["007", "NA"]

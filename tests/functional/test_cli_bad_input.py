@@ -1,4 +1,4 @@
-"""The `summarize` CLI on hostile or broken input: clear one-line errors or per-row statuses, no tracebacks."""
+"""The `summarize` CLI on hostile or broken input: one-line errors or per-row statuses, never a traceback."""
 
 from __future__ import annotations
 
@@ -92,7 +92,9 @@ def test_invalid_utf8_bytes_are_decoded_as_cp1252_and_the_row_kept(
     ]
 
 
-def test_utf8_bom_header_still_finds_the_id_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_utf8_bom_header_still_finds_the_id_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     source = tmp_path / "bom.csv"
     source.write_bytes(b"\xef\xbb\xbfId,Text\n42,Hello there.\n")
     assert run_main(capsys, source, "-o", tmp_path / "out.csv") == (0, "")
@@ -110,19 +112,40 @@ def test_megabyte_text_gets_a_too_long_status_and_the_run_goes_on(
     assert out.loc[1, "summary"] == ""
 
 
-@pytest.mark.slow
+def test_over_long_row_fails_its_group_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [
+        {"ProductId": "P1", "Text": THREE_SENTENCES},
+        {"ProductId": "P2", "Text": "x" * 101},
+        {"ProductId": "P1", "Text": "The lid is sturdy."},
+        {"ProductId": "P2", "Text": "Fine."},
+    ]
+    source = write_csv(tmp_path / "in.csv", rows)
+    code, err = run_main(
+        capsys, source, "--group-by", "ProductId", "--max-chars", "100", "-o", tmp_path / "g.csv"
+    )
+    assert (code, err) == (0, "")
+    out = read_csv(tmp_path / "g.csv")
+    assert out["ProductId"].tolist() == ["P1", "P2"]
+    assert out["n_rows"].tolist() == ["2", "2"]
+    assert out["status"].tolist() == ["ok", "error: text too long (101 chars > 100)"]
+    assert out.loc[0, "n_sentences_in"] == "4"
+
+
 def test_megabyte_text_is_summarized_when_the_limit_is_lifted(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     huge = (THREE_SENTENCES + " ") * (1_000_000 // (len(THREE_SENTENCES) + 1))
     source = write_csv(tmp_path / "in.csv", [{"Id": "b", "Text": huge}])
-    assert run_main(capsys, source, "--max-chars", "0", "--sentences", "3", "-o", tmp_path / "out.csv") == (0, "")
+    code, _ = run_main(capsys, source, "--max-chars", "0", "--sentences", "3", "-o", tmp_path / "out.csv")
+    assert code == 0
     out = read_csv(tmp_path / "out.csv")
     assert out["status"].tolist() == ["ok"]
     assert out["n_sentences_out"].tolist() == ["3"]
 
 
-def test_cells_that_a_spreadsheet_would_run_are_neutralized(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cells_that_a_spreadsheet_would_run_are_neutralized(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rows = [
         {"Id": "=1+1", "Text": '=HYPERLINK("http://evil.example","click")'},
         {"Id": "+1", "Text": "+SUM(A1:A9)"},
@@ -148,7 +171,9 @@ def test_cells_that_a_spreadsheet_would_run_are_neutralized(tmp_path: Path, caps
     assert '"id": "=1+1"' in (tmp_path / "out.jsonl").read_text()
 
 
-def test_missing_text_is_empty_and_numbers_are_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_text_is_empty_and_numbers_are_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     source = tmp_path / "in.csv"
     source.write_text('Id,Text\n1,\n2,""\n3,42\n4,NaN\n')
     assert run_main(capsys, source, "-o", tmp_path / "out.csv") == (0, "")
@@ -225,3 +250,16 @@ def test_a_row_that_makes_the_engine_raise_gets_an_error_status_and_the_rest_are
     assert results["status"] == ["ok", "error: engine exploded on BOOM", "empty", "passthrough"]
     assert results["summary"][3] == "Short."
     assert results["summary"][0] != ""
+
+
+def test_parquet_integer_ids_with_nulls_and_numeric_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "in.parquet"
+    pd.DataFrame(
+        {"Id": pd.array([7, None, 9], dtype="Int64"), "Text": [THREE_SENTENCES, None, "12"]}
+    ).to_parquet(source)
+    assert run_main(capsys, source, "-o", tmp_path / "out.csv") == (0, "")
+    out = read_csv(tmp_path / "out.csv")
+    assert out["id"].tolist() == ["7", "", "9"]
+    assert out["status"].tolist() == ["ok", "empty", "passthrough"]

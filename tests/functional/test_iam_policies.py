@@ -61,11 +61,13 @@ def test_policy_is_least_privilege(path: Path) -> None:
                 if resource == "*":
                     continue
                 if service == "s3":
-                    assert resource.startswith((
-                        "arn:${AWS::Partition}:s3:::${InputBucket}/",
-                        "arn:${AWS::Partition}:s3:::${OutputBucket}/jobs/",
-                        "arn:${AWS::Partition}:s3:::${ArtifactsBucket}/${AWS::StackName}/",
-                    )), f"{path.name}/{sid}: S3 outside the pipeline's buckets and prefixes: {resource}"
+                    assert resource.startswith(
+                        (
+                            "arn:${AWS::Partition}:s3:::${InputBucket}/",
+                            "arn:${AWS::Partition}:s3:::${OutputBucket}/jobs/",
+                            "arn:${AWS::Partition}:s3:::${ArtifactsBucket}/${AWS::StackName}/",
+                        )
+                    ), f"{path.name}/{sid}: S3 outside the pipeline's buckets and prefixes: {resource}"
                 elif service == "secretsmanager":
                     assert resource.endswith(":secret:${AWS::StackName}/worker-ssh-key-??????"), resource
                 elif service == "ssm":
@@ -97,8 +99,10 @@ def test_each_role_has_only_the_powers_its_part_needs() -> None:
     assert "ec2:StartInstances" in actions("trigger") and "ec2:StopInstances" not in actions("trigger")
     assert "ec2:StopInstances" in actions("stop_ec2") and "ec2:StartInstances" not in actions("stop_ec2")
     assert "secretsmanager:GetSecretValue" in actions("worker")
-    assert not any(a.startswith("ec2:") for a in actions("worker") - {"ec2:DescribeInstances",
-                                                                       "ec2:DescribeInstanceStatus"})
+    assert not any(
+        a.startswith("ec2:")
+        for a in actions("worker") - {"ec2:DescribeInstances", "ec2:DescribeInstanceStatus"}
+    )
     assert not any(a.startswith(("secretsmanager:", "ec2:Start", "ec2:Stop")) for a in actions("instance"))
     assert actions("api") == {"logs:CreateLogStream", "logs:PutLogEvents"}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import threading
@@ -11,14 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from sumpipe.local.hosts import HostNetwork, LocalHost, ensure_ssh_user, generate_ed25519_keypair
+from sumpipe.local.hosts import HostNetwork, LocalHost, generate_ed25519_keypair
 from sumpipe.remote import (
     HostKeyMismatch,
     HostUnreachable,
     RemoteCommandFailed,
     RemoteError,
     SshTransport,
-    SsmTransport,
     UnknownHostKey,
 )
 
@@ -41,16 +39,25 @@ def host(host_network: HostNetwork, shared_tmp: Path, client_keypair: tuple[str,
     script = shared_tmp / "forced-command.sh"
     script.write_text(FORCED_COMMAND)
     script.chmod(0o755)
-    host = host_network.add_host(authorized_key=client_keypair[1], forced_command=str(script),
-                                 environment={"SUMPIPE_TEST_ENV": "value with spaces"})
+    host = host_network.add_host(
+        authorized_key=client_keypair[1],
+        forced_command=str(script),
+        environment={"SUMPIPE_TEST_ENV": "value with spaces"},
+    )
     host.start()
     return host
 
 
 def transport(host: LocalHost, private_key: str, known_hosts: str | None = None, **kwargs) -> SshTransport:
     ip, port = host.address
-    return SshTransport(ip, port=port, user=host.user, private_key=private_key,
-                        known_hosts=host.known_hosts_line() if known_hosts is None else known_hosts, **kwargs)
+    return SshTransport(
+        ip,
+        port=port,
+        user=host.user,
+        private_key=private_key,
+        known_hosts=host.known_hosts_line() if known_hosts is None else known_hosts,
+        **kwargs,
+    )
 
 
 def test_run_reaches_forced_command_with_command_stdin_and_environment(host, client_keypair):
@@ -188,28 +195,18 @@ def test_command_outside_the_allow_list_is_refused_before_connecting(command, cl
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
         _, host_public = generate_ed25519_keypair()
-        ssh = SshTransport("127.0.0.1", port=port, user="sumpipe", private_key=client_keypair[0],
-                           known_hosts=f"[127.0.0.1]:{port} {host_public}")
+        ssh = SshTransport(
+            "127.0.0.1",
+            port=port,
+            user="sumpipe",
+            private_key=client_keypair[0],
+            known_hosts=f"[127.0.0.1]:{port} {host_public}",
+        )
         with pytest.raises(ValueError, match="refusing remote command"):
             ssh.run(command, timeout=1)
         listener.settimeout(0.05)
         with pytest.raises(TimeoutError):
             listener.accept()
-
-
-def test_ssm_script_runs_the_runner_as_the_login_user_with_command_and_stdin(shared_tmp):
-    """The lines SsmTransport sends (moto's SSM executes nothing), run here by a real shell."""
-    if os.geteuid() != 0:
-        pytest.skip("runuser needs root")
-    ensure_ssh_user()
-    runner = shared_tmp / "runner.sh"
-    runner.write_text('#!/bin/sh\nprintf \'%s|%s|\' "$SSH_ORIGINAL_COMMAND" "$(id -un)"\ncat\n')
-    runner.chmod(0o755)
-    stdin = b'{"text": "it\'s $(reboot) `id`"}'
-    script = SsmTransport(None, "i-1", runner=str(runner)).script("start j-0123", stdin)
-    done = subprocess.run(["sh", "-c", "\n".join(script)], capture_output=True, timeout=10)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == b"start j-0123|sumpipe|" + stdin
 
 
 def test_host_coming_up_during_the_retries_is_reached(host, client_keypair):

@@ -34,7 +34,9 @@ def test_cfn_lint_has_no_errors(template: dict[str, Any], tmp_path: Path) -> Non
     rendered.write_text(json.dumps(template, indent=1))
     result = subprocess.run(
         [shutil.which("cfn-lint") or "cfn-lint", "--format", "parseable", "--", str(rendered)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     # parseable format: path:line:col:end_line:end_col:RULE:message
     findings = [line.split(":", 6)[5:] for line in result.stdout.splitlines() if line.strip()]
@@ -101,6 +103,10 @@ def test_bootstrap_is_shellcheck_clean() -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck not installed (scripts/setup installs it)")
-    result = subprocess.run([shellcheck, "-s", "bash", str(ROOT / "deploy" / "bootstrap.sh")],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [shellcheck, "-s", "bash", str(ROOT / "deploy" / "bootstrap.sh")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout

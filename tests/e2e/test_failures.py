@@ -1,0 +1,92 @@
+"""Failure paths through the real chain: every one ends `failed` with a reason, and the instance
+still stops. Short deadline and SSH timeouts so the waits are seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sumpipe import keys
+from sumpipe.aws import client
+from sumpipe.commands import jobs as operator
+from sumpipe.local.hosts import generate_ed25519_keypair, namespace_pids
+
+from .conftest import DATA, ec2_state, run_job, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+SAMPLE = DATA / "reviews_sample.csv"
+DEADLINE_S = 8
+STACK_SETTINGS = {
+    "SUMPIPE_JOB_DEADLINE_S": str(DEADLINE_S),
+    "SUMPIPE_CONNECT_TIMEOUT_S": "0.5",
+    "SUMPIPE_CONNECT_ATTEMPTS": "3",
+    "SUMPIPE_INSTANCE_READY_TIMEOUT_S": "5",
+}
+
+
+def runner_pids(namespace: str, job_id: str) -> list[int]:
+    found = []
+    for pid in namespace_pids(namespace):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"sumpipe.runner" in argv and job_id.encode() in argv:
+            found.append(pid)
+    return found
+
+
+def test_a_hung_job_is_failed_by_the_watchdog_and_an_unreachable_host_fails_after_bounded_retries(
+    running_stack,
+):
+    target = running_stack.target
+    hung = operator.submit_file(target, SAMPLE, key=f"hung-{uuid.uuid4().hex}.csv")
+    wait_until(lambda: runner_pids(running_stack.host_namespace, hung.job_id), what="the runner to start")
+    for pid in runner_pids(running_stack.host_namespace, hung.job_id):
+        os.kill(pid, signal.SIGSTOP)
+
+    # The instance stays up for the hung job; now its sshd stops answering (it accepts TCP, never
+    # says hello), like a host that is down or wedged.
+    sshd_pid = int((running_stack.hosts_dir / running_stack.host_namespace / "sshd.pid").read_text())
+    os.kill(sshd_pid, signal.SIGSTOP)
+    try:
+        down = run_job(target, SAMPLE, key=f"host-down-{uuid.uuid4().hex}.csv", timeout_s=30)
+    finally:
+        os.kill(sshd_pid, signal.SIGCONT)
+    assert down.state == "failed"
+    assert "after 3 attempts" in down.error, down.error
+    report = json.loads(operator.output_object(target, down.job_id, keys.ERROR))
+    assert report["step"] == "worker" and report["reason"] == down.error
+    assert ec2_state(target) == "running"  # the hung job is still in flight on it
+
+    job = operator.wait_for_job(target, hung.job_id, DEADLINE_S + 20)
+    assert job.state == "failed" and job.error == "deadline exceeded"
+    report = json.loads(operator.output_object(target, hung.job_id, keys.ERROR))
+    assert report["step"] == "watchdog"
+    wait_until(lambda: ec2_state(target) == "stopped", what="the instance to stop")
+    wait_until(lambda: not runner_pids(running_stack.host_namespace, hung.job_id), what="the runner killed")
+
+
+def test_a_changed_host_key_fails_the_job_without_retrying_and_the_instance_stops(running_stack):
+    target = running_stack.target
+    ssm = client("ssm")
+    name = target.outputs["KnownHostsParameterName"]
+    original = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+    host = original.split()[0]
+    _, impostor_key = generate_ed25519_keypair()
+    ssm.put_parameter(Name=name, Value=f"{host} {impostor_key}\n", Type="String", Overwrite=True)
+    try:
+        job = run_job(target, SAMPLE, key=f"host-key-{uuid.uuid4().hex}.csv", timeout_s=30)
+    finally:
+        ssm.put_parameter(Name=name, Value=original, Type="String", Overwrite=True)
+
+    assert job.state == "failed"
+    assert "host key" in job.error and "changed" in job.error, job.error
+    wait_until(lambda: ec2_state(target) == "stopped", what="the instance to stop")
+    lines = operator.job_log_lines(target, job.job_id)
+    assert not any(ln.record["message"] == "ssh connect failed" for ln in lines)  # no retry on a bad key

@@ -1,0 +1,69 @@
+"""`sumpipe package` artifacts: handler zips hold exactly what a function needs, are reproducible, and
+the size check refuses what Lambda would reject, naming the artifact and the numbers."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from sumpipe import cli, package
+
+
+@pytest.mark.parametrize("function", package.PIPELINE_FUNCTIONS)
+def test_function_zip_holds_its_handler_and_the_shared_package(function: str, tmp_path: Path) -> None:
+    artifact = package.build_function_zip(function, tmp_path)
+    names = zipfile.ZipFile(artifact.path).namelist()
+    assert f"lambdas/{function}/handler.py" in names
+    assert "sumpipe/settings.py" in names and "sumpipe/pipeline.py" in names
+    others = set(package.PIPELINE_FUNCTIONS) - {function}
+    assert not [n for n in names if any(n.startswith(f"lambdas/{o}/") for o in others)]
+    assert not [n for n in names if n.startswith("sumpipe/local/") or "__pycache__" in n]
+    assert artifact.zipped_bytes < 1 * package.MB
+
+
+def test_function_zip_is_reproducible(tmp_path: Path) -> None:
+    first = package.build_function_zip("worker", tmp_path / "a")
+    os.utime(package.REPO_ROOT / "sumpipe" / "settings.py")  # a touched file must not change the zip
+    second = package.build_function_zip("worker", tmp_path / "b")
+    assert first.sha256 == second.sha256 and first.s3_key_name == second.s3_key_name
+
+
+def _zip_of(path: Path, name: str, size: int) -> package.Artifact:
+    # Incompressible content, so zipped and unzipped sizes are both about `size`.
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("blob.bin", os.urandom(size))
+    return package.describe_zip(name, path)
+
+
+def test_size_check_refuses_too_big_unzipped_with_a_clear_message(tmp_path: Path) -> None:
+    function = _zip_of(tmp_path / "f.zip", "api", 1 * package.MB)
+    layer = package.Artifact("deps", tmp_path / "deps.zip", 100 * package.MB, 260 * package.MB, "0" * 64)
+    expected = r"api: 261\.0 MB unzipped \(api 1\.0 MB, deps 260\.0 MB\)"
+    with pytest.raises(package.PackageError, match=expected):
+        package.check_lambda_sizes(function, [layer])
+
+
+def test_size_check_refuses_direct_upload_over_50_mb(tmp_path: Path) -> None:
+    big = _zip_of(tmp_path / "big.zip", "worker", 51 * package.MB)
+    expected = r"worker: 51\.0 MB zipped exceeds the 50 MB direct-upload"
+    with pytest.raises(package.PackageError, match=expected):
+        package.check_lambda_sizes(big, via_s3=False)
+    package.check_lambda_sizes(big, via_s3=True)  # through S3 only the unzipped limit applies
+
+
+@pytest.mark.slow
+def test_package_command_builds_everything_within_limits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Full build: pip installs the Linux dependency layer from the package registry."""
+    assert cli.main(["package", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "pipeline-deps.zip" in out and ".whl" in out
+    layer = package.describe_zip("pipeline-deps", tmp_path / "pipeline-deps.zip")
+    names = zipfile.ZipFile(layer.path).namelist()
+    assert any(n.startswith("python/paramiko/") for n in names)
+    assert not any(n.startswith("python/boto3/") for n in names)
+    assert layer.unzipped_bytes < package.UNZIPPED_LIMIT
