@@ -1,7 +1,7 @@
 """Fast offline extractive summarizer: GloVe sentence embeddings + k-means.
 
-    from summarizer import Summarizer, Budget
-    Summarizer().summarize("text").text
+from summarizer import Summarizer, Budget
+Summarizer().summarize("text").text
 """
 
 from summarizer.engine import METHODS, Budget, Summarizer, Summary

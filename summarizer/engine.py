@@ -13,7 +13,7 @@ import string
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import islice, repeat
 from typing import Any, Literal
 
 import numpy as np
@@ -24,6 +24,9 @@ from summarizer.tokens import SEPARATOR, tokenize_sentences
 
 Method = Literal["default", "kmeans"]
 METHODS: tuple[str, ...] = ("default", "kmeans")
+# Texts per internal batch: large enough to amortise numpy call overhead, small enough that the
+# batch's arrays stay a few MB.
+_CHUNK = 2048
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,15 @@ class Summarizer:
         return self.summarize_many([text])[0]
 
     def summarize_many(self, texts: Iterable[str | None]) -> list[Summary]:
+        """Summaries of ``texts``, in order. Any iterable; consumed in chunks of _CHUNK texts so
+        that temporary arrays stay small whatever the input size."""
+        results: list[Summary] = []
+        iterator = iter(texts)
+        while chunk := list(islice(iterator, _CHUNK)):
+            results.extend(self._summarize_chunk(chunk))
+        return results
+
+    def _summarize_chunk(self, texts: list[str | None]) -> list[Summary]:
         results: list[Summary | None] = []
         docs: dict[int, _Doc] = {}
         for i, text in enumerate(texts):
@@ -110,10 +122,30 @@ class Summarizer:
         if docs:
             self._pick(list(docs.values()))
         for i, doc in docs.items():
-            results[i] = Summary(
-                [doc.sentences[p] for p in doc.picks], doc.picks, len(doc.sentences), "ok"
-            )
+            results[i] = Summary([doc.sentences[p] for p in doc.picks], doc.picks, len(doc.sentences), "ok")
         return results  # type: ignore[return-value]
+
+    def rank_sentences(
+        self, sentences: list[str], lead: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """All sentence indices, best first by the default method's score, and the sentences'
+        embeddings (n, dim). ``lead`` (n,) in [0, 1] replaces the position prior (1 = first),
+        e.g. the position within each review when ``sentences`` come from many reviews.
+        Sentences of <= 2 words rank last, in order."""
+        n = len(sentences)
+        doc = _Doc(sentences, k=n)
+        emb = self._embed([doc])
+        if lead is None:
+            lead = 1.0 - np.arange(n) / max(n, 1)
+        eligible = np.array([s.count(" ") >= 2 for s in sentences], dtype=bool)
+        pos = np.flatnonzero(eligible)
+        if pos.size < 2:
+            return np.concatenate((pos, np.flatnonzero(~eligible))), emb
+        clusters = math.ceil(math.sqrt(pos.size))
+        labels, _ = kmeans(emb[None, pos], clusters)
+        words = np.array([[sentences[p].count(" ") + 1 for p in pos]])
+        score = _scores(emb[None, pos], labels, clusters, lead[None, pos], words)[0]
+        return np.concatenate((pos[np.argsort(-score, kind="stable")], np.flatnonzero(~eligible))), emb
 
     def _embed(self, docs: Sequence[_Doc]) -> np.ndarray:
         """Weighted mean word vector of every sentence of every doc, (n_sentences, dim).
@@ -165,7 +197,9 @@ class Summarizer:
             else:
                 n_input = np.array([len(doc.sentences) for doc, _ in members])
                 words = np.array([[doc.sentences[p].count(" ") + 1 for p in pos] for doc, pos in members])
-                picks = _top_scoring(x, labels, clusters, positions, n_input, words, k)
+                score = _scores(x, labels, clusters, 1.0 - positions / n_input[:, None], words)
+                best = np.argsort(-score, axis=1, kind="stable")[:, :k]  # ties: the earliest
+                picks = np.take_along_axis(positions, best, axis=1)
             for (doc, _), doc_picks in zip(members, picks.tolist(), strict=True):
                 doc.picks = sorted(p for p in doc_picks if p >= 0)
 
@@ -175,7 +209,6 @@ def _nearest_member_per_cluster(
 ) -> np.ndarray:
     """Per problem and cluster, the position of the member nearest the centre (ties: the
     earliest), -1 for an empty cluster: (B, k). x (B, n, d) as given to kmeans()."""
-    b, _, _ = x.shape
     k = centers.shape[1]
     xc = x - x.mean(axis=1, keepdims=True)  # kmeans() centres are in centred coordinates
     own = np.take_along_axis(centers, labels[:, :, None], axis=1)
@@ -203,26 +236,18 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return num / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
 
 
-def _top_scoring(
-    x: np.ndarray,
-    labels: np.ndarray,
-    clusters: int,
-    positions: np.ndarray,
-    n_input: np.ndarray,
-    words: np.ndarray,
-    k: int,
+def _scores(
+    x: np.ndarray, labels: np.ndarray, clusters: int, lead: np.ndarray, words: np.ndarray
 ) -> np.ndarray:
-    """Positions (B, k) of the k best-scoring sentences of each problem (ties: the earliest)."""
-    b, n, _ = x.shape
+    """The default method's score (B, n) of each sentence; lead in [0, 1] is 1 for the first."""
+    n = x.shape[1]
     cluster_share = (labels[:, :, None] == np.arange(clusters)).sum(axis=1) / n  # (B, clusters)
-    score = (
+    return (
         _cosine(x, x.mean(axis=1, keepdims=True))
-        + _W_POSITION * (1.0 - positions / n_input[:, None])
+        + _W_POSITION * lead
         + _W_LENGTH * np.log1p(words) / np.log1p(words.max(axis=1, keepdims=True))
         + _W_TOPIC * np.take_along_axis(cluster_share, labels, axis=1)
     )
-    best = np.argsort(-score, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(positions, best, axis=1)
 
 
 # SIF (Arora et al. 2017): weight a / (a + p(w)). GloVe rows are in frequency order, so p(w) is

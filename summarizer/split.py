@@ -17,17 +17,20 @@ import re
 # Abbreviations that are almost never the end of a sentence (titles, Latin, units before numbers).
 # Lowercase, without the final period. Partly from Punkt's English model, plus what reviews use.
 _NEVER_FINAL = frozenset(
-    """
-    mr mrs ms dr prof sr jr st mt ft gen col lt sgt capt rev hon gov sen rep pres supt messrs
-    e.g i.e cf viz vs approx appt apt dept est fig no nos vol vols op pp ca
-    jan feb mar apr jun jul aug sep sept oct nov dec
-    inc corp co ltd bros assn
-    oz lb lbs tbsp tsp pkg qty
-    """.split()
+    (
+        *("mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "ft", "gen", "col", "lt", "sgt"),
+        *("capt", "rev", "hon", "gov", "sen", "rep", "pres", "supt", "messrs"),
+        *("e.g", "i.e", "cf", "viz", "vs", "approx", "appt", "apt", "dept", "est", "fig", "no", "nos"),
+        *("vol", "vols", "op", "pp", "ca", "inc", "corp", "co", "ltd", "bros", "assn"),
+        *("jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"),
+        *("oz", "lb", "lbs", "tbsp", "tsp", "pkg", "qty"),
+    )
 )
 # Abbreviations that often do end a sentence ("... apples, pears, etc. The box was"): split only
 # when the next word is capitalised.
-_MAYBE_FINAL = frozenset("etc al ave blvd hwy u.s u.k a.m p.m min max hr hrs yr yrs pts".split())
+_MAYBE_FINAL = frozenset(
+    ("etc", "al", "ave", "blvd", "hwy", "u.s", "u.k", "a.m", "p.m", "min", "max", "hr", "hrs", "yr", "yrs")
+)
 
 # Line/paragraph breaks end a sentence even without punctuation (reviews use them for lists);
 # any other tag is just removed.

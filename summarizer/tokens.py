@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 
 _TOKEN = re.compile(
-    r"(?:https?://|www\.)[^\s\x00]+?(?=[.!?,;:)\]\"']*(?![^\s\x00]))"
+    r"[a-z]+(?=[ ,])"  # fast path for the most common token: a plain word before a space/comma
+    r"|(?:https?://|www\.)[^\s\x00]+?(?=[.!?,;:)\]\"']*(?![^\s\x00]))"
     r"|(?:[^\W\d_]\.){2,}"  # dotted abbreviations: "e.g.", "u.s.", "p.m."
     r"|[^\W\d_]+(?:-[^\W_]+|'(?!(?:s|m|re|ve|ll|d)\b)[^\W_]+)*"  # "gluten-free", "o'clock", "n't"
     r"|'(?:s|m|re|ve|ll|d)\b"  # clitics: "it|'s", "i|'m"
@@ -42,8 +43,5 @@ def tokenize_sentences(sentences: list[str]) -> list[str]:
     """Tokens of all ``sentences`` in one pass, each sentence followed by a ``"\\x00"`` token."""
     joined = _normalize(SEPARATOR.join(sentences) + SEPARATOR)
     if joined.count(SEPARATOR) != len(sentences):  # a sentence contained the separator itself
-        joined = _normalize(
-            SEPARATOR.join(s.replace(SEPARATOR, " ") for s in sentences) + SEPARATOR
-        )
+        joined = _normalize(SEPARATOR.join(s.replace(SEPARATOR, " ") for s in sentences) + SEPARATOR)
     return _TOKEN.findall(joined)
-

@@ -22,10 +22,13 @@ class Instance:
     instance_id: str
     state: str
     private_ip: str | None
+    public_ip: str | None = None
 
 
 def _instance(raw: dict[str, Any]) -> Instance:
-    return Instance(raw["InstanceId"], raw["State"]["Name"], raw.get("PrivateIpAddress"))
+    return Instance(
+        raw["InstanceId"], raw["State"]["Name"], raw.get("PrivateIpAddress"), raw.get("PublicIpAddress")
+    )
 
 
 def find_workers(ec2: Any, tag_key: str, tag_value: str) -> list[Instance]:

@@ -120,12 +120,6 @@ class Ledger:
         jobs = [_job_from_item(i) for i in self._scan("begins_with(pk, :p)", {":p": _serialize("job#")})]
         return sorted(jobs, key=lambda j: j.created_at)
 
-    def find_job(self, input_key: str, version: str) -> Job | None:
-        for job in self.list_jobs():
-            if job.input_key == input_key and job.version == version:
-                return job
-        return None
-
     def overdue_jobs(self, now: float) -> list[Job]:
         return [j for j in self.list_jobs() if not j.terminal and j.deadline_at and j.deadline_at < now]
 

@@ -60,6 +60,8 @@ class ObjectCreated:
 
 def s3_records(event: dict[str, Any]) -> list[ObjectCreated]:
     """The ObjectCreated records of an S3 event notification (S3's test event has none)."""
+    if "Records" not in event:  # s3:TestEvent, sent when a notification is configured
+        return []
     return [
         ObjectCreated(
             bucket=record.s3.bucket.name,
@@ -234,7 +236,7 @@ def start_job(settings: Settings, clients: Clients, job_id: str) -> None:
         return
     logger.info("job assigned", extra={"instance_id": chosen.instance_id, "instance_state": chosen.state})
     try:
-        instance = ready_instance(settings, clients, chosen.instance_id)
+        instance, _ = ready_instance(settings, clients, chosen.instance_id)
     except Exception as exc:
         fail_job(settings, clients, job_id, f"worker instance not ready: {exc}", "trigger", exc)
         return
@@ -242,18 +244,19 @@ def start_job(settings: Settings, clients: Clients, job_id: str) -> None:
     logger.info("job handed to worker", extra={"instance_id": instance.instance_id})
 
 
-def ready_instance(settings: Settings, clients: Clients, instance_id: str) -> ec2.Instance:
-    """The instance running and accepting SSH at its private address (started if need be)."""
+def ready_instance(settings: Settings, clients: Clients, instance_id: str) -> tuple[ec2.Instance, str]:
+    """The instance running and accepting SSH (started if need be), and the address to use: the
+    one `settings.worker_address` names, never the other (locally, only the private one exists)."""
     instance, started = ec2.ensure_running(clients.ec2, instance_id, settings.instance_ready_timeout_s)
     if started:
         logger.info("instance started", extra={"instance_id": instance_id, "event": "instance_started"})
-    if not instance.private_ip:
-        raise ec2.InstanceError(f"instance {instance_id} has no private address")
+    address = instance.public_ip if settings.worker_address == "public" else instance.private_ip
+    if not address:
+        raise ec2.InstanceError(f"instance {instance_id} has no {settings.worker_address} address")
     if settings.transport == "ssh":
-        # Only ever the PRIVATE address: the worker is reached inside the VPC.
-        remote.wait_port_open(instance.private_ip, settings.ssh_port, settings.instance_ready_timeout_s)
-    logger.info("instance reachable", extra={"instance_id": instance_id, "address": instance.private_ip})
-    return instance
+        remote.wait_port_open(address, settings.ssh_port, settings.instance_ready_timeout_s)
+    logger.info("instance reachable", extra={"instance_id": instance_id, "address": address})
+    return instance, address
 
 
 # -- worker ------------------------------------------------------------------------------------
@@ -288,8 +291,8 @@ def dispatch_job(settings: Settings, clients: Clients, job_id: str) -> None:
             logger.info("job not waiting to start; message ignored", extra={"state": state})
             return
         try:
-            instance = ready_instance(settings, clients, job.instance_id)
-            transport = transport_for(settings, clients, instance)
+            instance, address = ready_instance(settings, clients, job.instance_id)
+            transport = transport_for(settings, clients, instance, address)
             try:
                 result = transport.run(f"start {job_id}", timeout=30.0)
             finally:
@@ -314,14 +317,14 @@ def dispatch_job(settings: Settings, clients: Clients, job_id: str) -> None:
 
 
 def transport_for(
-    settings: Settings, clients: Clients, instance: ec2.Instance
+    settings: Settings, clients: Clients, instance: ec2.Instance, address: str
 ) -> remote.SshTransport | remote.SsmTransport:
     if settings.transport == "ssm":
         return remote.SsmTransport(clients.ssm, instance.instance_id, run_as=settings.ssh_user)
     private_key = clients.secretsmanager.get_secret_value(SecretId=settings.ssh_key_secret_id)["SecretString"]
     known_hosts = clients.ssm.get_parameter(Name=settings.known_hosts_parameter, WithDecryption=True)
     return remote.SshTransport(
-        str(instance.private_ip),
+        address,
         user=settings.ssh_user,
         port=settings.ssh_port,
         private_key=private_key,

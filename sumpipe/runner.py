@@ -51,6 +51,13 @@ def log_dir() -> Path:
     return path
 
 
+def _runner_argv() -> list[str]:
+    """How to run this program again. The console script when it is installed beside the
+    interpreter (the instance's idle shutdown looks for `sumpipe-runner` processes), else -m."""
+    script = Path(sys.executable).with_name("sumpipe-runner")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "sumpipe.runner"]
+
+
 def start(job_id: str) -> int:
     """Launches `run job_id` in its own session, detached from the SSH session, and returns.
     The job's state is checked by `run` (the worker only starts jobs that wait to start)."""
@@ -62,7 +69,7 @@ def start(job_id: str) -> int:
         # A new session and no inherited descriptors: sshd sees the session's output closed
         # when this process exits, and the job survives the session.
         process = subprocess.Popen(
-            [sys.executable, "-m", "sumpipe.runner", "run", job_id],
+            [*_runner_argv(), "run", job_id],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,

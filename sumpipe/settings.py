@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     ssh_key_secret_id: str = ""
     # SSM parameter holding known_hosts lines for the worker instances (published at boot).
     known_hosts_parameter: str = ""
+    # Which address of an instance the worker Lambda connects to: "private" (Lambdas in the VPC,
+    # and the local stack, whose hosts live at the private IPs) or "public" (Lambdas outside it).
+    worker_address: Literal["private", "public"] = "private"
     connect_timeout_s: float = 5.0
     connect_attempts: int = 4
     instance_ready_timeout_s: float = 300.0

@@ -354,7 +354,8 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"\ntimeline of job {job.job_id} (seconds after the upload):")
         for offset, label in timeline(lines, submitted.uploaded_at):
             print(f"  {offset:6.2f}s  {label}")
-        output = Path(f"{args.file.stem}.summary.csv")
+        output = stack.DEFAULT_DIR.parent / "demo" / f"{args.file.stem}.summary.csv"
+        output.parent.mkdir(parents=True, exist_ok=True)
         status = report_outcome(target, job, output)
         if status == 0:
             table = pd.read_csv(output, keep_default_na=False)

@@ -223,7 +223,8 @@ def function_settings(outputs: dict[str, str], overrides: dict[str, str]) -> dic
         # Local hosts are up within milliseconds; a long wait only hides a broken host.
         "SUMPIPE_INSTANCE_READY_TIMEOUT_S": "20",
     }
-    return {**env, **overrides}
+    # Locally the hosts exist only at the private IPs; moto's public IPs must never be contacted.
+    return {**env, **overrides, "SUMPIPE_WORKER_ADDRESS": "private"}
 
 
 def worker_network(ec2: Any, subnet: ipaddress.IPv4Network, first_ip: str) -> dict[str, str]:

@@ -36,7 +36,8 @@ def runner_pids(namespace: str, job_id: str) -> list[int]:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"sumpipe.runner" in argv and job_id.encode() in argv:
+        is_runner = any(b"sumpipe.runner" in arg or b"sumpipe-runner" in arg for arg in argv)
+        if is_runner and job_id.encode() in argv:
             found.append(pid)
     return found
 

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -37,10 +38,10 @@ def test_a_real_reviews_csv_becomes_summary_csv_and_the_instance_stops(local_sta
     )
     source = pd.read_csv(SAMPLE)
     assert list(summary["id"]) == list(source["Id"])
-    assert job.rows == len(source) == 200
+    assert job.rows == len(source)
     assert (summary["status"] == "ok").sum() > 100
     manifest = json.loads(operator.output_object(local_stack, job.job_id, keys.MANIFEST))
-    assert manifest["rows"] == 200 and manifest["sentences_out"] < manifest["sentences_in"]
+    assert manifest["rows"] == len(source) and manifest["sentences_out"] < manifest["sentences_in"]
     assert manifest["input"]["key"] == "uploads/reviews sample+1.csv"
     assert {"sumpipe", "numpy", "scikit-learn"} <= set(manifest["versions"])
     wait_until(lambda: ec2_state(local_stack) == "stopped", what="the instance to stop")
@@ -97,7 +98,7 @@ def test_the_same_event_delivered_three_times_is_one_job(local_stack):
 
 def test_ten_uploads_at_once_give_ten_summaries_and_one_stop_after_the_last(local_stack, tmp_path):
     wait_until(lambda: ec2_state(local_stack) == "stopped", what="an idle instance")
-    stops_before = len(stop_lines(local_stack))
+    batch_started = time.time()
     rows = pd.read_csv(SAMPLE).head(20)
     paths = []
     for n in range(10):
@@ -118,12 +119,19 @@ def test_ten_uploads_at_once_give_ten_summaries_and_one_stop_after_the_last(loca
     assert [j.state for j in done] == ["succeeded"] * 10
     for job in done:
         assert job.rows == 2
-    wait_until(lambda: ec2_state(local_stack) == "stopped", what="the instance to stop")
-    new_stops = wait_until(lambda: stop_lines(local_stack)[stops_before:] or None, what="the stop's log line")
-    assert len(new_stops) == 1, new_stops
     last_finish = max(j.finished_at for j in done)
-    stopped_at = pd.Timestamp(new_stops[0]["timestamp"]).timestamp()
-    assert stopped_at >= last_finish - 0.01
+
+    def stops_since(moment: float) -> list[float]:
+        return [
+            pd.Timestamp(line["timestamp"]).timestamp()
+            for line in stop_lines(local_stack)
+            if pd.Timestamp(line["timestamp"]).timestamp() >= moment
+        ]
+
+    wait_until(lambda: ec2_state(local_stack) == "stopped", what="the instance to stop")
+    wait_until(lambda: stops_since(last_finish), what="the stop's log line")
+    time.sleep(1.0)  # log lines reach CloudWatch in batches: let any other stop line arrive
+    assert len(stops_since(batch_started)) == 1, "the instance stopped before the last job finished"
 
 
 def test_shell_metacharacters_in_text_are_summarized_verbatim_and_never_executed(local_stack, tmp_path):
@@ -212,8 +220,9 @@ def test_the_sumpipe_commands_submit_list_and_show_logs(local_stack, tmp_path):
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert "succeeded: 200 rows" in done.stdout
-    assert len(pd.read_csv(out)) == 200
+    rows = len(pd.read_csv(SAMPLE))
+    assert f"succeeded: {rows} rows" in done.stdout
+    assert len(pd.read_csv(out)) == rows
     job_id = done.stdout.split("-> job ")[1].split()[0]
 
     listed = subprocess.run([*sumpipe, "jobs", "--json"], capture_output=True, text=True, env=env, timeout=60)

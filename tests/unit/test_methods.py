@@ -1,0 +1,142 @@
+"""The summarizer through its public API: budgets, statuses, order, fidelity, groups."""
+
+import math
+
+import pytest
+
+import glove
+from summarizer import METHODS, Budget, Summarizer, split_sentences
+from summarizer.group import summarize_groups
+
+REVIEW = (
+    "I bought this coffee for my office and everyone loves the rich flavour. "
+    "The beans arrived fresh and the bag was sealed well. "
+    "Shipping took about a week, which was slower than I expected. "
+    "The price is reasonable compared with the local grocery store. "
+    "My only complaint is that the bag is hard to reseal after opening. "
+    "I would definitely order this coffee again for the office. "
+    "The customer service team answered my question within a day. "
+    "Overall a great value for a daily coffee drinker."
+)
+
+
+@pytest.fixture(scope="module")
+def vectors():
+    return glove.load()
+
+
+@pytest.fixture(scope="module", params=METHODS)
+def summarizer(request, vectors):
+    return Summarizer(method=request.param, vectors=vectors)
+
+
+def test_default_budget_is_ceil_sqrt_and_output_is_verbatim_in_document_order(summarizer):
+    summary = summarizer.summarize(REVIEW)
+    assert summary.status == "ok"
+    assert summary.n_input == 8
+    assert len(summary.sentences) == math.ceil(math.sqrt(8))
+    assert summary.positions == sorted(summary.positions)
+    assert all(s in REVIEW for s in summary.sentences)
+    assert summary.text == " ".join(summary.sentences)
+
+
+@pytest.mark.parametrize(
+    ("budget", "expected"),
+    [(Budget(sentences=2), 2), (Budget(ratio=0.5), 4), (Budget(ratio=0.01), 1), (Budget(), 3)],
+)
+def test_budgets(vectors, budget, expected):
+    for method in METHODS:
+        assert len(Summarizer(method, budget, vectors).summarize(REVIEW).sentences) == expected
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"sentences": 0}, {"ratio": 0.0}, {"ratio": 1.5}, {"sentences": 2, "ratio": 0.5}]
+)
+def test_invalid_budgets_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        Budget(**kwargs)
+
+
+def test_short_texts_pass_through_and_empty_texts_are_marked(summarizer):
+    two = "Great coffee. Fast shipping."
+    results = summarizer.summarize_many([two, "", None, "   ", float("nan"), "One sentence only"])
+    assert [r.status for r in results] == ["passthrough", "empty", "empty", "empty", "empty", "passthrough"]
+    assert results[0].sentences == ["Great coffee.", "Fast shipping."]
+    assert results[0].positions == [0, 1]
+
+
+def test_batch_equals_one_by_one_and_is_deterministic(summarizer):
+    texts = [REVIEW, REVIEW.replace("coffee", "tea"), "Short. Text.", REVIEW[:300]] * 3
+    batch = summarizer.summarize_many(texts)
+    single = [summarizer.summarize(t) for t in texts]
+    assert batch == single
+    assert summarizer.summarize_many(texts) == batch
+
+
+def test_unknown_method_is_refused(vectors):
+    with pytest.raises(ValueError, match="unknown method"):
+        Summarizer(method="magic", vectors=vectors)
+
+
+def test_kmeans_short_sentences_do_not_shift_the_picks(vectors):
+    """The original clustered only sentences of > 2 words but indexed the full list with those
+    positions, so a short sentence before a pick shifted it to the wrong sentence."""
+    summarizer = Summarizer("kmeans", Budget(sentences=3), vectors)
+    plain = summarizer.summarize(REVIEW)
+    with_short = REVIEW.replace(
+        "fresh and the bag was sealed well. ", "fresh and the bag was sealed well. Wow. Yum! "
+    )
+    shifted = summarizer.summarize(with_short)
+    assert shifted.n_input == plain.n_input + 2
+    assert shifted.sentences == plain.sentences
+    full = split_sentences(with_short)  # positions index the full sentence list
+    assert [full[p] for p in shifted.positions] == shifted.sentences
+    assert shifted.positions == [p if p < 2 else p + 2 for p in plain.positions]
+
+
+def test_kmeans_picks_the_sentence_nearest_each_centroid_like_sklearn(vectors):
+    """A text with three obvious topics: one sentence from each."""
+    text = (
+        "The dog loves this dog food and eats every bite. "
+        "The coffee beans smell rich and roasted. "
+        "My dog begs for this dog food daily. "
+        "Shipping by the courier was quick and the parcel arrived on time. "
+        "The roasted coffee tastes smooth and rich. "
+        "The courier delivered the parcel quickly."
+    )
+    summary = Summarizer("kmeans", Budget(sentences=3), vectors).summarize(text)
+    topics = [("dog",), ("coffee",), ("courier", "parcel")]
+    assert sorted(
+        next(i for i, t in enumerate(topics) if any(w in s for w in t)) for s in summary.sentences
+    ) == [0, 1, 2]
+
+
+def test_group_summary_removes_near_duplicates(vectors):
+    summarizer = Summarizer(vectors=vectors)
+    reviews = [
+        ("p1", "This coffee tastes really great. The bag arrived torn. I will buy again."),
+        ("p1", "This coffee tastes really great!! Shipping was very quick. Good value for the money."),
+        ("p1", "The coffee tastes really great. My wife likes the aroma too. Five stars from us."),
+        ("p2", "Only one sentence here."),
+        ("p3", ""),
+    ]
+    groups = summarize_groups(reviews, summarizer, budget=Budget(sentences=4))
+    assert [g.key for g in groups] == ["p1", "p2", "p3"]
+    p1, p2, p3 = groups
+    assert p1.n_texts == 3
+    assert p1.n_sentences == 8  # "This coffee tastes really great!!" repeats the first review's sentence
+    assert len(p1.sentences) == 4
+    assert sum("tastes really great" in s for s in p1.sentences) == 1
+    assert (p2.status, p2.sentences) == ("passthrough", ["Only one sentence here."])
+    assert p3.status == "empty"
+
+
+def test_group_summary_accepts_a_dataframe(vectors):
+    import pandas as pd
+
+    df = pd.DataFrame(
+        {"ProductId": ["a", "b", "a"], "Text": [REVIEW, "Fine.", REVIEW.replace("office", "home")]}
+    )
+    groups = summarize_groups(df, Summarizer(vectors=vectors))
+    assert [(g.key, g.n_texts) for g in groups] == [("a", 2), ("b", 1)]
+    assert all(s in REVIEW or s in REVIEW.replace("office", "home") for s in groups[0].sentences)

@@ -1,0 +1,39 @@
+"""Tokens match the GloVe 6B vocabulary's conventions."""
+
+import pytest
+
+from summarizer import tokenize
+from summarizer.tokens import SEPARATOR, tokenize_sentences
+
+
+@pytest.mark.parametrize(
+    ("sentence", "expected"),
+    [
+        ("Don't do it", ["do", "n't", "do", "it"]),
+        ("I can't, I won't", ["i", "ca", "n't", ",", "i", "wo", "n't"]),
+        ("It's what I'm sure they'll do", ["it", "'s", "what", "i", "'m", "sure", "they", "'ll", "do"]),
+        ("It’s curly", ["it", "'s", "curly"]),
+        ("$3.99 for 2.5oz", ["$", "3.99", "for", "2.5", "oz"]),
+        ("10% off 1,000 at 10:30", ["10", "%", "off", "1,000", "at", "10:30"]),
+        ("E.g. the U.S. rocks", ["e.g.", "the", "u.s.", "rocks"]),
+        ("Gluten-free o'clock 5-star", ["gluten-free", "o'clock", "5-star"]),
+        ("Wow!! Really?", ["wow", "!!", "really", "?"]),
+        ("Hmm... ok :)", ["hmm", "...", "ok", ":)"]),
+        ("See www.amazon.com/x. Done", ["see", "www.amazon.com/x", ".", "done"]),
+    ],
+)
+def test_tokens_like_glove(sentence, expected):
+    assert tokenize(sentence) == expected
+
+
+def test_batch_tokens_end_each_sentence_with_a_separator():
+    tokens = tokenize_sentences(["A b.", "", "c\x00d"])
+    assert tokens == ["a", "b", ".", SEPARATOR, SEPARATOR, "c", "d", SEPARATOR]
+
+
+def test_tokens_are_in_the_glove_vocabulary():
+    import glove
+
+    index = glove.load().index
+    tokens = tokenize("Don't worry, it's $3.99 and I can't stop :) e.g. the U.S. gluten-free!!")
+    assert [t for t in tokens if t not in index] == []
