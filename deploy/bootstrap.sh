@@ -104,7 +104,8 @@ set -euo pipefail
 . /etc/sumpipe/instance.env
 marker=/var/lib/sumpipe/last-activity
 [ -e "$marker" ] || touch "$marker"
-if pgrep -u sumpipe -f sumpipe-runner >/dev/null; then
+# Matches the runner however it was started: the venv script sumpipe-runner or python -m sumpipe.runner.
+if pgrep -u sumpipe -f 'sumpipe[.-]runner' >/dev/null; then
   touch "$marker"
   exit 0
 fi

@@ -21,18 +21,24 @@ _MAX_ITER = 300
 _TOL = 1e-4
 
 
-@lru_cache(maxsize=1)
-def _uniform_stream() -> np.ndarray:
-    # sklearn draws, from RandomState(0): one uniform for the first centre (choice with p), then
-    # n_local_trials uniforms per further centre. Those are just the first values of the stream.
-    return np.random.RandomState(0).random_sample(4096)
+def _uniform_stream(count: int) -> np.ndarray:
+    """The first ``count`` (or more) uniforms of ``RandomState(0)``.
+
+    sklearn draws from RandomState(0) one uniform for the first centre (``choice`` with p), then
+    n_local_trials uniforms per further centre: just the first values of this stream."""
+    return _uniforms(max(4096, 1 << (count - 1).bit_length()))
+
+
+@lru_cache(maxsize=4)
+def _uniforms(count: int) -> np.ndarray:
+    return np.random.RandomState(0).random_sample(count)
 
 
 @lru_cache(maxsize=4096)
 def _first_center(n: int) -> int:
     cdf = np.cumsum(np.full(n, 1.0 / n))
     cdf /= cdf[-1]
-    return int(cdf.searchsorted(_uniform_stream()[0], side="right"))
+    return int(cdf.searchsorted(_uniform_stream(1)[0], side="right"))
 
 
 def _sq_dist(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
@@ -45,7 +51,7 @@ def kmeans_plusplus(x: np.ndarray, k: int, x_sq: np.ndarray) -> np.ndarray:
     """Greedy k-means++ seeds (B, k, d) for a batch x (B, n, d), sklearn's procedure and stream."""
     b, n, _ = x.shape
     trials = 2 + int(np.log(k))
-    stream = _uniform_stream()
+    stream = _uniform_stream(1 + (k - 1) * trials)
     rows = np.arange(b)
     first = _first_center(n)
     centers = np.empty((b, k, x.shape[2]), dtype=x.dtype)

@@ -20,7 +20,7 @@ _NEVER_FINAL = frozenset(
     (
         *("mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "ft", "gen", "col", "lt", "sgt"),
         *("capt", "rev", "hon", "gov", "sen", "rep", "pres", "supt", "messrs"),
-        *("e.g", "i.e", "cf", "viz", "vs", "approx", "appt", "apt", "dept", "est", "fig", "no", "nos"),
+        *("e.g", "i.e", "cf", "viz", "vs", "approx", "appt", "apt", "dept", "est", "fig"),
         *("vol", "vols", "op", "pp", "ca", "inc", "corp", "co", "ltd", "bros", "assn"),
         *("jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"),
         *("oz", "lb", "lbs", "tbsp", "tsp", "pkg", "qty"),
@@ -79,6 +79,8 @@ def _is_boundary(text: str, m: re.Match[str]) -> bool:
     low = word.lower()
     if low in _NEVER_FINAL:
         return False
+    if low in ("no", "nos"):  # "No. 5" is a number; "I said no. Then" ends a sentence
+        return not nxt.isdigit()
     if len(word) == 1 and word.isupper() and nxt.isupper():  # an initial: "C. S. Lewis"
         return False
     if "." in word and word.replace(".", "").isalpha() and len(word) <= 8:

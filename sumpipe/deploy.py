@@ -4,10 +4,14 @@ Single source of truth: `deploy/template.yaml` names, in each role's Metadata, t
 document that is its policy, and in each worker instance's Metadata, the user-data script. Rendering
 puts those files into the template; the rendered template is what cfn-lint checks, what `sumpipe deploy`
 deploys to AWS and what the local stack deploys into moto.
+
+`deploy()` is the one way the stack is deployed, to AWS and into the emulator alike: the local stack
+calls it with the emulator's parameters and its own artifact builder (see sumpipe/local/resources.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 import time
@@ -39,6 +43,8 @@ BOOTSTRAP_VARIABLES = {
 }
 
 Progress = Callable[[str], None]
+# Builds the artifacts into a directory: template parameter (an S3 key parameter) -> file to upload.
+ArtifactBuilder = Callable[[Path, Progress], dict[str, Path]]
 
 
 class DeployError(Exception):
@@ -293,22 +299,50 @@ def _delete_leftover_secret(secrets: Any, secret_id: str, progress: Progress) ->
     progress(f"deleted secret {secret_id}")
 
 
-# ------------------------------------------------------------------------------------------ commands
-def upload_artifact(s3: Any, bucket: str, stack_name: str, artifact: package.Artifact) -> str:
-    key = f"{stack_name}/{artifact.s3_key_name}"
-    s3.upload_file(str(artifact.path), bucket, key)
+# ------------------------------------------------------------------------------------------ artifacts
+PIPELINE_CODE_PARAMETERS = {"trigger": "TriggerCodeKey", "worker": "WorkerCodeKey", "stop_ec2": "StopCodeKey"}
+
+
+def build_cloud_artifacts(out_dir: Path, progress: Progress, *, api: bool = False) -> dict[str, Path]:
+    """Everything AWS needs: the pipeline zips and layer, the workers' wheel, and with `api` the realtime
+    API's zip and layers. Each is size-checked against Lambda's limits (PackageError when over)."""
+    progress("building the pipeline functions and their dependency layer")
+    pipeline = package.build_pipeline_artifacts(out_dir)
+    files = {parameter: pipeline.functions[name].path for name, parameter in PIPELINE_CODE_PARAMETERS.items()}
+    files["PipelineLayerKey"] = pipeline.layer.path
+    files["WheelKey"] = package.build_wheel(out_dir / "wheel")
+    if api:
+        progress("building the realtime API function, its dependency layer and the GloVe layer")
+        built = package.build_api_artifacts(out_dir / "api")
+        files |= {"ApiCodeKey": built.function.path, "ApiLayerKey": built.layer.path,
+                  "GloveLayerKey": built.glove.path}
+    return files
+
+
+def upload_artifact(s3: Any, bucket: str, stack_name: str, path: Path) -> str:
+    """Upload under a content-addressed key (<stack>/<sha256 prefix>/<file name>): a changed artifact
+    gets a new key, so CloudFormation updates what uses it, and the file name stays as built (a wheel's
+    name must stay a valid wheel name for pip)."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    key = f"{stack_name}/{digest}/{path.name}"
+    s3.upload_file(str(path), bucket, key)
     return key
 
 
+# ------------------------------------------------------------------------------------------ commands
 def deploy(
     session: Any,
     stack_name: str,
     overrides: Mapping[str, str],
     progress: Progress,
     *,
+    build: ArtifactBuilder = build_cloud_artifacts,
     poll_s: float = 5.0,
 ) -> dict[str, str]:
-    """Build and upload the artifacts, create or update the stack, store the SSH key; the outputs."""
+    """Build and upload the artifacts, create or update the stack, store the SSH key; the outputs.
+
+    `overrides` are template parameters given by the caller (the user's --param, or the emulator's).
+    """
     region = session.region_name
     account_id = session.client("sts").get_caller_identity()["Account"]
     s3 = session.client("s3")
@@ -319,16 +353,8 @@ def deploy(
     ensure_private_bucket(s3, bucket, region)
     parameters: dict[str, str] = {"ArtifactsBucket": bucket}
     with tempfile.TemporaryDirectory(prefix="sumpipe-package-") as tmp:
-        out_dir = Path(tmp)
-        progress("building the pipeline functions and their dependency layer")
-        pipeline = package.build_pipeline_artifacts(out_dir)
-        for name, parameter in (("trigger", "TriggerCodeKey"), ("worker", "WorkerCodeKey"),
-                                ("stop_ec2", "StopCodeKey")):
-            parameters[parameter] = upload_artifact(s3, bucket, stack_name, pipeline.functions[name])
-        parameters["PipelineLayerKey"] = upload_artifact(s3, bucket, stack_name, pipeline.layer)
-        wheel = package.build_wheel(out_dir / "wheel")
-        parameters["WheelKey"] = f"{stack_name}/{wheel.name}"
-        s3.upload_file(str(wheel), bucket, parameters["WheelKey"])
+        for parameter, path in build(Path(tmp), progress).items():
+            parameters[parameter] = upload_artifact(s3, bucket, stack_name, path)
 
     secret_id = f"{stack_name}/worker-ssh-key"
     existing_key = _existing_private_key(secrets, secret_id)

@@ -6,14 +6,21 @@
 - One layer with the pipeline functions' third-party dependencies, installed by pip for the Lambda
   platform (manylinux x86_64, CPython 3.12). boto3 is left out: the Lambda runtime provides it.
 - The project wheel, which the worker instances install at boot (it pulls in the GloVe vectors package).
+- For the realtime API (optional): its zip (handler, `sumpipe`, `summarizer`, `glove`), a layer with what
+  the API imports (numpy, FastAPI, pydantic, Mangum; no scikit-learn, scipy, pandas or pyarrow: the API
+  path never imports them), and a layer holding the GloVe vectors as a ready cache directory
+  (/opt/glove, memory-mapped at cold start, no conversion).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,6 +36,19 @@ PIPELINE_LAYER_REQUIREMENTS = (
     "paramiko>=3.4",
     "aws-lambda-powertools>=3.0",
 )
+API_FUNCTION = "api"
+# What `python -X importtime -c 'import lambdas.api.handler'` shows the API path importing.
+API_LAYER_REQUIREMENTS = (
+    "numpy>=1.26",
+    "fastapi>=0.110",
+    "pydantic>=2.6",
+    "pydantic-settings>=2.2",
+    "mangum>=0.17",
+)
+# The project packages in each function's zip (the pipeline functions need only `sumpipe`).
+FUNCTION_PACKAGES = {API_FUNCTION: ("sumpipe", "summarizer", "glove")}
+# Where the GloVe layer's cache directory lands in the function (layers unpack into /opt).
+GLOVE_LAYER_DIR = "glove"
 
 MB = 1024 * 1024
 # https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html
@@ -50,11 +70,6 @@ class Artifact:
     zipped_bytes: int
     unzipped_bytes: int
     sha256: str
-
-    @property
-    def s3_key_name(self) -> str:
-        """Content-addressed file name: a changed artifact gets a new key, so CloudFormation updates it."""
-        return f"{self.name}-{self.sha256[:16]}.zip"
 
 
 def _python_files(root: Path, package: str) -> list[tuple[Path, str]]:
@@ -88,14 +103,15 @@ def describe_zip(name: str, path: Path) -> Artifact:
 
 
 def build_function_zip(function: str, out_dir: Path, root: Path = REPO_ROOT) -> Artifact:
-    """The handler of `lambdas/<function>/` plus the shared `sumpipe` package, nothing else."""
+    """The handler of `lambdas/<function>/` plus the project packages it imports, nothing else."""
     handler = root / "lambdas" / function / "handler.py"
     if not handler.is_file():
         raise PackageError(f"{function}: no handler at {handler}")
     entries = [(root / "lambdas" / "__init__.py", "lambdas/__init__.py")]
     entries += _python_files(root, f"lambdas/{function}")
-    # The local stack's code never runs in a Lambda.
-    entries += [e for e in _python_files(root, "sumpipe") if not e[1].startswith("sumpipe/local/")]
+    for project_package in FUNCTION_PACKAGES.get(function, ("sumpipe",)):
+        # The local stack's code never runs in a Lambda.
+        entries += [e for e in _python_files(root, project_package) if not e[1].startswith("sumpipe/local/")]
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{function}.zip"
     _write_zip(target, entries)
@@ -178,3 +194,86 @@ def build_wheel(out_dir: Path, root: Path = REPO_ROOT) -> Path:
     if not wheels:
         raise PackageError(f"wheel: pip wheel produced nothing in {out_dir}")
     return wheels[-1]
+
+
+# ------------------------------------------------------------------------------------------ realtime API
+@dataclass(frozen=True)
+class ApiArtifacts:
+    function: Artifact
+    layer: Artifact
+    glove: Artifact
+
+
+def build_glove_layer(out_dir: Path) -> Artifact:
+    """The default vectors as a `glove` cache directory (see glove/cache.py) in a layer: Lambda unpacks it
+    to /opt/glove, and SUMPIPE_GLOVE=/opt/glove memory-maps it with no conversion at cold start."""
+    import numpy as np
+
+    import glove
+    from glove.cache import VECTORS, write_meta, write_vocabulary
+
+    vectors = glove.load()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sumpipe-glove-layer-") as tmp:
+        cache = Path(tmp) / GLOVE_LAYER_DIR
+        cache.mkdir()
+        np.save(cache / VECTORS, np.ascontiguousarray(vectors.vectors, dtype=np.float32))
+        write_vocabulary(cache, list(vectors.words))
+        n_words, dim = vectors.vectors.shape
+        write_meta(cache, source=vectors.source, vectors=VECTORS, n_words=n_words, dim=dim)
+        target = out_dir / "glove-layer.zip"
+        _write_zip(target, [(path, path.relative_to(tmp).as_posix()) for path in sorted(cache.iterdir())])
+    return describe_zip("glove-layer", target)
+
+
+def build_api_artifacts(out_dir: Path, root: Path = REPO_ROOT) -> ApiArtifacts:
+    """The API function's zip, its dependency layer and the GloVe layer, size-checked together."""
+    artifacts = ApiArtifacts(
+        function=build_function_zip(API_FUNCTION, out_dir, root),
+        layer=build_layer("api-deps", API_LAYER_REQUIREMENTS, out_dir),
+        glove=build_glove_layer(out_dir),
+    )
+    check_lambda_sizes(artifacts.function, [artifacts.layer, artifacts.glove])
+    return artifacts
+
+
+_COLD_START_PROBE = """
+import json, sys, time
+t0 = time.perf_counter()
+import glove
+t1 = time.perf_counter()
+wv = glove.load(sys.argv[1])
+t2 = time.perf_counter()
+rows = wv.lookup(["the", "summary", "of", "reviews"])
+t3 = time.perf_counter()
+total = float(wv.vectors.sum(dtype="float64"))
+t4 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_lookup_s": t3 - t2,
+                  "touch_all_vectors_s": t4 - t3, "words": len(wv.vectors), "dim": wv.dim}))
+"""
+
+
+def measure_glove_cold_start(glove_layer: Artifact) -> dict[str, float]:
+    """Load the vectors from the layer's layout in a fresh process, with the files evicted from the
+    page cache first (a new Lambda execution environment reads them from disk): the seconds each step
+    takes. The process runs this interpreter, so it measures the loading code, not Lambda's CPU."""
+    with tempfile.TemporaryDirectory(prefix="sumpipe-opt-") as opt:
+        with zipfile.ZipFile(glove_layer.path) as archive:
+            archive.extractall(opt)
+        cache = Path(opt) / GLOVE_LAYER_DIR
+        for path in cache.iterdir():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+        started = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, "-c", _COLD_START_PROBE, str(cache)],
+            capture_output=True, text=True, check=False, cwd=REPO_ROOT,
+        )
+        elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise PackageError(f"glove layer: loading it failed:\n{result.stderr.strip()}")
+    return {**json.loads(result.stdout), "process_s": elapsed}

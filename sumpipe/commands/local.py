@@ -1,4 +1,6 @@
-"""`sumpipe local up|down|status`: the embedded local stack (moto + real sshd workers + Lambda runtime)."""
+"""`sumpipe local up|attach|down|status`: the embedded local stack (moto + real sshd workers + Lambda
+runtime). `up` deploys the template itself; `up --emulator-only`, then `sumpipe deploy` with the printed
+parameters, then `attach` runs the same stack deployed by hand, exactly as a user deploys to AWS."""
 
 from __future__ import annotations
 
@@ -11,11 +13,16 @@ from sumpipe.local import stack
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("local", help="start/stop the embedded local AWS stack")
-    commands = parser.add_subparsers(dest="local_command", required=True, metavar="up|down|status")
+    commands = parser.add_subparsers(dest="local_command", required=True, metavar="up|attach|down|status")
 
     up = commands.add_parser("up", help="start the stack (returns when ready; `down` stops it)")
     _common(up)
     up.add_argument("--foreground", action="store_true", help="run in this process until Ctrl-C")
+    up.add_argument(
+        "--emulator-only",
+        action="store_true",
+        help="start only the emulator and print the parameters for `sumpipe deploy`; then `local attach`",
+    )
     up.add_argument("--workers", type=int, default=1, choices=(1, 2, 3), help="worker instances (default: 1)")
     up.add_argument("--stack", default="sumpipe", help="CloudFormation stack name (default: %(default)s)")
     up.add_argument(
@@ -33,6 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="seconds between watchdog runs (default: %(default)s; AWS: the template's schedule)",
     )
     up.set_defaults(func=run_up)
+
+    attach = commands.add_parser(
+        "attach", help="run the worker hosts and Lambda runtime for a stack deployed into the emulator"
+    )
+    _common(attach)
+    attach.add_argument("--stack", default="sumpipe", help="the deployed stack (default: %(default)s)")
+    attach.set_defaults(func=run_attach)
 
     down = commands.add_parser("down", help="stop the stack; leaves no process, namespace or bridge behind")
     _common(down)
@@ -62,16 +76,42 @@ def run_up(args: argparse.Namespace) -> int:
         workers=args.workers,
         settings=overrides,
         watchdog_interval_s=args.watchdog_interval,
+        deploy=not args.emulator_only,
     )
     if args.foreground:
         stack.run_foreground(config)
         return 0
-    info = stack.up(config)
+    if args.emulator_only:
+        stack.up_emulator(config)
+        _print_emulator_instructions(args.dir, args.stack)
+        return 0
+    _print_ready(stack.up(config), args.dir)
+    return 0
+
+
+def _print_emulator_instructions(state_dir: Path, stack_name: str) -> None:
+    params = " ".join(f"--param {k}={v}" for k, v in stack.emulator_parameters(state_dir).items())
+    print(f"emulator up; its client settings are in {state_dir / 'env'}. Deploy into it and attach:")
+    print(f"  set -a; . {state_dir / 'env'}; set +a")
+    print(f"  sumpipe deploy --stack {stack_name} {params}")
+    print(f"  sumpipe local attach --stack {stack_name}")
+
+
+def run_attach(args: argparse.Namespace) -> int:
+    try:
+        info = stack.attach(args.dir, args.stack)
+    except stack.StackError as error:
+        print(f"sumpipe local attach: {error}")
+        return 1
+    _print_ready(info, args.dir)
+    return 0
+
+
+def _print_ready(info: stack.StackInfo, state_dir: Path) -> None:
     print(f"local stack up in {info.timings['total_s']:.1f}s: endpoint {info.env['AWS_ENDPOINT_URL']}")
     print(f"input bucket  s3://{info.outputs['InputBucketName']}")
     print(f"output bucket s3://{info.outputs['OutputBucketName']}")
-    print(f"the sumpipe commands use it through {args.dir / 'env'}; stop it with `sumpipe local down`")
-    return 0
+    print(f"the sumpipe commands use it through {state_dir / 'env'}; stop it with `sumpipe local down`")
 
 
 def run_down(args: argparse.Namespace) -> int:
@@ -82,6 +122,10 @@ def run_down(args: argparse.Namespace) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     if not stack.is_up(args.dir):
+        if (args.dir / "emulator-ready").exists():
+            stack_name = stack.read_env_file(args.dir / "env")["SUMPIPE_STACK_NAME"]
+            _print_emulator_instructions(args.dir, stack_name)
+            return 0
         print("local stack is not running")
         return 1
     info = stack.info(args.dir)

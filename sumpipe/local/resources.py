@@ -4,35 +4,34 @@ The same rendered template as `sumpipe deploy` is created through moto's CloudFo
 cloud resources can't drift. moto's CloudFormation skips resource types it doesn't implement and
 ignores some properties; those are applied here by API, from the same template:
 
-- AWS::SecretsManager::Secret: created by name (empty unless a private key is given);
+- AWS::SecretsManager::Secret: `sumpipe.deploy.deploy` creates it by API when the stack didn't;
 - AWS::SQS::QueuePolicy: put on the queues;
-- AWS::S3::BucketPolicy is left out on purpose: it denies requests without TLS, moto enforces it, and
-  the emulator's endpoint is plain HTTP on loopback;
 - the buckets' NotificationConfiguration, VersioningConfiguration and PublicAccessBlockConfiguration
   (moto ignores them on AWS::S3::Bucket): put on the buckets;
 - AWS::ApiGatewayV2::*: not created; the realtime API runs locally under `sumpipe serve` instead.
 
-Emulator-specific parameters: the worker network 10.200.0.0/16 (see ensure_local_network), the
-workers' private IPs are pinned (the local hosts live there), they get
-no public IP, and the SQS event source mappings are created disabled, because moto would otherwise
-consume the queues itself and try to run the functions in Docker; the local runtime polls them.
+Emulator parameters (`emulator_parameters`): the worker network (a VPC and subnet made by API, see
+ensure_local_network), the workers' private IPs pinned (the local hosts live there), no public IP
+(so the functions connect to the private IP), the SQS event source mappings created disabled (moto
+would otherwise consume the queues itself and try to run the functions in Docker; the local runtime
+polls them), and no TLS-only bucket policies (EnforceTls=false: moto enforces aws:SecureTransport and
+the emulator's endpoint is plain HTTP on loopback).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
-import tempfile
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from sumpipe import deploy, package
+from sumpipe.local.hosts import DEFAULT_SUBNET, FIRST_HOST_OFFSET
 
-LOCAL_VPC_CIDR = "10.200.0.0/16"
-LOCAL_SUBNET_CIDR = "10.200.1.0/24"
-# The local hosts run the project's venv: no wheel to install at boot.
-_UNUSED_LOCALLY = "unused-locally"
+# The template supports 1 to 3 worker instances.
+MAX_WORKERS = 3
 
 
 def _resolve(value: Any, refs: Mapping[str, Any]) -> Any:
@@ -95,15 +94,6 @@ def _stack_refs(session: Any, stack_name: str, template: Mapping[str, Any]) -> d
     return refs
 
 
-def _placeholder_layer(out_dir: Path) -> package.Artifact:
-    # The local runtime runs the handlers in-process, in the project's venv: building the Linux
-    # dependency layer (pip for another platform, ~30 s) would buy nothing here.
-    path = out_dir / "pipeline-deps.zip"
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("python/README", "local stack: dependencies come from the project venv\n")
-    return package.describe_zip("pipeline-deps", path)
-
-
 def apply_dropped_resources(session: Any, stack_name: str, template: Mapping[str, Any]) -> None:
     """Apply by API what moto's CloudFormation drops (see the module docstring)."""
     s3 = session.client("s3")
@@ -144,89 +134,85 @@ def _apply_bucket_properties(
         )
 
 
-def ensure_local_network(ec2: Any) -> tuple[str, str]:
-    """(vpc id, subnet id) of the emulator's worker network, created once.
+def worker_ips(network_cidr: str, workers: int) -> list[str]:
+    """The private IPs of the workers in the emulator's network: where its hosts live
+    (sumpipe.local.hosts.HostNetwork.host_ip)."""
+    if not 1 <= workers <= MAX_WORKERS:
+        raise deploy.DeployError(f"the template supports 1 to {MAX_WORKERS} workers, got {workers}")
+    network = ipaddress.IPv4Network(network_cidr)
+    return [str(network.network_address + FIRST_HOST_OFFSET + i) for i in range(workers)]
+
+
+def ensure_local_network(ec2: Any, network_cidr: str = DEFAULT_SUBNET) -> tuple[str, str]:
+    """(vpc id, subnet id) of an emulator worker network: a VPC of `network_cidr` and, in it, the /24
+    holding the hosts (<network>.1.0/24), created once per CIDR, so stacks on different networks can
+    share one emulator.
 
     Made here rather than by the template: moto leaves a terminated instance's network interface
     "in-use", so it can never delete a VPC that held an instance and `sumpipe destroy` would fail.
     """
-    vpcs = ec2.describe_vpcs(Filters=[{"Name": "cidr", "Values": [LOCAL_VPC_CIDR]}])["Vpcs"]
-    vpc_id = vpcs[0]["VpcId"] if vpcs else ec2.create_vpc(CidrBlock=LOCAL_VPC_CIDR)["Vpc"]["VpcId"]
+    network = ipaddress.IPv4Network(network_cidr)
+    first_host = network.network_address + FIRST_HOST_OFFSET
+    subnet_cidr = str(ipaddress.IPv4Network(f"{first_host}/24", strict=False))
+    vpcs = ec2.describe_vpcs(Filters=[{"Name": "cidr", "Values": [str(network)]}])["Vpcs"]
+    vpc_id = vpcs[0]["VpcId"] if vpcs else ec2.create_vpc(CidrBlock=str(network))["Vpc"]["VpcId"]
     subnets = ec2.describe_subnets(
-        Filters=[
-            {"Name": "vpc-id", "Values": [vpc_id]},
-            {"Name": "cidr-block", "Values": [LOCAL_SUBNET_CIDR]},
-        ]
+        Filters=[{"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "cidr-block", "Values": [subnet_cidr]}]
     )["Subnets"]
     if subnets:
         return vpc_id, subnets[0]["SubnetId"]
-    return vpc_id, ec2.create_subnet(VpcId=vpc_id, CidrBlock=LOCAL_SUBNET_CIDR)["Subnet"]["SubnetId"]
+    return vpc_id, ec2.create_subnet(VpcId=vpc_id, CidrBlock=subnet_cidr)["Subnet"]["SubnetId"]
 
 
-def _ensure_secret(session: Any, secret_id: str, private_key: str | None) -> None:
-    secrets = session.client("secretsmanager")
-    try:
-        secrets.describe_secret(SecretId=secret_id)
-    except secrets.exceptions.ResourceNotFoundException:
-        secrets.create_secret(Name=secret_id, Description="Private SSH key of the pipeline (local stack)")
-    if private_key:
-        secrets.put_secret_value(SecretId=secret_id, SecretString=private_key)
+def emulator_parameters(ec2: Any, network_cidr: str = DEFAULT_SUBNET, workers: int = 1) -> dict[str, str]:
+    """The template parameters a deployment into the emulator needs (see the module docstring), whether
+    the local stack deploys or a user runs `sumpipe deploy --param ...` against the emulator."""
+    ips = worker_ips(network_cidr, workers)
+    vpc_id, subnet_id = ensure_local_network(ec2, network_cidr)
+    return {
+        "VpcId": vpc_id,
+        "SubnetId": subnet_id,
+        "WorkerCount": str(workers),
+        "WorkerPrivateIps": ",".join(ips),
+        "AssignPublicIp": "false",
+        "EventSourcesEnabled": "false",
+        "EnforceTls": "false",
+    }
+
+
+def build_local_artifacts(out_dir: Path, progress: deploy.Progress) -> dict[str, Path]:
+    """The pipeline functions' zips and a placeholder layer; no wheel. The local runtime runs the
+    handlers in-process and the hosts run the project's venv, so the Linux dependency layer (pip for
+    another platform, ~30 s) and the wheel would buy nothing here."""
+    files = {
+        parameter: package.build_function_zip(function, out_dir).path
+        for function, parameter in deploy.PIPELINE_CODE_PARAMETERS.items()
+    }
+    layer = out_dir / "pipeline-deps.zip"
+    with zipfile.ZipFile(layer, "w") as archive:
+        archive.writestr("python/README", "local stack: dependencies come from the project venv\n")
+    files["PipelineLayerKey"] = layer
+    return files
 
 
 def deploy_local_stack(
     session: Any,
     stack_name: str = "sumpipe",
-    worker_private_ips: Sequence[str] = ("10.200.1.10",),
     *,
-    ssh_public_key: str | None = None,
-    ssh_private_key: str | None = None,
-    parameters: Mapping[str, str] | None = None,
+    network_cidr: str = DEFAULT_SUBNET,
+    workers: int = 1,
+    progress: deploy.Progress = lambda _line: None,
 ) -> dict[str, str]:
-    """Deploy the template into moto (`session` is a boto3 Session pointed at it); the stack outputs.
-
-    With no key given, a fresh pair is generated and the private half stored in the secret. Idempotent:
-    an existing stack is updated.
-    """
-    if not 1 <= len(worker_private_ips) <= 3:
-        raise deploy.DeployError(f"the template supports 1 to 3 workers, got {len(worker_private_ips)}")
-    if ssh_public_key is None:
-        if ssh_private_key is not None:
-            ssh_public_key = deploy.public_key_of(ssh_private_key)
-        else:
-            ssh_private_key, ssh_public_key = deploy.generate_ssh_key_pair()
-    region = session.region_name
-    account_id = session.client("sts").get_caller_identity()["Account"]
-    s3 = session.client("s3")
-    bucket = deploy.artifacts_bucket_name(stack_name, account_id, region)
-    deploy.ensure_private_bucket(s3, bucket, region)
-    vpc_id, subnet_id = ensure_local_network(session.client("ec2"))
-
-    values = {
-        "ArtifactsBucket": bucket,
-        "WorkerCount": str(len(worker_private_ips)),
-        "WorkerPrivateIps": ",".join(worker_private_ips),
-        "VpcId": vpc_id,
-        "SubnetId": subnet_id,
-        "AssignPublicIp": "false",
-        "EventSourcesEnabled": "false",
-        "SshPublicKey": ssh_public_key,
-        "WheelKey": _UNUSED_LOCALLY,
+    """Deploy the template into moto (`session` is a boto3 Session pointed at it) through the same
+    `sumpipe.deploy.deploy` as AWS, then apply what moto dropped; the stack outputs. Idempotent: an
+    existing stack is updated and keeps its SSH key."""
+    parameters = {
+        **emulator_parameters(session.client("ec2"), network_cidr, workers),
+        # Required by the template for the workers' bootstrap, which the local hosts don't run.
+        "WheelKey": "unused-locally",
     }
-    with tempfile.TemporaryDirectory(prefix="sumpipe-local-package-") as tmp:
-        out_dir = Path(tmp)
-        for function, parameter in (("trigger", "TriggerCodeKey"), ("worker", "WorkerCodeKey"),
-                                    ("stop_ec2", "StopCodeKey")):
-            artifact = package.build_function_zip(function, out_dir)
-            values[parameter] = deploy.upload_artifact(s3, bucket, stack_name, artifact)
-        layer = _placeholder_layer(out_dir)
-        values["PipelineLayerKey"] = deploy.upload_artifact(s3, bucket, stack_name, layer)
-    values.update(parameters or {})
-
-    template = deploy.render_template()
-    outputs = deploy.apply_stack(
-        session.client("cloudformation"), s3, stack_name, template, values, bucket,
-        progress=lambda _line: None, poll_s=0.2,
+    outputs = deploy.deploy(
+        session, stack_name, parameters, progress, build=build_local_artifacts, poll_s=0.2
     )
-    _ensure_secret(session, outputs["SshKeySecretId"], ssh_private_key)
-    apply_dropped_resources(session, stack_name, template)
+    apply_dropped_resources(session, stack_name, deploy.render_template())
     return outputs

@@ -2,19 +2,27 @@
 Lambda runtime, run by one daemon process.
 
     up(config)    starts the daemon (or runs it in the foreground) and returns once it is ready
+    up_emulator(config)  starts a daemon running only the emulator; returns the parameters a
+                  deployment into it needs (`sumpipe deploy --param ...`)
+    attach(dir, stack)  then runs the hosts and the Lambda runtime for that deployed stack
     down(dir)     stops it; nothing is left behind (process, namespace, veth, bridge)
 
 State lives in the stack directory (default `.sumpipe/local/`):
   env            AWS_ENDPOINT_URL etc. + SUMPIPE_STACK_NAME: what a client needs (the CLI reads it)
+  parameters.json  the template parameters a deployment into this emulator needs
+  emulator-ready written once the emulator is up (before the stack is deployed or attached)
+  attach         a request to attach to a stack deployed by `sumpipe deploy` (its name)
   outputs.json   the CloudFormation stack outputs
   stack.pid      the daemon; moto.pid its emulator; stack.log / moto.log their logs
   hosts/         the worker hosts' sshd state (host keys, configs, logs)
   ready          written once everything is up; holds the timings of the start
 
-What AWS does and the emulator doesn't is done here, and only here: the worker key pair goes to the
-Secrets Manager secret and the hosts' authorized_keys; each host's key is published to the
-known_hosts SSM parameter (what the instance bootstrap does in AWS); the instances' states are
-mirrored onto the hosts; the Lambda runtime delivers events. Handlers run unchanged.
+The stack is deployed by `sumpipe.deploy.deploy`, as in AWS (sumpipe/local/resources.py adds only
+the emulator's parameters and what moto drops). What AWS does and the emulator doesn't is done here,
+and only here: each host does what the instance bootstrap does (authorized key = the stack's
+SshPublicKey parameter with the forced job runner; its host key published to the known_hosts SSM
+parameter); the instances' states are mirrored onto the hosts; the Lambda runtime delivers events.
+Handlers run unchanged.
 """
 
 from __future__ import annotations
@@ -22,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import ipaddress
 import json
 import os
 import shutil
@@ -32,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +69,8 @@ class StackConfig:
     settings: dict[str, str] = field(default_factory=dict)
     watchdog_interval_s: float = 2.0
     retry_delay_s: int = 1
+    # False: start only the emulator, then wait for attach() to a stack deployed by someone else.
+    deploy: bool = True
 
     def to_json(self) -> str:
         return json.dumps({**dataclasses.asdict(self), "state_dir": str(self.state_dir)})
@@ -123,28 +133,57 @@ def up(config: StackConfig, *, timeout_s: float = 120.0) -> StackInfo:
     """Starts the stack as a daemon unless it already runs; returns once it is ready."""
     if is_up(config.state_dir.resolve()):
         return info(config.state_dir.resolve())
-    config = _prepare(config)
-    state_dir = config.state_dir
-    with (state_dir / "stack.log").open("ab") as log:
+    config = _prepare(dataclasses.replace(config, deploy=True))
+    _wait_for(config.state_dir, "ready", _start_daemon(config), timeout_s)
+    return info(config.state_dir)
+
+
+def up_emulator(config: StackConfig, *, timeout_s: float = 60.0) -> dict[str, str]:
+    """Starts a daemon running only the emulator (and the hosts' network); returns, once it is up, the
+    template parameters a deployment into it needs. Then deploy a stack and attach() to it."""
+    config = _prepare(dataclasses.replace(config, deploy=False))
+    _wait_for(config.state_dir, "emulator-ready", _start_daemon(config), timeout_s)
+    return emulator_parameters(config.state_dir)
+
+
+def _start_daemon(config: StackConfig) -> Callable[[], bool]:
+    """Starts the daemon for a prepared state directory; a check of whether it is still alive."""
+    with (config.state_dir / "stack.log").open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "sumpipe.local.stack", "serve", str(state_dir)],
+            [sys.executable, "-m", "sumpipe.local.stack", "serve", str(config.state_dir)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
             start_new_session=True,
         )
+    return lambda: process.poll() is None
+
+
+def _wait_for(state_dir: Path, marker: str, daemon_alive: Callable[[], bool], timeout_s: float) -> None:
+    """Until the daemon writes `marker`; StackError with its log (and everything torn down) if it dies."""
     deadline = time.monotonic() + timeout_s
-    while not (state_dir / "ready").exists():
-        if process.poll() is not None:
+    while not (state_dir / marker).exists():
+        if not daemon_alive() or time.monotonic() > deadline:
             tail = (state_dir / "stack.log").read_text(errors="replace")[-3000:]
             down(state_dir)
-            raise StackError(f"the local stack failed to start:\n{tail}")
-        if time.monotonic() > deadline:
-            down(state_dir)
-            raise StackError(
-                f"the local stack was not ready after {timeout_s:.0f}s; see {state_dir}/stack.log"
-            )
+            raise StackError(f"the local stack did not get ready (see {state_dir}/stack.log):\n{tail}")
         time.sleep(0.05)
+
+
+def emulator_parameters(state_dir: Path) -> dict[str, str]:
+    """The template parameters a deployment into this emulator needs (pass them to `sumpipe deploy`)."""
+    return dict(json.loads((state_dir.resolve() / "parameters.json").read_text()))
+
+
+def attach(state_dir: Path, stack_name: str, *, timeout_s: float = 120.0) -> StackInfo:
+    """Attach the hosts and the Lambda runtime of an emulator-only daemon to `stack_name`, a stack
+    deployed into it with its emulator_parameters; returns once ready."""
+    state_dir = state_dir.resolve()
+    if not (state_dir / "emulator-ready").exists():
+        raise StackError(f"no emulator waits for a stack in {state_dir}: `sumpipe local up --emulator-only`")
+    pid = _read_pid(state_dir / "stack.pid")
+    (state_dir / "attach").write_text(stack_name)
+    _wait_for(state_dir, "ready", lambda: pid is not None and _alive(pid), timeout_s)
     return info(state_dir)
 
 
@@ -171,7 +210,7 @@ def down(state_dir: Path = DEFAULT_DIR, timeout_s: float = 30.0) -> None:
         HostNetwork(hosts_dir or state_dir / "hosts", prefix=config.prefix, subnet=config.subnet).teardown()
     if hosts_dir is not None:
         shutil.rmtree(hosts_dir, ignore_errors=True)
-    for name in ("stack.pid", "moto.pid", "ready", "hosts-dir", "env"):
+    for name in ("stack.pid", "moto.pid", "ready", "emulator-ready", "attach", "hosts-dir", "env"):
         (state_dir / name).unlink(missing_ok=True)
 
 
@@ -227,23 +266,11 @@ def function_settings(outputs: dict[str, str], overrides: dict[str, str]) -> dic
     return {**env, **overrides, "SUMPIPE_WORKER_ADDRESS": "private"}
 
 
-def worker_network(ec2: Any, subnet: ipaddress.IPv4Network, first_ip: str) -> dict[str, str]:
-    """Template parameters placing the workers in this stack's subnet (a VPC made here), so stacks
-    with different subnets can run side by side. The default subnet is the template's own."""
-    from sumpipe.local.resources import LOCAL_VPC_CIDR
-
-    if str(subnet) == LOCAL_VPC_CIDR:
-        return {}
-    vpc_id = ec2.create_vpc(CidrBlock=str(subnet))["Vpc"]["VpcId"]
-    workers_cidr = str(ipaddress.IPv4Network(f"{first_ip}/24", strict=False))
-    subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock=workers_cidr)["Subnet"]["SubnetId"]
-    return {"VpcId": vpc_id, "SubnetId": subnet_id}
-
-
 def serve(config: StackConfig) -> None:
     """The daemon: bring everything up, write `ready`, run until SIGTERM, tear everything down."""
-    from sumpipe.local.hosts import HostNetwork, Reconciler, generate_ed25519_keypair, namespaces_available
-    from sumpipe.local.resources import deploy_local_stack
+    from sumpipe import deploy
+    from sumpipe.local.hosts import HostNetwork, Reconciler, namespaces_available
+    from sumpipe.local.resources import apply_dropped_resources, deploy_local_stack, emulator_parameters
     from sumpipe.local.runtime import EventSource, Runtime
 
     state_dir = config.state_dir
@@ -271,28 +298,29 @@ def serve(config: StackConfig) -> None:
         os.environ.update(client_env)
         timings["moto_s"] = time.monotonic() - t0
 
-        private_key, public_key = generate_ed25519_keypair("sumpipe-worker")
-        subnet = ipaddress.IPv4Network(config.subnet)
-        worker_ips = [network.host_ip(i) for i in range(config.workers)]
         session = boto3.session.Session()
-        outputs = deploy_local_stack(
-            session,
-            config.stack_name,
-            worker_ips,
-            ssh_public_key=public_key,
-            ssh_private_key=private_key,
-            parameters=worker_network(session.client("ec2"), subnet, worker_ips[0]),
-        )
-        # TEMPORARY (to remove once sumpipe/local/resources.py handles it): moto enforces the buckets'
-        # DenyInsecureTransport policy, and the emulator speaks plain HTTP, so every call is refused.
-        for bucket in (outputs["InputBucketName"], outputs["OutputBucketName"]):
-            session.client("s3").delete_bucket_policy(Bucket=bucket)
+        stack_name = config.stack_name
+        if config.deploy:
+            outputs = deploy_local_stack(
+                session, stack_name, network_cidr=config.subnet, workers=config.workers
+            )
+        else:
+            parameters = emulator_parameters(session.client("ec2"), config.subnet, config.workers)
+            (state_dir / "parameters.json").write_text(json.dumps(parameters, indent=2))
+            _write_env(state_dir, client_env, stack_name)
+            (state_dir / "emulator-ready").write_text(json.dumps({"timings": timings}))
+            print(json.dumps({"message": "emulator ready, waiting for a stack to attach"}), flush=True)
+            stack_name = _wait_for_attach_request(state_dir, stopping)
+            if stack_name is None:
+                return
+            apply_dropped_resources(session, stack_name, deploy.render_template())
+            outputs = deploy.stack_outputs(session.client("cloudformation"), stack_name)
         (state_dir / "outputs.json").write_text(json.dumps(outputs, indent=2))
         timings["deploy_s"] = time.monotonic() - t0 - timings["moto_s"]
 
         settings_env = function_settings(outputs, config.settings)
         os.environ.update(settings_env)
-        hosts = start_hosts(session, network, outputs, public_key, port, settings_env)
+        hosts = start_hosts(session, network, stack_name, outputs, port, settings_env)
         reconciler = Reconciler(session.client("ec2"), hosts, interval=0.05)
         reconciler.start()
 
@@ -310,10 +338,7 @@ def serve(config: StackConfig) -> None:
             retry_delay_s=config.retry_delay_s,
         )
         runtime.start()
-        env_lines = [f"{k}={v}" for k, v in {**client_env, "SUMPIPE_STACK_NAME": config.stack_name}.items()]
-        (state_dir / "env").write_text(
-            "# written by `sumpipe local up`; read by the sumpipe CLI\n" + "\n".join(env_lines) + "\n"
-        )
+        _write_env(state_dir, client_env, stack_name)
         timings["total_s"] = time.monotonic() - t0
         (state_dir / "ready").write_text(json.dumps({"timings": timings}))
         print(json.dumps({"message": "local stack ready", "timings": timings}), flush=True)
@@ -334,6 +359,22 @@ def serve(config: StackConfig) -> None:
         shutil.rmtree(hosts_dir, ignore_errors=True)
         (state_dir / "hosts-dir").unlink(missing_ok=True)
         (state_dir / "stack.pid").unlink(missing_ok=True)
+
+
+def _write_env(state_dir: Path, client_env: dict[str, str], stack_name: str) -> None:
+    lines = [f"{k}={v}" for k, v in {**client_env, "SUMPIPE_STACK_NAME": stack_name}.items()]
+    (state_dir / "env").write_text(
+        "# written by `sumpipe local up`; read by the sumpipe CLI\n" + "\n".join(lines) + "\n"
+    )
+
+
+def _wait_for_attach_request(state_dir: Path, stopping: threading.Event) -> str | None:
+    """The stack name attach() asks for, or None when the daemon is stopped first."""
+    request = state_dir / "attach"
+    while not stopping.wait(0.1):
+        if request.exists():
+            return request.read_text().strip()
+    return None
 
 
 def _runs_as(user: str, argv: list[str], env: dict[str, str] | None = None) -> bool:
@@ -367,14 +408,23 @@ def runner_command(user: str) -> tuple[str, dict[str, str]]:
 def start_hosts(
     session: Any,
     network: Any,
+    stack_name: str,
     outputs: dict[str, str],
-    public_key: str,
     port: int,
     settings_env: dict[str, str],
 ) -> dict[str, Any]:
-    """One sshd host per worker instance, at the instance's private IP; publishes their host keys
-    to the known_hosts parameter and leaves the instances stopped (they start on demand)."""
+    """One sshd host per worker instance, at the instance's private IP, set up as deploy/bootstrap.sh
+    sets up an instance: the stack's SshPublicKey parameter may run only the job runner, and the host
+    keys are published to the known_hosts parameter. Leaves the instances stopped (they start on demand)."""
     ec2 = session.client("ec2")
+    stack = session.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"][0]
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack.get("Parameters", [])}
+    if parameters.get("EventSourcesEnabled") != "false":
+        raise StackError(
+            f"{stack_name}: deployed with EventSourcesEnabled={parameters.get('EventSourcesEnabled')}; "
+            "deploy it with the emulator's parameters (`sumpipe local status` prints them)"
+        )
+    public_key = parameters["SshPublicKey"]
     instance_ids = [i for i in outputs["WorkerInstanceIds"].split(",") if i]
     described = ec2.describe_instances(InstanceIds=instance_ids)
     private_ips = {

@@ -13,7 +13,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from sumpipe import cli
-from sumpipe.local.resources import deploy_local_stack, ensure_local_network
+from sumpipe.local.resources import deploy_local_stack, emulator_parameters
 
 REGION = "us-east-1"
 
@@ -54,8 +54,13 @@ def _live_instances(session: Any) -> list[dict[str, Any]]:
 def test_local_stack_deploys_the_template_and_destroy_removes_it(
     moto_session: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    outputs = deploy_local_stack(moto_session, "sumpipe", ["10.200.1.10", "10.200.1.11"])
+    outputs = deploy_local_stack(moto_session, "sumpipe", network_cidr="10.200.0.0/16", workers=2)
     s3, sqs = moto_session.client("s3"), moto_session.client("sqs")
+    # The emulator's endpoint is plain HTTP: EnforceTls=false leaves the TLS-only policies out, by
+    # parameter (an S3 call here would be refused if they were there: moto enforces them).
+    for bucket in (outputs["InputBucketName"], outputs["OutputBucketName"]):
+        with pytest.raises(s3.exceptions.ClientError, match="NoSuchBucketPolicy"):
+            s3.get_bucket_policy(Bucket=bucket)
 
     instances = _live_instances(moto_session)
     assert sorted(i["PrivateIpAddress"] for i in instances) == ["10.200.1.10", "10.200.1.11"]
@@ -114,9 +119,25 @@ def test_local_stack_deploys_the_template_and_destroy_removes_it(
 
 def test_local_stack_is_idempotent(moto_session: Any) -> None:
     first = deploy_local_stack(moto_session, "sumpipe")
+    secrets = moto_session.client("secretsmanager")
+    key = secrets.get_secret_value(SecretId=first["SshKeySecretId"])["SecretString"]
     second = deploy_local_stack(moto_session, "sumpipe")
     assert first["InputBucketName"] == second["InputBucketName"]
     assert first["WorkerInstanceIds"] == second["WorkerInstanceIds"]
+    assert secrets.get_secret_value(SecretId=first["SshKeySecretId"])["SecretString"] == key
+
+
+def test_stacks_on_different_networks_share_one_emulator(moto_session: Any) -> None:
+    ec2 = moto_session.client("ec2")
+    first = emulator_parameters(ec2, "10.200.0.0/16", workers=1)
+    second = emulator_parameters(ec2, "10.231.0.0/16", workers=3)
+    assert first["WorkerPrivateIps"] == "10.200.1.10"
+    assert second["WorkerPrivateIps"] == "10.231.1.10,10.231.1.11,10.231.1.12"
+    assert first["SubnetId"] != second["SubnetId"]
+    (subnet,) = ec2.describe_subnets(SubnetIds=[second["SubnetId"]])["Subnets"]
+    assert subnet["CidrBlock"] == "10.231.1.0/24" and subnet["VpcId"] == second["VpcId"]
+    assert emulator_parameters(ec2, "10.231.0.0/16", workers=3) == second  # made once, then found
+    assert {first["AssignPublicIp"], first["EventSourcesEnabled"], first["EnforceTls"]} == {"false"}
 
 
 @pytest.mark.slow
@@ -126,8 +147,8 @@ def test_sumpipe_deploy_then_destroy_through_the_cli(
     """The real `sumpipe deploy`: builds the zips, the Linux dependency layer (pip, from the registry)
     and the wheel, uploads them, creates the stack, stores a generated SSH key. The network is passed
     in: moto can't delete a VPC that held an instance (see ensure_local_network)."""
-    vpc_id, subnet_id = ensure_local_network(moto_session.client("ec2"))
-    network = ["--param", f"VpcId={vpc_id}", "--param", f"SubnetId={subnet_id}"]
+    parameters = emulator_parameters(moto_session.client("ec2"))
+    network = [f"--param={k}={parameters[k]}" for k in ("VpcId", "SubnetId", "EnforceTls")]
     assert cli.main(["deploy", "--stack", "demo", "--param", "WorkerCount=1", *network]) == 0
     out = capsys.readouterr().out
     assert '"InputBucketName": "demo-' in out
@@ -135,8 +156,9 @@ def test_sumpipe_deploy_then_destroy_through_the_cli(
     assert "OPENSSH PRIVATE KEY" in secret["SecretString"]
     objects = moto_session.client("s3").list_objects_v2(Bucket="demo-123456789012-us-east-1-artifacts")
     keys = sorted(o["Key"] for o in objects["Contents"])
-    assert any(k.startswith("demo/pipeline-deps-") for k in keys)
-    assert any(k.startswith("demo/sumpipe-") and k.endswith(".whl") for k in keys)
+    assert any(k.startswith("demo/") and k.endswith("/pipeline-deps.zip") for k in keys)
+    assert any(k.startswith("demo/") and k.split("/")[-1].startswith("sumpipe-") and k.endswith(".whl")
+               for k in keys)
     assert os.environ["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
     assert cli.main(["destroy", "--stack", "demo"]) == 0
     assert _all_buckets(moto_session) == set()

@@ -99,14 +99,50 @@ def test_lambda_environment_is_exactly_the_settings(template: dict[str, Any]) ->
         assert variables - {"POWERTOOLS_SERVICE_NAME"} == expected, name
 
 
-def test_bootstrap_is_shellcheck_clean() -> None:
+def test_workers_are_reached_at_the_address_they_have(template: dict[str, Any]) -> None:
+    """Public IP -> the Lambdas (outside the VPC) connect to it; none -> the private IP."""
+    public_ip = template["Conditions"]["PublicIp"]
+    assert public_ip == {"Fn::Equals": [{"Ref": "AssignPublicIp"}, "true"]}
+    subnet = template["Resources"]["Subnet"]["Properties"]
+    assert subnet["MapPublicIpOnLaunch"] == {"Fn::If": ["PublicIp", True, False]}
+    for name in ("TriggerFunction", "WorkerFunction", "StopFunction"):
+        variables = template["Resources"][name]["Properties"]["Environment"]["Variables"]
+        assert variables["SUMPIPE_WORKER_ADDRESS"] == {"Fn::If": ["PublicIp", "public", "private"]}, name
+
+
+def test_ssh_is_the_only_way_in(template: dict[str, Any]) -> None:
+    (ingress,) = template["Resources"]["WorkerSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert (ingress["IpProtocol"], ingress["FromPort"], ingress["ToPort"]) == ("tcp", 22, 22)
+    script = (ROOT / "deploy" / "bootstrap.sh").read_text()
+    assert 'restrict,command="%s/bin/sumpipe-runner"' in script
+
+
+def test_tls_only_bucket_policies_can_be_turned_off_only_by_parameter(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    assert template["Parameters"]["EnforceTls"]["Default"] == "true"
+    for name in ("InputBucketPolicy", "OutputBucketPolicy"):
+        assert resources[name]["Condition"] == "EnforceTlsOn"
+        (statement,) = resources[name]["Properties"]["PolicyDocument"]["Statement"]
+        assert statement["Effect"] == "Deny"
+        assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_the_api_app_owns_routing(template: dict[str, Any]) -> None:
+    """One $default route: the app's own 404/405, /docs and /openapi.json work through API Gateway."""
+    routes = [r for r in template["Resources"].values() if r["Type"] == "AWS::ApiGatewayV2::Route"]
+    assert [r["Properties"]["RouteKey"] for r in routes] == ["$default"]
+    (stage,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::ApiGatewayV2::Stage"]
+    assert stage["Properties"]["StageName"] == "$default" and stage["Properties"]["AutoDeploy"] is True
+    api = template["Resources"]["ApiFunction"]["Properties"]
+    assert api["Environment"]["Variables"]["SUMPIPE_GLOVE"] == "/opt/glove"
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "deploy").glob("*.sh")), ids=lambda p: p.name)
+def test_deploy_scripts_are_shellcheck_clean(script: Path) -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck not installed (scripts/setup installs it)")
     result = subprocess.run(
-        [shellcheck, "-s", "bash", str(ROOT / "deploy" / "bootstrap.sh")],
-        capture_output=True,
-        text=True,
-        check=False,
+        [shellcheck, "-s", "bash", str(script)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout

@@ -73,6 +73,28 @@ def test_batch_equals_one_by_one_and_is_deterministic(summarizer):
     assert summarizer.summarize_many(texts) == batch
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Zzqxv qqwvx xyzqq. Bbqzz cqqzq dqzqq. Eqzqq fqzqz gzqqq. Hqzqz iqqzz jqqzq.",  # no known word
+        "Same words here. Same words here. Same words here. Same words here. Same words here.",
+        "Hi. Yo. Ok. No. Up.",  # nothing long enough to cluster
+    ],
+)
+def test_degenerate_texts_still_get_a_full_budget(summarizer, text):
+    summary = summarizer.summarize(text)
+    assert summary.status == "ok"
+    assert len(summary.sentences) == math.ceil(math.sqrt(summary.n_input))
+    assert summary.positions == sorted(set(summary.positions))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_large_budget_on_a_long_text(vectors, method):
+    """Hundreds of clusters need more k-means++ random draws than usual."""
+    summary = Summarizer(method, Budget(ratio=0.9), vectors).summarize("Ab cd ef. " * 1000)
+    assert (summary.status, len(summary.sentences)) == ("ok", 900)
+
+
 def test_unknown_method_is_refused(vectors):
     with pytest.raises(ValueError, match="unknown method"):
         Summarizer(method="magic", vectors=vectors)

@@ -41,6 +41,7 @@ from summarizer.split import clean
         # URLs are not split at their dots; a period after a URL still ends the sentence
         ("See www.amazon.com/dp/B00.X for it. Next.", ["See www.amazon.com/dp/B00.X for it.", "Next."]),
         ("Visit http://example.com. Then buy.", ["Visit http://example.com.", "Then buy."]),
+        ("I said no. Then he left. See No. 5 here.", ["I said no.", "Then he left.", "See No. 5 here."]),
         ("no punctuation at all", ["no punctuation at all"]),
     ],
 )
