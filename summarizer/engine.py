@@ -32,7 +32,7 @@ import string
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import islice, repeat
+from itertools import chain, islice, repeat
 from typing import Any, Literal
 
 import numpy as np
@@ -195,37 +195,53 @@ class Summarizer:
 
     def _pick(self, docs: list[_Doc]) -> None:
         emb = self._embed(docs)
+        # Per-sentence and per-doc facts as arrays for the whole batch: per-doc numpy calls cost
+        # more than the arithmetic at ~5 sentences a review.
+        first = np.fromiter((doc.first_row for doc in docs), dtype=np.int64, count=len(docs))
+        sizes = np.fromiter((len(doc.sentences) for doc in docs), dtype=np.int64, count=len(docs))
+        spaces = np.fromiter(
+            map(str.count, chain.from_iterable(doc.sentences for doc in docs), repeat(" ")),
+            dtype=np.int64,
+            count=int(sizes.sum()),
+        )
         # Sentences of <= 2 words carry little content; they are not clustered, but positions
         # always refer to the full sentence list.
-        groups: dict[tuple[int, int, int], list[tuple[_Doc, np.ndarray]]] = defaultdict(list)
-        for doc in docs:
-            eligible = np.array([s.count(" ") >= 2 for s in doc.sentences])  # > 2 words
-            pos = np.flatnonzero(eligible)
-            if pos.size <= doc.k:
-                short = np.flatnonzero(~eligible)[: doc.k - pos.size]
-                doc.picks = sorted(int(p) for p in np.concatenate((pos, short)))
+        eligible = spaces >= 2
+        eligible_rows = np.flatnonzero(eligible)
+        n_eligible = np.add.reduceat(eligible.astype(np.int64), first)  # every doc has >= 2 sentences
+        eligible_start = np.cumsum(n_eligible) - n_eligible  # each doc's first entry in eligible_rows
+        groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
+        for i, (doc, m) in enumerate(zip(docs, n_eligible.tolist(), strict=True)):
+            if m <= doc.k:
+                rows = np.arange(first[i], first[i] + sizes[i])
+                short = rows[~eligible[rows]][: doc.k - m]
+                doc.picks = sorted((np.concatenate((rows[eligible[rows]], short)) - first[i]).tolist())
                 continue
-            clusters = doc.k if self.method == "kmeans" else math.ceil(math.sqrt(pos.size))
-            groups[(pos.size, clusters, doc.k)].append((doc, pos))
-        for (_, clusters, k), members in groups.items():
-            positions = np.stack([pos for _, pos in members])
-            x = np.stack([emb[doc.first_row + pos] for doc, pos in members])
+            clusters = doc.k if self.method == "kmeans" else math.ceil(math.sqrt(m))
+            groups[(m, clusters, doc.k)].append(i)
+        for (m, clusters, k), members in groups.items():
+            idx = np.array(members)
+            rows = eligible_rows[eligible_start[idx, None] + np.arange(m)]  # (B, m) batch rows
+            positions = rows - first[idx, None]
+            x = emb[rows]
             labels, centers = kmeans(x, clusters)
             if self.method == "kmeans":
                 picks = _nearest_member_per_cluster(x, labels, centers, positions)
             else:
-                n_input = np.array([len(doc.sentences) for doc, _ in members])
-                words = np.array([[doc.sentences[p].count(" ") + 1 for p in pos] for doc, pos in members])
-                score = _scores(x, labels, clusters, 1.0 - positions / n_input[:, None], words)
+                lead = 1.0 - positions / sizes[idx, None]
+                score = _scores(x, labels, clusters, lead, spaces[rows] + 1)
                 best = np.argsort(-score, axis=1, kind="stable")[:, :k]  # ties: the earliest
                 picks = np.take_along_axis(positions, best, axis=1)
-            for (doc, pos), doc_picks in zip(members, picks.tolist(), strict=True):
-                chosen = {p for p in doc_picks if p >= 0}
-                # k-means can leave a cluster empty (identical sentences); fill in document order
-                spare = (int(p) for p in pos if p not in chosen)
+            # k-means can leave a cluster empty (identical sentences): -1, filled in document order
+            complete = (picks >= 0).all(axis=1)
+            for i, doc_picks in zip(members, np.sort(picks, axis=1).tolist(), strict=True):
+                docs[i].picks = doc_picks
+            for j in np.flatnonzero(~complete).tolist():
+                chosen = {p for p in picks[j].tolist() if p >= 0}
+                spare = (p for p in positions[j].tolist() if p not in chosen)
                 while len(chosen) < k:
                     chosen.add(next(spare))
-                doc.picks = sorted(chosen)
+                docs[members[j]].picks = sorted(chosen)
 
 
 def _nearest_member_per_cluster(

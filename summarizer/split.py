@@ -39,13 +39,17 @@ _TAGS = re.compile(r"<[^>]{0,200}>")
 _EMOTICON = r"(?:[:;=8][-'o^]?[()\[\]DPp/\\|*]+|<3|\^_\^)"
 _URL = re.compile(r"(?:https?://|www\.)\S+?(?=[.!?,;:)\]\"']*(?:\s|$))", re.IGNORECASE)
 
-# group 1: terminal punctuation; then closers, then an optional emoticon that belongs to the
-# sentence it ends; the boundary is either whitespace (consumed), a capital/opening quote glued
-# on, or the end of text.
+# A candidate boundary is a run of terminal punctuation (group 1 its first mark, group 2 the
+# rest), then closers, then an optional emoticon that belongs to the sentence it ends; the
+# boundary is either whitespace (consumed), a capital/opening quote glued on, or the end of
+# text. Or an emoticon after a space standing in for the punctuation (group 2 is None).
+# The pattern starts with one character class so that `finditer` can skip to candidates in C;
+# written as two alternatives it tried both at every character, 3/4 of the splitter's time.
 _BOUNDARY = re.compile(
-    r"([.!?…]+)[\"'”’)\]]*(?:\s*" + _EMOTICON + r"(?=\s|$))?"
-    r"(?:\s+|(?=[A-Z\"“])|$)"
-    r"|\s" + _EMOTICON + r"(?=\s+[A-Z]|$)(?:\s+|$)"
+    r"([.!?…:;=8<^])(?:"
+    r"(?<=[.!?…])([.!?…]*)[\"'”’)\]]*(?:\s*" + _EMOTICON + r"(?=\s|$))?(?:\s+|(?=[A-Z\"“])|$)"
+    r"|(?:(?<=\s[:;=8])[-'o^]?[()\[\]DPp/\\|*]+|(?<=\s<)3|(?<=\s\^)_\^)(?=\s+[A-Z]|$)(?:\s+|$)"
+    r")"
 )
 
 
@@ -62,9 +66,10 @@ def _paragraphs(text: str) -> list[str]:
 
 
 def _is_boundary(text: str, m: re.Match[str]) -> bool:
-    punct = m.group(1)
-    if punct is None:  # an emoticon standing in for punctuation, followed by a capital
+    rest = m.group(2)
+    if rest is None:  # an emoticon standing in for punctuation, followed by a capital
         return True
+    punct = m.group(1) + rest
     end = m.end()
     if end < len(text) and text[end] == ",":
         return False
@@ -72,7 +77,7 @@ def _is_boundary(text: str, m: re.Match[str]) -> bool:
     if punct != ".":
         # "!", "?!", "!!": always a boundary. An ellipsis only before a capital (or the end).
         return not punct.startswith("..") or not nxt.islower()
-    start = m.start(1)
+    start = m.start()
     word = text[text.rfind(" ", 0, start) + 1 : start].lstrip("\"'“‘([")
     if not word:
         return True

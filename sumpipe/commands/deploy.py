@@ -4,6 +4,7 @@ named by AWS_ENDPOINT_URL)."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -27,7 +28,8 @@ def _parameter(text: str) -> tuple[str, str]:
 def _deploy(args: argparse.Namespace) -> int:
     session = boto3.session.Session()
     try:
-        outputs = deploy.deploy(session, args.stack, dict(args.param), _progress)
+        build = functools.partial(deploy.build_cloud_artifacts, api=args.api)
+        outputs = deploy.deploy(session, args.stack, dict(args.param), _progress, build=build)
     except (deploy.DeployError, package.PackageError) as error:
         print(f"sumpipe deploy: {error}", file=sys.stderr)
         return 1
@@ -46,17 +48,28 @@ def _destroy(args: argparse.Namespace) -> int:
 
 
 def _package(args: argparse.Namespace) -> int:
+    mb = package.MB
     try:
         artifacts = package.build_pipeline_artifacts(args.out)
+        built = [*artifacts.functions.values(), artifacts.layer]
         wheel = package.build_wheel(args.out)
+        if args.api:
+            api = package.build_api_artifacts(args.out / "api")
+            built += [api.function, api.layer, api.glove]
     except package.PackageError as error:
         print(f"sumpipe package: {error}", file=sys.stderr)
         return 1
-    mb = package.MB
-    for artifact in [*artifacts.functions.values(), artifacts.layer]:
+    for artifact in built:
         print(f"{artifact.path}  {artifact.zipped_bytes / mb:6.1f} MB zipped  "
               f"{artifact.unzipped_bytes / mb:6.1f} MB unzipped")
     print(f"{wheel}  {wheel.stat().st_size / mb:6.1f} MB")
+    if args.api:
+        total = sum(a.unzipped_bytes for a in (api.function, api.layer, api.glove))
+        print(f"api function + layers: {total / mb:.1f} MB unzipped of Lambda's "
+              f"{package.UNZIPPED_LIMIT / mb:.0f} MB")
+        timings = package.measure_glove_cold_start(api.glove)
+        print("GloVe layer cold start (fresh process, files evicted from the page cache): "
+              + ", ".join(f"{k} {v:.3f}" if k.endswith("_s") else f"{k} {v}" for k, v in timings.items()))
     return 0
 
 
@@ -65,6 +78,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--stack", default="sumpipe", help="stack name (lowercase; default: sumpipe)")
     parser.add_argument("--param", action="append", type=_parameter, default=[], metavar="KEY=VALUE",
                         help="template parameter, e.g. --param InstanceType=c7i.large (repeatable)")
+    parser.add_argument("--api", action="store_true",
+                        help="also deploy the realtime POST /summarize API (HTTP API, Lambda, GloVe layer)")
     parser.set_defaults(func=_deploy)
 
     parser = subparsers.add_parser("destroy", help="delete the stack and its artifacts")
@@ -74,4 +89,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     parser = subparsers.add_parser("package", help="build the Lambda zips, layer and wheel, size-checked")
     parser.add_argument("--out", type=Path, default=Path("build/lambda"), help="output directory")
+    parser.add_argument("--api", action="store_true",
+                        help="also build the API function and layers; measure the vectors' cold start")
     parser.set_defaults(func=_package)

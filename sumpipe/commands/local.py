@@ -94,7 +94,8 @@ def _print_emulator_instructions(state_dir: Path, stack_name: str) -> None:
     print(f"emulator up; its client settings are in {state_dir / 'env'}. Deploy into it and attach:")
     print(f"  set -a; . {state_dir / 'env'}; set +a")
     print(f"  sumpipe deploy --stack {stack_name} {params}")
-    print(f"  sumpipe local attach --stack {stack_name}")
+    directory = "" if state_dir == stack.DEFAULT_DIR else f" --dir {state_dir}"
+    print(f"  sumpipe local attach --stack {stack_name}{directory}")
 
 
 def run_attach(args: argparse.Namespace) -> int:

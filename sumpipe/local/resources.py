@@ -4,7 +4,7 @@ The same rendered template as `sumpipe deploy` is created through moto's CloudFo
 cloud resources can't drift. moto's CloudFormation skips resource types it doesn't implement and
 ignores some properties; those are applied here by API, from the same template:
 
-- AWS::SecretsManager::Secret: `sumpipe.deploy.deploy` creates it by API when the stack didn't;
+- the SSH key's AWS::SecretsManager::Secret is created by API (in `sumpipe.deploy.deploy`) instead;
 - AWS::SQS::QueuePolicy: put on the queues;
 - the buckets' NotificationConfiguration, VersioningConfiguration and PublicAccessBlockConfiguration
   (moto ignores them on AWS::S3::Bucket): put on the buckets;

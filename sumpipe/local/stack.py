@@ -210,7 +210,8 @@ def down(state_dir: Path = DEFAULT_DIR, timeout_s: float = 30.0) -> None:
         HostNetwork(hosts_dir or state_dir / "hosts", prefix=config.prefix, subnet=config.subnet).teardown()
     if hosts_dir is not None:
         shutil.rmtree(hosts_dir, ignore_errors=True)
-    for name in ("stack.pid", "moto.pid", "ready", "emulator-ready", "attach", "hosts-dir", "env"):
+    markers = ("stack.pid", "moto.pid", "ready", "emulator-ready", "attach", "parameters.json", "hosts-dir")
+    for name in (*markers, "env"):
         (state_dir / name).unlink(missing_ok=True)
 
 
@@ -308,7 +309,7 @@ def serve(config: StackConfig) -> None:
             parameters = emulator_parameters(session.client("ec2"), config.subnet, config.workers)
             (state_dir / "parameters.json").write_text(json.dumps(parameters, indent=2))
             _write_env(state_dir, client_env, stack_name)
-            (state_dir / "emulator-ready").write_text(json.dumps({"timings": timings}))
+            _write_marker(state_dir / "emulator-ready", timings)
             print(json.dumps({"message": "emulator ready, waiting for a stack to attach"}), flush=True)
             stack_name = _wait_for_attach_request(state_dir, stopping)
             if stack_name is None:
@@ -340,7 +341,7 @@ def serve(config: StackConfig) -> None:
         runtime.start()
         _write_env(state_dir, client_env, stack_name)
         timings["total_s"] = time.monotonic() - t0
-        (state_dir / "ready").write_text(json.dumps({"timings": timings}))
+        _write_marker(state_dir / "ready", timings)
         print(json.dumps({"message": "local stack ready", "timings": timings}), flush=True)
         stopping.wait()
     finally:
@@ -359,6 +360,13 @@ def serve(config: StackConfig) -> None:
         shutil.rmtree(hosts_dir, ignore_errors=True)
         (state_dir / "hosts-dir").unlink(missing_ok=True)
         (state_dir / "stack.pid").unlink(missing_ok=True)
+
+
+def _write_marker(path: Path, timings: dict[str, float]) -> None:
+    """Written to a temporary name and renamed: a waiting client never reads a half-written file."""
+    staging = path.with_name(path.name + ".tmp")
+    staging.write_text(json.dumps({"timings": timings}))
+    staging.rename(path)
 
 
 def _write_env(state_dir: Path, client_env: dict[str, str], stack_name: str) -> None:

@@ -45,8 +45,9 @@ def test_a_real_reviews_csv_becomes_summary_csv_and_the_instance_stops(local_sta
     assert manifest["input"]["key"] == "uploads/reviews sample+1.csv"
     assert {"sumpipe", "numpy", "scikit-learn"} <= set(manifest["versions"])
     wait_until(lambda: ec2_state(local_stack) == "stopped", what="the instance to stop")
-    sources = {line.source for line in operator.job_log_lines(local_stack, job.job_id)}
-    assert sources == {"trigger", "worker", "runner", "stop_ec2"}
+    # Handler logs reach CloudWatch Logs in batches (as in Lambda): wait for stop_ec2's last line.
+    lines = operator.wait_for_log(local_stack, job.job_id, "instance stopped", 10)
+    assert {line.source for line in lines} == {"trigger", "worker", "runner", "stop_ec2"}
 
 
 def test_the_same_event_delivered_three_times_is_one_job(local_stack):

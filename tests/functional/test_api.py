@@ -224,11 +224,6 @@ def test_odd_but_valid_text_gets_a_status(http: httpx.Client, text: str) -> None
     assert response.json()["status"] in {"ok", "passthrough", "empty"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: summarizer/kmeans.py kmeans_plusplus raises ValueError (argmin of an empty "
-    "sequence) for 1000 identical sentences at ratio 0.9; the API answers a JSON 500 until it is fixed",
-)
 def test_many_identical_sentences_at_a_high_ratio(http: httpx.Client) -> None:
     response = http.post("/summarize", json={"text": "Ab cd ef. " * 1000, "ratio": 0.9})
 

@@ -118,7 +118,7 @@ def moto_ec2() -> Iterator[object]:
         region_name="us-east-1",
         endpoint_url=f"http://{host}:{port}",
         aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+        aws_secret_access_key="testing",  # pragma: allowlist secret
     )
     server.stop()
 

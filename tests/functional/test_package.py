@@ -67,3 +67,40 @@ def test_package_command_builds_everything_within_limits(
     assert any(n.startswith("python/paramiko/") for n in names)
     assert not any(n.startswith("python/boto3/") for n in names)
     assert layer.unzipped_bytes < package.UNZIPPED_LIMIT
+
+
+def test_api_zip_holds_the_packages_the_api_imports(tmp_path: Path) -> None:
+    artifact = package.build_function_zip(package.API_FUNCTION, tmp_path)
+    names = zipfile.ZipFile(artifact.path).namelist()
+    assert "lambdas/api/handler.py" in names and "sumpipe/api.py" in names
+    assert "summarizer/engine.py" in names and "glove/cache.py" in names
+    assert not [n for n in names if n.startswith(("lambdas/worker/", "sumpipe/local/"))]
+
+
+@pytest.mark.slow
+def test_package_api_builds_layers_within_limits_and_measures_the_cold_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Full build with --api: pip installs the API's Linux layer from the package registry, the GloVe
+    layer is a ready cache that loads the same vectors as the default, and the cold start is printed."""
+    import numpy as np
+
+    import glove
+
+    assert cli.main(["package", "--api", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "GloVe layer cold start" in out and "api function + layers:" in out
+    deps = zipfile.ZipFile(tmp_path / "api" / "api-deps.zip").namelist()
+    for needed in ("numpy", "fastapi", "pydantic", "mangum"):
+        assert any(n.startswith(f"python/{needed}/") for n in deps), needed
+    for unwanted in ("sklearn", "scipy", "pyarrow", "pandas", "boto3"):
+        assert not any(n.startswith(f"python/{unwanted}/") for n in deps), unwanted
+
+    opt = tmp_path / "opt"
+    with zipfile.ZipFile(tmp_path / "api" / "glove-layer.zip") as layer:
+        layer.extractall(opt)
+    from_layer, default = glove.load(opt / package.GLOVE_LAYER_DIR), glove.load()
+    tokens = ["the", "review", "delicious", "zzzunknownzzz"]
+    assert list(from_layer.lookup(tokens)) == list(default.lookup(tokens))
+    np.testing.assert_array_equal(from_layer.vectors[:1000], default.vectors[:1000])
+    assert not (opt / package.GLOVE_LAYER_DIR / "meta.json").read_text().count("/")  # no absolute path
