@@ -3,7 +3,8 @@
 Both transports have the same shape, `run(command, stdin, timeout) -> CommandResult`, and raise
 `RemoteError` subclasses. The command is a fixed verb chosen by the caller (`start j-0123...`); it
 is checked against a strict allow-list before anything is sent, so user text can never reach a
-command line on the instance. Data (the job spec) travels on stdin.
+command line on the instance; anything else the remote side needs it reads itself (the job runner
+reads the job from the ledger).
 
 SSH trusts only the host keys it is given (known_hosts text, published by the instance at boot):
 an unknown or changed host key fails at once and is never retried, unlike connection errors, which
@@ -227,7 +228,7 @@ class SshTransport:
 
         Returns the result when it exits 0; raises RemoteCommandFailed otherwise (non-zero exit,
         session killed, or `timeout` seconds passed, in which case the session is closed).
-        `stdin` is meant to be small (a job spec): it is sent before output is read.
+        `stdin` is meant to be small: it is sent before output is read.
         """
         check_command(command)
         self.connect()

@@ -338,9 +338,11 @@ class LocalHost:
             if self.namespace:
                 _kill_until_gone(lambda: namespace_pids(self.namespace), f"namespace {self.namespace}")
             else:
-                pid = self._sshd.pid if self._sshd else _read_pid(self.state_dir / "sshd.pid")
+                pid = self._sshd.pid if self._sshd else read_pid(self.state_dir / "sshd.pid")
                 if pid is not None:
-                    _kill_until_gone(lambda: [p for p in _descendant_pids(pid) if _alive(p)], f"sshd {pid}")
+                    _kill_until_gone(
+                        lambda: [p for p in _descendant_pids(pid) if pid_alive(p)], f"sshd {pid}"
+                    )
             if self._sshd is not None:
                 self._sshd.wait()
                 self._sshd = None
@@ -348,14 +350,14 @@ class LocalHost:
         logger.info("host stopped", extra={"host": self.ip, "port": self.port, "namespace": self.namespace})
 
 
-def _read_pid(path: Path) -> int | None:
+def read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
@@ -479,9 +481,9 @@ class HostNetwork:
         self.hosts = []
         if self.state_dir.is_dir():  # loopback hosts, possibly started by another process
             for pid_file in self.state_dir.glob(f"{self.prefix}-h*/sshd.pid"):
-                pid = _read_pid(pid_file)
+                pid = read_pid(pid_file)
                 if pid is not None:
-                    _kill_until_gone(lambda pid=pid: [p for p in _descendant_pids(pid) if _alive(p)],
+                    _kill_until_gone(lambda pid=pid: [p for p in _descendant_pids(pid) if pid_alive(p)],
                                      f"sshd {pid}")
                 pid_file.unlink(missing_ok=True)
         if os.geteuid() != 0:

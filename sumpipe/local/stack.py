@@ -47,6 +47,7 @@ from typing import Any
 import boto3
 
 from sumpipe.local import motoserver
+from sumpipe.local.hosts import pid_alive, read_pid
 
 DEFAULT_DIR = Path(".sumpipe/local")
 RUNNER = Path(sys.prefix) / "bin" / "sumpipe-runner"
@@ -109,8 +110,8 @@ def info(state_dir: Path) -> StackInfo:
 
 
 def is_up(state_dir: Path) -> bool:
-    pid = _read_pid(state_dir / "stack.pid")
-    return pid is not None and _alive(pid) and (state_dir / "ready").exists()
+    pid = read_pid(state_dir / "stack.pid")
+    return pid is not None and pid_alive(pid) and (state_dir / "ready").exists()
 
 
 def _prepare(config: StackConfig) -> StackConfig:
@@ -181,9 +182,9 @@ def attach(state_dir: Path, stack_name: str, *, timeout_s: float = 120.0) -> Sta
     state_dir = state_dir.resolve()
     if not (state_dir / "emulator-ready").exists():
         raise StackError(f"no emulator waits for a stack in {state_dir}: `sumpipe local up --emulator-only`")
-    pid = _read_pid(state_dir / "stack.pid")
+    pid = read_pid(state_dir / "stack.pid")
     (state_dir / "attach").write_text(stack_name)
-    _wait_for(state_dir, "ready", lambda: pid is not None and _alive(pid), timeout_s)
+    _wait_for(state_dir, "ready", lambda: pid is not None and pid_alive(pid), timeout_s)
     return info(state_dir)
 
 
@@ -192,16 +193,16 @@ def down(state_dir: Path = DEFAULT_DIR, timeout_s: float = 30.0) -> None:
     from sumpipe.local.hosts import HostNetwork
 
     state_dir = state_dir.resolve()
-    pid = _read_pid(state_dir / "stack.pid")
-    if pid is not None and _alive(pid):
+    pid = read_pid(state_dir / "stack.pid")
+    if pid is not None and pid_alive(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while _alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _alive(pid):
+        if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
-    moto_pid = _read_pid(state_dir / "moto.pid")
-    if moto_pid is not None and _alive(moto_pid):
+    moto_pid = read_pid(state_dir / "moto.pid")
+    if moto_pid is not None and pid_alive(moto_pid):
         os.kill(moto_pid, signal.SIGKILL)
     config_path = state_dir / "config.json"
     hosts_dir = _hosts_dir(state_dir)
@@ -232,21 +233,6 @@ def _make_hosts_dir(state_dir: Path, prefix: str) -> Path:
     (path / "runner-logs").chmod(0o1777)
     (state_dir / "hosts-dir").write_text(str(path))
     return path
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def function_settings(outputs: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:
