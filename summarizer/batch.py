@@ -1,9 +1,9 @@
 """Summarize a whole table, chunk by chunk: the engine behind the `summarize` CLI.
 
 Rows stream from a `TableReader` to a `TableWriter` in input order, one output row per input row
-(or one per group with `group_by`). Each chunk goes through the engine's batched
-`summarize_many`; a chunk that makes it raise is redone row by row so one bad row costs only its
-own `error: ...` status, never the run.
+(or one per group with `group_by`, summarized by `summarizer.group.summarize_groups`). Each chunk
+goes through the engine's batched `summarize_many`; a chunk that makes it raise is redone row by
+row so one bad row costs only its own `error: ...` status, never the run.
 
 With `workers > 1` chunks are summarized in a pool of forked processes, at most two chunks per
 worker in flight (so memory stays bounded), and written back in input order.
@@ -16,12 +16,14 @@ import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import partial
 
 import pandas as pd
 import pyarrow as pa
 
 from summarizer import Budget, Summarizer, Summary
+from summarizer.group import summarize_groups
 from summarizer.io import InputError, TableReader, TableWriter, decode_text
 
 DEFAULT_CHUNK_ROWS = 10_000
@@ -47,7 +49,7 @@ def group_schema(group_by: str) -> pa.Schema:
 
 @dataclass(frozen=True)
 class SummarizerSpec:
-    """How to build a Summarizer: small and picklable, so each worker process builds its own."""
+    """How to build a Summarizer from the CLI's options."""
 
     method: str = "default"
     sentences: int | None = None
@@ -60,9 +62,14 @@ class SummarizerSpec:
             import glove
 
             vectors = glove.load(self.vectors_path)
-        return Summarizer(
-            method=self.method, budget=Budget(sentences=self.sentences, ratio=self.ratio), vectors=vectors
-        )
+        return Summarizer(method=self.method, budget=self.budget(), vectors=vectors)
+
+    def budget(self) -> Budget:
+        return Budget(sentences=self.sentences, ratio=self.ratio)
+
+    def group_budget(self) -> Budget | None:
+        """The budget for group summaries: None (summarize_groups' capped default) unless set."""
+        return None if self.sentences is None and self.ratio is None else self.budget()
 
 
 @dataclass(frozen=True)
@@ -127,7 +134,8 @@ def summarize_table(
             yield ids, chunk[options.text_column].tolist()
 
     rows = 0
-    for ids, results in _summarize_in_order(jobs(), spec, options):
+    task = partial(summarize_texts, max_chars=options.max_chars)
+    for ids, results in _summarize_in_order(jobs(), spec, options.workers, task):
         writer.write(pd.DataFrame({"id": ids, **results}))
         rows += len(ids)
         if on_progress is not None:
@@ -146,8 +154,8 @@ def _summarize_groups(
 
     A group's rows can be anywhere in the input, so the text column is collected for the whole
     input before summarizing (only that column: memory is about the size of the texts).
-    `max_chars` applies to each row's text, not to the pooled group: a group with an over-long
-    row gets that row's error status, as the row would on its own.
+    `max_chars` applies to each row's text, not to the group: a group with an over-long row gets
+    that row's error status, as the row would on its own.
     """
     group_by = options.group_by
     assert group_by is not None
@@ -169,18 +177,19 @@ def _summarize_groups(
         if on_progress is not None:
             on_progress(reader.progress_position())
 
-    def document(key: str) -> str | None:
+    def group_texts(key: str) -> list[str] | None:
         texts = texts_by_group.pop(key)  # freed as soon as it is handed over
-        return None if key in errors else pool_group_texts(texts)
+        return None if key in errors else texts
 
     def jobs() -> Iterator[tuple[list[str], list[object]]]:
         keys = list(row_counts)
         for start in range(0, len(keys), options.chunk_rows):
             batch = keys[start : start + options.chunk_rows]
-            yield batch, [document(key) for key in batch]
+            yield batch, [group_texts(key) for key in batch]
 
     rows = 0
-    for keys, results in _summarize_in_order(jobs(), spec, replace(options, max_chars=0)):
+    task = partial(summarize_group_texts, budget=spec.group_budget())
+    for keys, results in _summarize_in_order(jobs(), spec, options.workers, task):
         for position, key in enumerate(keys):
             if key in errors:
                 results["status"][position] = errors[key]
@@ -190,18 +199,11 @@ def _summarize_groups(
     return rows
 
 
-def pool_group_texts(texts: list[str]) -> str | None:
-    """A group's texts as one document (None when it has none, so the group is `empty`).
-
-    One text per line: the sentence splitter ends a sentence at a line break, so no sentence
-    spans two texts even when one lacks final punctuation.
-    """
-    return "\n".join(texts) if texts else None
-
-
 # ---- per chunk ---------------------------------------------------------------------------------
 
 Results = dict[str, list[object]]
+# Summary columns for one chunk of values (a partial of summarize_texts or summarize_group_texts).
+ChunkTask = Callable[[Summarizer, list[object]], Results]
 
 
 def summarize_texts(summarizer: Summarizer, values: Sequence[object], max_chars: int) -> Results:
@@ -234,6 +236,34 @@ def summarize_texts(summarizer: Summarizer, values: Sequence[object], max_chars:
         n_in[position] = outcome.n_input
         n_out[position] = len(outcome.sentences)
         statuses[position] = outcome.status
+    return {"summary": summaries, "n_sentences_in": n_in, "n_sentences_out": n_out, "status": statuses}
+
+
+def summarize_group_texts(
+    summarizer: Summarizer, groups: Sequence[object], budget: Budget | None
+) -> Results:
+    """Summary columns for a chunk of groups, each given as the list of its texts, by
+    `summarize_groups` (exact repeats counted once, near-duplicates left out, `budget` or its
+    capped default). `n_sentences_in` is the group's distinct sentences. A group given as None
+    is skipped (the caller sets its status); one that makes the engine raise gets `error: ...`.
+    """
+    n = len(groups)
+    summaries: list[object] = [""] * n
+    n_in: list[object] = [0] * n
+    n_out: list[object] = [0] * n
+    statuses: list[object] = ["empty"] * n
+    for position, texts in enumerate(groups):
+        if not texts:
+            continue
+        try:
+            [group] = summarize_groups(((position, text) for text in texts), summarizer, budget=budget)
+        except Exception as exc:
+            statuses[position] = _error_status(exc)
+            continue
+        summaries[position] = group.text
+        n_in[position] = group.n_sentences
+        n_out[position] = len(group.sentences)
+        statuses[position] = group.status
     return {"summary": summaries, "n_sentences_in": n_in, "n_sentences_out": n_out, "status": statuses}
 
 
@@ -282,39 +312,40 @@ def _as_key(value: object) -> str:
 _worker_summarizer: Summarizer | None = None
 
 
-def _start_worker(spec: SummarizerSpec) -> None:
+def _start_worker(summarizer: Summarizer) -> None:
     # Two workers on two cores: one BLAS/OpenMP thread each, or they fight over the cores.
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
     global _worker_summarizer
-    _worker_summarizer = spec.build()
+    _worker_summarizer = summarizer
 
 
-def _summarize_in_worker(values: list[object], max_chars: int) -> Results:
+def _summarize_in_worker(task: ChunkTask, values: list[object]) -> Results:
     assert _worker_summarizer is not None
-    return summarize_texts(_worker_summarizer, values, max_chars)
+    return task(_worker_summarizer, values)
 
 
 def _summarize_in_order(
-    jobs: Iterator[tuple[list[str], list[object]]], spec: SummarizerSpec, options: TableOptions
+    jobs: Iterator[tuple[list[str], list[object]]], spec: SummarizerSpec, workers: int, task: ChunkTask
 ) -> Iterator[tuple[list[str], Results]]:
-    """(keys, results) for each (keys, texts) job, in job order."""
-    if options.workers <= 1:
-        summarizer = spec.build()
+    """(keys, task's results) for each (keys, values) job, in job order."""
+    summarizer = spec.build()
+    if workers <= 1:
         for keys, values in jobs:
-            yield keys, summarize_texts(summarizer, values, options.max_chars)
+            yield keys, task(summarizer, values)
         return
-    # fork: workers start instantly and share the parent's imported modules; each memory-maps
-    # the vectors itself, so those pages are shared through the page cache.
+    # fork: the workers inherit the summarizer built once here (initargs are not pickled with
+    # fork), so its vocabulary index and the memory-mapped vectors are shared pages, not copies,
+    # and no worker pays to build them again.
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(
-        options.workers, mp_context=context, initializer=_start_worker, initargs=(spec,)
+        workers, mp_context=context, initializer=_start_worker, initargs=(summarizer,)
     ) as pool:
         pending: deque[tuple[list[str], Future[Results]]] = deque()
         for keys, values in jobs:
-            pending.append((keys, pool.submit(_summarize_in_worker, values, options.max_chars)))
-            if len(pending) >= 2 * options.workers:
+            pending.append((keys, pool.submit(_summarize_in_worker, task, values)))
+            if len(pending) >= 2 * workers:
                 done_keys, future = pending.popleft()
                 yield done_keys, future.result()
         while pending:

@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     columns.add_argument(
         "--group-by",
         metavar="NAME",
-        help="one summary per distinct value of this column (e.g. ProductId) instead of one per row",
+        help="one summary per distinct value of this column (e.g. ProductId) instead of one per row; "
+        "repeated and near-duplicate sentences across its rows are left out",
     )
     summary = parser.add_argument_group("summary")
     summary.add_argument("--method", choices=("default", "kmeans"), default="default")
@@ -143,7 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.group_by is not None and args.method != "default":
+        # group summaries rank the pooled sentences with the default method's score
+        parser.error(f"--method {args.method} does not apply to --group-by summaries")
     try:
         return run(args, stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, stderr=sys.stderr)
     except InputError as exc:

@@ -187,9 +187,45 @@ def test_group_by_product_one_row_per_group_in_first_seen_order(
     big = out[out["n_rows"] == "15"]
     assert len(big) == 2
     assert (big["status"] == "ok").all()
-    # 15 reviews pooled: far more sentences in than any one review has, and a short summary out.
-    assert (big["n_sentences_in"].astype(int) > 40).all()
-    assert (big["n_sentences_out"].astype(int) < big["n_sentences_in"].astype(int)).all()
+    # 15 reviews pooled: far more sentences in than any one review has, and the capped default
+    # budget, min(10, ceil(sqrt(distinct sentences))), out.
+    n_in = big["n_sentences_in"].astype(int)
+    assert (n_in > 40).all()
+    assert big["n_sentences_out"].astype(int).tolist() == [min(10, math.ceil(math.sqrt(n))) for n in n_in]
+
+
+def test_group_by_takes_no_method(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(capsys, REVIEWS, "--group-by", "ProductId", "--method", "kmeans")
+    assert exit_info.value.code == 2
+    assert "--method kmeans does not apply to --group-by" in capsys.readouterr().err
+
+
+def test_group_summary_leaves_out_repeated_and_near_duplicate_sentences(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    great = "coffee is really great"
+    reviews = [
+        ("P1", f"This {great}. The beans arrived fresh and well sealed. Shipping took a week."),
+        ("P2", "Nice tea. Too sweet for me."),
+        ("P1", f"This {great}! My wife prefers green tea though. The price is fair."),
+        ("P1", f"this {great}. I brew a pot every morning before work. The bag reseals."),
+        ("P1", f"This {great.upper()}... We will order again. The aroma fills the kitchen."),
+        # not the same words, but the same meaning: its embedding is a near-duplicate
+        ("P1", f"The {great}. Our dog ignores it entirely. Decaf would be welcome."),
+    ]
+    rows = [{"ProductId": product, "Text": text} for product, text in reviews]
+    source = write_csv(tmp_path / "in.csv", rows)
+    code, err = run_main(capsys, source, "--group-by", "ProductId", "-o", tmp_path / "g.csv")
+    assert (code, err) == (0, "")
+    p1 = read_csv(tmp_path / "g.csv").iloc[0]
+    assert (p1["ProductId"], p1["n_rows"], p1["status"]) == ("P1", "5", "ok")
+    # 15 sentences, the four spellings of "This coffee is really great" counted once
+    assert p1["n_sentences_in"] == "12"
+    # the lead sentence of every review is the most typical one: picked, but only once (pooling
+    # the reviews into one text picks "This coffee is really great." and "...great!")
+    assert p1["summary"].lower().count(great) == 1
+    assert int(p1["n_sentences_out"]) == len(split_sentences(p1["summary"])) == 4
 
 
 def test_id_is_the_row_number_without_an_id_column(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,8 @@ def test_tracked_tree_has_no_secrets() -> None:
     # The baseline holds the reviewed findings' hashes, which look like secrets themselves.
     files = [f for f in listed if (ROOT / f).is_file() and ROOT / f != BASELINE]
     result = subprocess.run(
-        [shutil.which("detect-secrets") or "detect-secrets", "scan", *files],
+        # The tool installed beside this interpreter (the venv), whatever PATH says.
+        [str(Path(sys.executable).with_name("detect-secrets")), "scan", *files],
         cwd=ROOT,
         capture_output=True,
         text=True,

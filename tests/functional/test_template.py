@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ def test_cfn_lint_has_no_errors(template: dict[str, Any], tmp_path: Path) -> Non
     rendered = tmp_path / "template.json"
     rendered.write_text(json.dumps(template, indent=1))
     result = subprocess.run(
-        [shutil.which("cfn-lint") or "cfn-lint", "--format", "parseable", "--", str(rendered)],
+        # The venv's cfn-lint (a dev dependency), whatever PATH says.
+        [str(Path(sys.executable).with_name("cfn-lint")), "--format", "parseable", "--", str(rendered)],
         capture_output=True,
         text=True,
         check=False,
