@@ -182,7 +182,16 @@ def main(argv: list[str] | None = None) -> int:
             scaled.to_csv(csv_path, index=False)
             for method in args.methods:
                 rate, peak_mb = end_to_end(csv_path, len(scaled), method, args.workers, Path(tmp))
-                verdict = "ok" if rate >= TARGET_RATE and peak_mb <= TARGET_PEAK_MB else "BELOW TARGET"
+                missed = [
+                    name
+                    for name, met in (
+                        ("rate", rate >= TARGET_RATE),
+                        ("speedup", rate / base >= TARGET_SPEEDUP),
+                        ("memory", peak_mb <= TARGET_PEAK_MB),
+                    )
+                    if not met
+                ]
+                verdict = "all targets met" if not missed else "target missed: " + ", ".join(missed)
                 print(
                     f"cli      {method:8s} CSV->CSV, --workers {args.workers}:    {rate:9,.0f} reviews/s"
                     f"  {rate / base:5.1f}x  peak {peak_mb:5.0f} MB PSS  [{verdict}]"
