@@ -3,7 +3,7 @@
 A single regex finds candidate boundaries (a run of terminal punctuation, optional closing
 quotes/brackets and an optional trailing emoticon, followed by whitespace, by a capital letter
 when the writer forgot the space, or by the end); a few cheap rules then reject candidates that
-are abbreviations, initials or dotted acronyms. Punkt would be more principled but costs ~10x
+are abbreviations, initials or dotted acronyms. Punkt would be more principled but costs ~15x
 more per review, and the batch pipeline has a budget of a few tens of microseconds per text.
 
 Sentences are returned verbatim: substrings of the cleaned text (HTML tags removed, whitespace

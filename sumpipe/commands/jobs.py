@@ -60,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--file", type=Path, default=DEMO_SAMPLE, help="table to submit (default: the bundled sample)"
     )
     demo.add_argument("--keep", action="store_true", help="leave the local stack running afterwards")
+    local.add_hosts_argument(demo)
     demo.set_defaults(func=run_demo)
 
 
@@ -343,7 +344,7 @@ def run_demo(args: argparse.Namespace) -> int:
         raise SystemExit("sumpipe demo runs on the local stack; unset AWS_ENDPOINT_URL")
     started_stack = not stack.is_up(stack.DEFAULT_DIR)
     print("bringing up the local stack (moto + sshd worker host + Lambda runtime)...")
-    info = stack.up(stack.StackConfig())
+    info = stack.up(stack.StackConfig(hosts=args.hosts))
     print(f"  ready in {info.timings['total_s']:.1f}s")
     try:
         target = resolve_stack(None)

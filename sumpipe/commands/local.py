@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from sumpipe.local import stack
@@ -25,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     up.add_argument("--workers", type=int, default=1, choices=(1, 2, 3), help="worker instances (default: 1)")
     up.add_argument("--stack", default="sumpipe", help="CloudFormation stack name (default: %(default)s)")
+    add_hosts_argument(up)
     up.add_argument(
         "--set",
         action="append",
@@ -57,6 +59,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status.set_defaults(func=run_status)
 
 
+def add_hosts_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--hosts",
+        choices=("auto", "namespaces", "loopback"),
+        default="auto",
+        help="where the worker hosts' sshd runs: a network namespace each (needs root), loopback "
+        "addresses (no root needed), or auto: namespaces when possible (default: %(default)s)",
+    )
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dir", type=Path, default=stack.DEFAULT_DIR, help="state directory (default: %(default)s)"
@@ -74,18 +86,23 @@ def run_up(args: argparse.Namespace) -> int:
         state_dir=args.dir,
         stack_name=args.stack,
         workers=args.workers,
+        hosts=args.hosts,
         settings=overrides,
         watchdog_interval_s=args.watchdog_interval,
         deploy=not args.emulator_only,
     )
-    if args.foreground:
-        stack.run_foreground(config)
-        return 0
-    if args.emulator_only:
-        stack.up_emulator(config)
-        _print_emulator_instructions(args.dir, args.stack)
-        return 0
-    _print_ready(stack.up(config), args.dir)
+    try:
+        if args.foreground:
+            stack.run_foreground(config)
+            return 0
+        if args.emulator_only:
+            stack.up_emulator(config)
+            _print_emulator_instructions(args.dir, args.stack)
+            return 0
+        _print_ready(stack.up(config), args.dir)
+    except stack.StackError as error:
+        print(f"sumpipe local up: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -109,7 +126,10 @@ def run_attach(args: argparse.Namespace) -> int:
 
 
 def _print_ready(info: stack.StackInfo, state_dir: Path) -> None:
-    print(f"local stack up in {info.timings['total_s']:.1f}s: endpoint {info.env['AWS_ENDPOINT_URL']}")
+    print(
+        f"local stack up in {info.timings['total_s']:.1f}s ({info.hosts} worker hosts): "
+        f"endpoint {info.env['AWS_ENDPOINT_URL']}"
+    )
     print(f"input bucket  s3://{info.outputs['InputBucketName']}")
     print(f"output bucket s3://{info.outputs['OutputBucketName']}")
     print(f"the sumpipe commands use it through {state_dir / 'env'}; stop it with `sumpipe local down`")

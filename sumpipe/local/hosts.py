@@ -12,9 +12,16 @@ Sessions run as a dedicated system user with /bin/sh as its shell (root's shell 
 forced command the caller gives (`restrict,command="..."`); the command the client asked for
 reaches that program as SSH_ORIGINAL_COMMAND.
 
-Without root, or when namespaces are unavailable, hosts are sshd processes on 127.0.0.1, one free
-port each, running as the current user (whose login shell then runs the forced command); stopping
-such a host kills its sshd and that sshd's descendants, but not processes that detached from it.
+Without root, or when namespaces are unavailable (or when asked to: `use_namespaces=False`), the
+network is a loopback range instead (default 127.77.0.0/16: Linux routes all of 127.0.0.0/8 to `lo`,
+so any such address can be listened on without root). Host i still listens at <subnet>.1.(10 + i),
+its instance's private IP, but on an unprivileged port (LOOPBACK_SSH_PORT or the next free one),
+and sessions run as the current user when not root (a non-root sshd can only log in its own user;
+its login shell then runs the forced command). There is no namespace to empty when such a host
+stops, so it kills its sshd, that sshd's descendants, and every process still carrying the host's
+mark in its environment (HOST_MARK_ENV, set by sshd for each session and inherited by what the
+session starts, e.g. the job runner's detached job, which is no longer sshd's descendant). A process
+that scrubs its environment AND detaches escapes that; in namespaces mode nothing escapes.
 """
 
 from __future__ import annotations
@@ -45,6 +52,14 @@ SSH_USER = "sumpipe"
 SSH_USER_HOME = Path("/var/lib/sumpipe")
 DEFAULT_PREFIX = "sp"
 DEFAULT_SUBNET = "10.200.0.0/16"
+DEFAULT_LOOPBACK_SUBNET = "127.77.0.0/16"
+LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
+# Loopback hosts listen here (or on the next free port): port 22 needs root and a machine's own
+# sshd often listens on every address at 22.
+LOOPBACK_SSH_PORT = 2222
+# Set by sshd in each session of a loopback host (value: the host's state directory), so the
+# processes a session leaves behind can be found when the host stops.
+HOST_MARK_ENV = "SUMPIPE_LOCAL_HOST"
 # Host i (0-based) is at <subnet>.1.(10 + i): 10.200.1.10, 10.200.1.11, ...
 FIRST_HOST_OFFSET = 256 + 10
 _PREFIX_PATTERN = re.compile(r"[a-z][a-z0-9]{0,7}")
@@ -139,6 +154,40 @@ def _descendant_pids(root: int) -> list[int]:
     return found
 
 
+def _marked_pids(marks: set[str]) -> list[int]:
+    """Pids of the processes whose environment holds HOST_MARK_ENV=<one of marks> (those we may read:
+    our own user's, or all as root)."""
+    wanted = {f"{HOST_MARK_ENV}={mark}".encode() for mark in marks}
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry.name}/environ").read_bytes()
+        except OSError:  # gone, or another user's
+            continue
+        if wanted.intersection(environ.split(b"\0")):
+            pids.append(int(entry.name))
+    return pids
+
+
+def _is_sshd_of(pid: int, state_dir: Path) -> bool:
+    """Whether `pid` is the sshd of this host (a pid file left by a crash may name a reused pid)."""
+    try:
+        return f"{state_dir}/".encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _loopback_host_pids(state_dir: Path, sshd_pid: int | None) -> list[int]:
+    """The live processes of a loopback host: its sshd and descendants, and whatever a session left
+    running with the host's mark (detached from sshd, e.g. the runner's job)."""
+    pids = set(_marked_pids({str(state_dir)}))
+    if sshd_pid is not None and _is_sshd_of(sshd_pid, state_dir):
+        pids.update(_descendant_pids(sshd_pid))
+    return [pid for pid in pids if pid_alive(pid)]
+
+
 def _kill_until_gone(list_pids: Any, what: str, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while pids := list_pids():
@@ -168,10 +217,16 @@ def _ip_json(*args: str) -> list[dict[str, Any]]:
     return json.loads(done.stdout or "[]")
 
 
-def _free_loopback_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_port_at(ip: str, first: int, tries: int = 100) -> int:
+    """The first port from `first` on that can be listened on at `ip`."""
+    for port in range(first, first + tries):
+        with socket.socket() as sock:
+            try:
+                sock.bind((ip, port))
+            except OSError:
+                continue
+            return port
+    raise HostError(f"no free port in {first}-{first + tries - 1} at {ip}")
 
 
 def _check_traversable(path: Path, uid: int) -> None:
@@ -204,7 +259,7 @@ class LocalHost:
     ) -> None:
         if "\n" in forced_command or "\n" in authorized_key:
             raise ValueError("forced_command and authorized_key must be single lines")
-        for name, value in (environment or {}).items():
+        for name, value in {**(environment or {}), HOST_MARK_ENV: str(state_dir)}.items():
             if not _ENV_NAME.fullmatch(name) or not _ENV_VALUE.fullmatch(value):
                 raise ValueError(f"environment variable {name!r} has a name or value sshd_config can't carry")
         self.state_dir = Path(state_dir)
@@ -214,7 +269,7 @@ class LocalHost:
         self.user = user
         self.authorized_key = authorized_key.strip()
         self.forced_command = forced_command
-        self.environment = dict(environment or {})
+        self.environment = {**(environment or {}), HOST_MARK_ENV: str(self.state_dir)}
         self._sshd: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -333,16 +388,14 @@ class LocalHost:
             time.sleep(0.005)
 
     def stop(self) -> None:
-        """Kill sshd and every session: all processes in the namespace (or sshd's descendants)."""
+        """Kill sshd and every session: all processes in the namespace (loopback: sshd's descendants
+        and the processes carrying the host's mark)."""
         with self._lock:
             if self.namespace:
                 _kill_until_gone(lambda: namespace_pids(self.namespace), f"namespace {self.namespace}")
             else:
                 pid = self._sshd.pid if self._sshd else read_pid(self.state_dir / "sshd.pid")
-                if pid is not None:
-                    _kill_until_gone(
-                        lambda: [p for p in _descendant_pids(pid) if pid_alive(p)], f"sshd {pid}"
-                    )
+                _kill_until_gone(lambda: _loopback_host_pids(self.state_dir, pid), f"host {self.ip}")
             if self._sshd is not None:
                 self._sshd.wait()
                 self._sshd = None
@@ -371,6 +424,7 @@ class HostNetwork:
     Names: bridge `<prefix>-br0`, namespace `<prefix>-h<i>`, veth `<prefix>-v<i>` (its peer is
     `eth0` inside the namespace). The bridge holds the subnet's first address, which is also each
     namespace's default route, so a process on a host reaches services bound to the bridge address.
+    Loopback mode (the subnet must then lie in 127.0.0.0/8) has no bridge: hosts reach 127.0.0.1.
     """
 
     def __init__(
@@ -389,16 +443,35 @@ class HostNetwork:
         if self.subnet.prefixlen > 22:
             raise ValueError("subnet must be /22 or larger (hosts start at <subnet>.1.10)")
         self.use_namespaces = namespaces_available() if use_namespaces is None else use_namespaces
+        if self.use_namespaces and self.subnet.subnet_of(LOOPBACK):
+            raise ValueError(f"subnet {subnet}: hosts in namespaces need a subnet outside 127.0.0.0/8")
+        if not self.use_namespaces and not self.subnet.subnet_of(LOOPBACK):
+            raise ValueError(f"subnet {subnet}: loopback hosts need a subnet inside 127.0.0.0/8")
         self.hosts: list[LocalHost] = []
+        self._ssh_port: int | None = None
 
     @property
     def bridge(self) -> str:
         return f"{self.prefix}-br0"
 
     @property
-    def bridge_ip(self) -> str:
-        """Where hosts reach the machine (e.g. the emulator) from inside their namespaces."""
-        return str(self.subnet.network_address + 1)
+    def gateway_ip(self) -> str:
+        """Where hosts reach the machine (e.g. the emulator): the bridge address from inside their
+        namespaces, 127.0.0.1 for loopback hosts."""
+        return str(self.subnet.network_address + 1) if self.use_namespaces else "127.0.0.1"
+
+    @property
+    def ssh_port(self) -> int:
+        """The port every host's sshd listens on (one for all: the functions have one ssh_port)."""
+        if self._ssh_port is None:
+            self._ssh_port = 22 if self.use_namespaces else _free_port_at(self.host_ip(0), LOOPBACK_SSH_PORT)
+        return self._ssh_port
+
+    @property
+    def login_user(self) -> str:
+        """Who the hosts' sessions run as: the unprivileged SSH_USER when we are root, else ourselves
+        (a non-root sshd can only log in the user it runs as)."""
+        return SSH_USER if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
 
     def host_ip(self, index: int) -> str:
         return str(self.subnet.network_address + FIRST_HOST_OFFSET + index)
@@ -424,7 +497,7 @@ class HostNetwork:
         _ip_batch(
             [
                 f"link add {self.bridge} type bridge",
-                f"addr add {self.bridge_ip}/{self.subnet.prefixlen} dev {self.bridge}",
+                f"addr add {self.gateway_ip}/{self.subnet.prefixlen} dev {self.bridge}",
                 f"link set {self.bridge} up",
             ]
         )
@@ -436,7 +509,7 @@ class HostNetwork:
         forced_command: str,
         environment: Mapping[str, str] | None = None,
     ) -> LocalHost:
-        """A new (not yet started) host: the next IP in its own namespace, or the next loopback port."""
+        """A new (not yet started) host at the next IP: in its own namespace, or on loopback."""
         index = len(self.hosts)
         if self.use_namespaces:
             self.create()
@@ -454,7 +527,7 @@ class HostNetwork:
                     "link set lo up",
                     f"addr add {ip}/{self.subnet.prefixlen} dev eth0",
                     "link set eth0 up",
-                    f"route add default via {self.bridge_ip}",
+                    f"route add default via {self.gateway_ip}",
                 ],
                 namespace=namespace,
             )
@@ -462,11 +535,13 @@ class HostNetwork:
                              authorized_key=authorized_key, forced_command=forced_command,
                              environment=environment)
         else:
-            user = SSH_USER if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
-            if os.geteuid() == 0:
+            user = self.login_user
+            if user == SSH_USER:
                 ensure_ssh_user()
-            host = LocalHost(self.state_dir / f"{self.prefix}-h{index}", ip="127.0.0.1",
-                             port=_free_loopback_port(), authorized_key=authorized_key,
+            elif Path(pwd.getpwnam(user).pw_shell).name in {"nologin", "false"}:
+                raise HostError(f"user {user} has no login shell, so sshd can't run commands as it")
+            host = LocalHost(self.state_dir / f"{self.prefix}-h{index}", ip=self.host_ip(index),
+                             port=self.ssh_port, authorized_key=authorized_key,
                              forced_command=forced_command, environment=environment, user=user)
         self.hosts.append(host)
         return host
@@ -480,12 +555,10 @@ class HostNetwork:
             host.stop()
         self.hosts = []
         if self.state_dir.is_dir():  # loopback hosts, possibly started by another process
-            for pid_file in self.state_dir.glob(f"{self.prefix}-h*/sshd.pid"):
-                pid = read_pid(pid_file)
-                if pid is not None:
-                    _kill_until_gone(lambda pid=pid: [p for p in _descendant_pids(pid) if pid_alive(p)],
-                                     f"sshd {pid}")
-                pid_file.unlink(missing_ok=True)
+            for host_dir in self.state_dir.glob(f"{self.prefix}-h*"):
+                pid = read_pid(host_dir / "sshd.pid")
+                _kill_until_gone(lambda d=host_dir, p=pid: _loopback_host_pids(d, p), f"host {host_dir.name}")
+                (host_dir / "sshd.pid").unlink(missing_ok=True)
         if os.geteuid() != 0:
             return
         mine = re.compile(rf"{re.escape(self.prefix)}-(h|v)\d+|{re.escape(self.bridge)}")

@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -62,9 +63,14 @@ class StackError(RuntimeError):
 class StackConfig:
     state_dir: Path = DEFAULT_DIR
     stack_name: str = "sumpipe"
-    # Names of the bridge/namespaces/veths start with the prefix; the subnet must be free.
+    # Where the worker hosts live: "namespaces" (one network namespace each; needs root and
+    # `ip netns`), "loopback" (sshd at loopback addresses; no root needed), or "auto" (namespaces
+    # when available, else loopback). _prepare() resolves "auto" and the default subnet.
+    hosts: str = "auto"
+    # Names of the bridge/namespaces/veths/host directories start with the prefix; the subnet must be
+    # free (loopback: inside 127.0.0.0/8). Empty: the mode's default (10.200.0.0/16, 127.77.0.0/16).
     prefix: str = "sp"
-    subnet: str = "10.200.0.0/16"
+    subnet: str = ""
     workers: int = 1
     # SUMPIPE_* settings for the functions on top of the template's (e.g. a short deadline in tests).
     settings: dict[str, str] = field(default_factory=dict)
@@ -114,11 +120,38 @@ def is_up(state_dir: Path) -> bool:
     return pid is not None and pid_alive(pid) and (state_dir / "ready").exists()
 
 
+def resolve_hosts(config: StackConfig) -> StackConfig:
+    """The config with its host mode and subnet decided; StackError naming what is missing."""
+    from sumpipe.local.hosts import (
+        DEFAULT_LOOPBACK_SUBNET,
+        DEFAULT_SUBNET,
+        SSHD,
+        HostNetwork,
+        namespaces_available,
+    )
+
+    if not Path(SSHD).exists():
+        raise StackError(f"the worker hosts need OpenSSH's sshd, not found at {SSHD} (install openssh-server)")
+    mode = config.hosts
+    if mode == "auto":
+        mode = "namespaces" if namespaces_available() else "loopback"
+    elif mode == "namespaces" and not namespaces_available():
+        raise StackError("--hosts namespaces needs root and a working `ip netns`; use --hosts loopback")
+    elif mode != "loopback":
+        raise StackError(f"hosts must be auto, namespaces or loopback, not {mode!r}")
+    subnet = config.subnet or (DEFAULT_SUBNET if mode == "namespaces" else DEFAULT_LOOPBACK_SUBNET)
+    try:  # the network's own checks of prefix and subnet, before anything starts
+        HostNetwork(config.state_dir, prefix=config.prefix, subnet=subnet, use_namespaces=mode == "namespaces")
+    except ValueError as error:
+        raise StackError(str(error)) from None
+    return dataclasses.replace(config, hosts=mode, subnet=subnet)
+
+
 def _prepare(config: StackConfig) -> StackConfig:
     state_dir = config.state_dir.resolve()
     down(state_dir)  # whatever a crashed earlier run left behind
     state_dir.mkdir(parents=True, exist_ok=True)
-    config = dataclasses.replace(config, state_dir=state_dir)
+    config = dataclasses.replace(resolve_hosts(config), state_dir=state_dir)
     (state_dir / "config.json").write_text(config.to_json())
     return config
 
@@ -208,7 +241,12 @@ def down(state_dir: Path = DEFAULT_DIR, timeout_s: float = 30.0) -> None:
     hosts_dir = _hosts_dir(state_dir)
     if config_path.exists():
         config = StackConfig.from_json(config_path.read_text())
-        HostNetwork(hosts_dir or state_dir / "hosts", prefix=config.prefix, subnet=config.subnet).teardown()
+        HostNetwork(
+            hosts_dir or state_dir / "hosts",
+            prefix=config.prefix,
+            subnet=config.subnet,
+            use_namespaces=config.hosts == "namespaces",
+        ).teardown()
     if hosts_dir is not None:
         shutil.rmtree(hosts_dir, ignore_errors=True)
     markers = ("stack.pid", "moto.pid", "ready", "emulator-ready", "attach", "parameters.json", "hosts-dir")
@@ -235,8 +273,11 @@ def _make_hosts_dir(state_dir: Path, prefix: str) -> Path:
     return path
 
 
-def function_settings(outputs: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:
-    """The SUMPIPE_* environment the template gives the functions, from the stack outputs."""
+def function_settings(
+    outputs: dict[str, str], overrides: dict[str, str], *, ssh_user: str, ssh_port: int
+) -> dict[str, str]:
+    """The SUMPIPE_* environment the template gives the functions, from the stack outputs, with
+    the hosts' login user and SSH port (the instance bootstrap's `sumpipe` and 22 in AWS)."""
     env = {
         "SUMPIPE_INPUT_BUCKET": outputs["InputBucketName"],
         "SUMPIPE_OUTPUT_BUCKET": outputs["OutputBucketName"],
@@ -250,13 +291,19 @@ def function_settings(outputs: dict[str, str], overrides: dict[str, str]) -> dic
         "SUMPIPE_INSTANCE_READY_TIMEOUT_S": "20",
     }
     # Locally the hosts exist only at the private IPs; moto's public IPs must never be contacted.
-    return {**env, **overrides, "SUMPIPE_WORKER_ADDRESS": "private"}
+    return {
+        **env,
+        **overrides,
+        "SUMPIPE_WORKER_ADDRESS": "private",
+        "SUMPIPE_SSH_USER": ssh_user,
+        "SUMPIPE_SSH_PORT": str(ssh_port),
+    }
 
 
 def serve(config: StackConfig) -> None:
     """The daemon: bring everything up, write `ready`, run until SIGTERM, tear everything down."""
     from sumpipe import deploy
-    from sumpipe.local.hosts import HostNetwork, Reconciler, namespaces_available
+    from sumpipe.local.hosts import HostNetwork, Reconciler
     from sumpipe.local.resources import apply_dropped_resources, deploy_local_stack, emulator_parameters
     from sumpipe.local.runtime import EventSource, Runtime
 
@@ -265,21 +312,20 @@ def serve(config: StackConfig) -> None:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    if not namespaces_available():
-        raise StackError(
-            "the local stack needs root and `ip netns` (worker hosts live in network namespaces)"
-        )
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     hosts_dir = _make_hosts_dir(state_dir, config.prefix)
-    network = HostNetwork(hosts_dir, prefix=config.prefix, subnet=config.subnet, use_namespaces=True)
+    network = HostNetwork(
+        hosts_dir, prefix=config.prefix, subnet=config.subnet, use_namespaces=config.hosts == "namespaces"
+    )
     moto: subprocess.Popen[bytes] | None = None
     reconciler: Reconciler | None = None
     runtime: Runtime | None = None
     try:
         network.create()
         port = motoserver.free_port()
-        moto = motoserver.start(port, ["127.0.0.1", network.bridge_ip], state_dir / "moto.log")
+        binds = list(dict.fromkeys(["127.0.0.1", network.gateway_ip]))  # loopback hosts: one address
+        moto = motoserver.start(port, binds, state_dir / "moto.log")
         (state_dir / "moto.pid").write_text(str(moto.pid))
         client_env = motoserver.client_environment(f"http://127.0.0.1:{port}")
         os.environ.update(client_env)
@@ -305,7 +351,9 @@ def serve(config: StackConfig) -> None:
         (state_dir / "outputs.json").write_text(json.dumps(outputs, indent=2))
         timings["deploy_s"] = time.monotonic() - t0 - timings["moto_s"]
 
-        settings_env = function_settings(outputs, config.settings)
+        settings_env = function_settings(
+            outputs, config.settings, ssh_user=network.login_user, ssh_port=network.ssh_port
+        )
         os.environ.update(settings_env)
         hosts = start_hosts(session, network, stack_name, outputs, port, settings_env)
         reconciler = Reconciler(session.client("ec2"), hosts, interval=0.05)
@@ -328,7 +376,7 @@ def serve(config: StackConfig) -> None:
         _write_env(state_dir, client_env, stack_name)
         timings["total_s"] = time.monotonic() - t0
         _write_marker(state_dir / "ready", timings)
-        print(json.dumps({"message": "local stack ready", "timings": timings}), flush=True)
+        print(json.dumps({"message": "local stack ready", "hosts": config.hosts, "timings": timings}), flush=True)
         stopping.wait()
     finally:
         (state_dir / "ready").unlink(missing_ok=True)
@@ -384,7 +432,14 @@ def runner_command(user: str) -> tuple[str, dict[str, str]]:
     """The forced command that runs `sumpipe-runner` as the hosts' login user, and the environment
     it needs. Normally the venv's own script. When the venv's interpreter is out of that user's
     reach (a pyenv build under /root, mode 700), the same-version system interpreter runs the
-    project from the venv's site-packages instead: the runner must never run as root."""
+    project from the venv's site-packages instead: the runner must never run as root.
+    When the login user is ourselves (loopback hosts without root), our own interpreter and
+    import path run it."""
+    if user == pwd.getpwuid(os.geteuid()).pw_name:
+        if RUNNER.exists():
+            return str(RUNNER), {}
+        path = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
+        return f"{sys.executable} -m sumpipe.runner", path
     if _runs_as(user, [sys.executable, "-c", "0"]):
         return str(RUNNER), {}
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
@@ -428,11 +483,12 @@ def start_hosts(
     runner_logs = str(network.state_dir / "runner-logs")
     from sumpipe.local.hosts import SSH_USER, ensure_ssh_user
 
-    ensure_ssh_user()
-    forced_command, runner_env = runner_command(SSH_USER)
+    if network.login_user == SSH_USER:
+        ensure_ssh_user()
+    forced_command, runner_env = runner_command(network.login_user)
     host_env = {
         **runner_env,
-        **motoserver.client_environment(f"http://{network.bridge_ip}:{port}"),
+        **motoserver.client_environment(f"http://{network.gateway_ip}:{port}"),
         "SUMPIPE_OUTPUT_BUCKET": settings_env["SUMPIPE_OUTPUT_BUCKET"],
         "SUMPIPE_JOB_TABLE": settings_env["SUMPIPE_JOB_TABLE"],
         "SUMPIPE_SUMMARIZER_METHOD": settings_env.get("SUMPIPE_SUMMARIZER_METHOD", "default"),

@@ -51,8 +51,10 @@ def host_network(request: pytest.FixtureRequest, shared_tmp: Path) -> Iterator[H
     if use_namespaces and not namespaces_available():
         pytest.skip(NEEDS_NAMESPACES)
     prefix = "t" + secrets.token_hex(3)
+    # Loopback hosts live in 127.0.0.0/8 (at the instance's private IP, as namespace hosts do).
+    first_octet = 10 if use_namespaces else 127
     for second_octet in random.sample(range(201, 255), 8):
-        subnet = ipaddress.IPv4Network(f"10.{second_octet}.0.0/16")
+        subnet = ipaddress.IPv4Network(f"{first_octet}.{second_octet}.0.0/16")
         if any(subnet.overlaps(routed) for routed in _routed_networks()):
             continue
         network = HostNetwork(
