@@ -97,37 +97,42 @@ def run(job_id: str) -> int:
         if job is not None and job.terminal:
             logger.warning("job already finished; nothing to do", extra={"state": job.state})
             return 0
-        try:
-            if job is None:
-                raise JobFailed(f"job {job_id} is not in the ledger")
-            manifest = do_job(settings, s3, job)
-        except Exception as exc:
-            reason = str(exc) if isinstance(exc, JobFailed) else f"{type(exc).__name__}: {exc}"
-            logger.error("job failed", extra={"reason": reason})
-            report = {
-                "job_id": job_id,
-                "state": "failed",
-                "reason": reason,
-                "step": "runner",
-                "at": time.time(),
-                "traceback": [] if isinstance(exc, JobFailed) else traceback.format_exception(exc)[-6:],
-            }
-            finishing = (keys.ERROR, json.dumps(report, indent=2).encode(), "application/json")
-        else:
-            manifest["timings"]["total_s"] = round(time.time() - started, 3)
-            put(
-                s3,
-                settings,
-                job_id,
-                keys.MANIFEST,
-                json.dumps(manifest, indent=2).encode(),
-                "application/json",
+        # Inputs and summaries can be large: the job's files go when it ends, however it ends.
+        with tempfile.TemporaryDirectory(prefix=f"{job_id}-") as tmp:
+            workdir = Path(tmp)
+            try:
+                if job is None:
+                    raise JobFailed(f"job {job_id} is not in the ledger")
+                manifest = do_job(settings, s3, job, workdir)
+            except Exception as exc:
+                reason = str(exc) if isinstance(exc, JobFailed) else f"{type(exc).__name__}: {exc}"
+                logger.error("job failed", extra={"reason": reason})
+                report = {
+                    "job_id": job_id,
+                    "state": "failed",
+                    "reason": reason,
+                    "step": "runner",
+                    "at": time.time(),
+                    "traceback": [] if isinstance(exc, JobFailed) else traceback.format_exception(exc)[-6:],
+                }
+                finishing = workdir / keys.ERROR
+                finishing.write_bytes(json.dumps(report, indent=2).encode())
+            else:
+                manifest["timings"]["total_s"] = round(time.time() - started, 3)
+                body = json.dumps(manifest, indent=2).encode()
+                put(s3, settings, job_id, keys.MANIFEST, body, "application/json")
+                finishing = workdir / keys.SUMMARY
+            logger.info("writing the finishing file", extra={"file": finishing.name})
+            sys.stdout.flush()
+            put(s3, settings, job_id, keys.RUNNER_LOG, log_path.read_bytes(), "application/x-ndjson")
+            # Streamed (multipart when large), and last: its event finishes the job.
+            content_type = "text/csv" if finishing.name == keys.SUMMARY else "application/json"
+            s3.upload_file(
+                str(finishing),
+                settings.output_bucket,
+                keys.output_key(job_id, finishing.name),
+                ExtraArgs={"ContentType": content_type},
             )
-            finishing = (keys.SUMMARY, Path(manifest.pop("_summary_path")).read_bytes(), "text/csv")
-        logger.info("writing the finishing file", extra={"file": finishing[0]})
-        sys.stdout.flush()
-        put(s3, settings, job_id, keys.RUNNER_LOG, log_path.read_bytes(), "application/x-ndjson")
-        put(s3, settings, job_id, *finishing)
     return 0
 
 
@@ -137,19 +142,17 @@ def put(s3: Any, settings: Settings, job_id: str, name: str, body: bytes, conten
     )
 
 
-def do_job(settings: Settings, s3: Any, job: Job) -> dict[str, Any]:
-    """Downloads, summarizes; returns the manifest (with the summary's local path under
-    `_summary_path`)."""
+def do_job(settings: Settings, s3: Any, job: Job, workdir: Path) -> dict[str, Any]:
+    """Downloads into `workdir`, summarizes into `workdir/summary.csv`; returns the manifest."""
     from sumpipe.logs import get_logger
 
     logger = get_logger()
     job_id = job.job_id
     timings: dict[str, float] = {}
-    workdir = Path(tempfile.mkdtemp(prefix=f"{job_id}-"))
     # Keep the input's extension: it tells the summarizer the format.
     suffix = Path(job.input_key).suffix.lower()
     source = workdir / f"input{suffix if suffix in ('.csv', '.jsonl', '.ndjson', '.parquet', '.pq') else ''}"
-    output = workdir / "summary.csv"
+    output = workdir / keys.SUMMARY
 
     t = time.time()
     download(s3, job, source)
@@ -168,7 +171,6 @@ def do_job(settings: Settings, s3: Any, job: Job) -> dict[str, Any]:
         "method": settings.summarizer_method,
         "timings": timings,
         "versions": package_versions(),
-        "_summary_path": str(output),
     }
 
 

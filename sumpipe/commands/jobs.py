@@ -20,6 +20,7 @@ from typing import Any
 
 from sumpipe import keys
 from sumpipe.aws import client
+from sumpipe.commands import local
 from sumpipe.ledger import Job, Ledger
 from sumpipe.local import stack
 
@@ -344,7 +345,10 @@ def run_demo(args: argparse.Namespace) -> int:
         raise SystemExit("sumpipe demo runs on the local stack; unset AWS_ENDPOINT_URL")
     started_stack = not stack.is_up(stack.DEFAULT_DIR)
     print("bringing up the local stack (moto + sshd worker host + Lambda runtime)...")
-    info = stack.up(stack.StackConfig(hosts=args.hosts))
+    try:
+        info = stack.up(stack.StackConfig(hosts=args.hosts))
+    except stack.StackError as error:
+        raise SystemExit(f"sumpipe demo: {error}") from None
     print(f"  ready in {info.timings['total_s']:.1f}s")
     try:
         target = resolve_stack(None)

@@ -559,7 +559,7 @@ class HostNetwork:
                 pid = read_pid(host_dir / "sshd.pid")
                 _kill_until_gone(lambda d=host_dir, p=pid: _loopback_host_pids(d, p), f"host {host_dir.name}")
                 (host_dir / "sshd.pid").unlink(missing_ok=True)
-        if os.geteuid() != 0:
+        if not self.use_namespaces:  # (a namespaces stack may share our prefix: leave its links alone)
             return
         mine = re.compile(rf"{re.escape(self.prefix)}-(h|v)\d+|{re.escape(self.bridge)}")
         namespaces = [ns["name"] for ns in _ip_json("netns", "list") if mine.fullmatch(ns["name"])]

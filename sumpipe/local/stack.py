@@ -94,6 +94,7 @@ class StackInfo:
     env: dict[str, str]
     outputs: dict[str, str]
     timings: dict[str, float]
+    hosts: str  # "namespaces" or "loopback"
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -112,6 +113,7 @@ def info(state_dir: Path) -> StackInfo:
         env=read_env_file(state_dir / "env"),
         outputs=json.loads((state_dir / "outputs.json").read_text()),
         timings=ready["timings"],
+        hosts=StackConfig.from_json((state_dir / "config.json").read_text()).hosts,
     )
 
 
@@ -131,7 +133,7 @@ def resolve_hosts(config: StackConfig) -> StackConfig:
     )
 
     if not Path(SSHD).exists():
-        raise StackError(f"the worker hosts need OpenSSH's sshd, not found at {SSHD} (install openssh-server)")
+        raise StackError(f"the worker hosts need OpenSSH's sshd: {SSHD} not found (install openssh-server)")
     mode = config.hosts
     if mode == "auto":
         mode = "namespaces" if namespaces_available() else "loopback"
@@ -141,7 +143,9 @@ def resolve_hosts(config: StackConfig) -> StackConfig:
         raise StackError(f"hosts must be auto, namespaces or loopback, not {mode!r}")
     subnet = config.subnet or (DEFAULT_SUBNET if mode == "namespaces" else DEFAULT_LOOPBACK_SUBNET)
     try:  # the network's own checks of prefix and subnet, before anything starts
-        HostNetwork(config.state_dir, prefix=config.prefix, subnet=subnet, use_namespaces=mode == "namespaces")
+        HostNetwork(
+            config.state_dir, prefix=config.prefix, subnet=subnet, use_namespaces=mode == "namespaces"
+        )
     except ValueError as error:
         raise StackError(str(error)) from None
     return dataclasses.replace(config, hosts=mode, subnet=subnet)
@@ -376,7 +380,8 @@ def serve(config: StackConfig) -> None:
         _write_env(state_dir, client_env, stack_name)
         timings["total_s"] = time.monotonic() - t0
         _write_marker(state_dir / "ready", timings)
-        print(json.dumps({"message": "local stack ready", "hosts": config.hosts, "timings": timings}), flush=True)
+        ready = {"message": "local stack ready", "hosts": config.hosts, "timings": timings}
+        print(json.dumps(ready), flush=True)
         stopping.wait()
     finally:
         (state_dir / "ready").unlink(missing_ok=True)
