@@ -28,6 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--stack", default="sumpipe", help="CloudFormation stack name (default: %(default)s)")
     add_hosts_argument(up)
     up.add_argument(
+        "--subnet",
+        default="",
+        metavar="CIDR",
+        help="the workers' network, /22 or larger; another stack's must not overlap it (default: "
+        "10.200.0.0/16 for namespaces, 127.77.0.0/16 for loopback, where it must lie in 127.0.0.0/8)",
+    )
+    up.add_argument(
         "--set",
         action="append",
         default=[],
@@ -87,6 +94,7 @@ def run_up(args: argparse.Namespace) -> int:
         stack_name=args.stack,
         workers=args.workers,
         hosts=args.hosts,
+        subnet=args.subnet,
         settings=overrides,
         watchdog_interval_s=args.watchdog_interval,
         deploy=not args.emulator_only,

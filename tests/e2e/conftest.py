@@ -38,6 +38,20 @@ def _free_subnet(seed: str) -> str:
     raise RuntimeError("no free 10.x/16 for a test stack")
 
 
+def _free_loopback_subnet(seed: str) -> str:
+    """A /16 in 127.100-127.199 on which nothing listens (loopback stacks of other runs are up)."""
+    listening = subprocess.run(["ss", "-Htln4"], capture_output=True, text=True).stdout.splitlines()
+    # Local address column: `127.0.0.53%lo:53`, `0.0.0.0:22`, ...
+    local = [line.split()[3].rsplit(":", 1)[0].split("%")[0] for line in listening if line.strip()]
+    addresses = [ipaddress.ip_address(address) for address in local]
+    start = int(hashlib.sha256(seed.encode()).hexdigest(), 16) % 100
+    for n in range(100):
+        candidate = ipaddress.ip_network(f"127.{100 + (start + n) % 100}.0.0/16")
+        if not any(address in candidate for address in addresses):
+            return str(candidate)
+    raise RuntimeError("no free 127.x/16 for a test stack")
+
+
 @dataclass(frozen=True)
 class RunningStack:
     target: operator.Stack

@@ -6,6 +6,7 @@ import contextlib
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,6 +121,10 @@ def moto_ec2() -> Iterator[object]:
         aws_access_key_id="testing",
         aws_secret_access_key="testing",  # pragma: allowlist secret
     )
+    # moto's backends are per process, not per server: reset them so later tests don't see our instances.
+    urllib.request.urlopen(
+        urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"), timeout=10
+    ).close()
     server.stop()
 
 
@@ -134,18 +139,16 @@ def _wait_for(condition, what: str, timeout: float = 10.0) -> float:
 def test_reconciler_mirrors_instance_state(host_network, moto_ec2, forced_command, client_keypair):
     ec2 = moto_ec2
     host = host_network.add_host(authorized_key=client_keypair[1], forced_command=forced_command)
-    placement = {}
-    if host_network.use_namespaces:  # the instance's private IP is the host's address
-        vpc = ec2.create_vpc(CidrBlock=str(host_network.subnet))["Vpc"]["VpcId"]
-        subnet_cidr = f"{host.ip.rsplit('.', 1)[0]}.0/24"
-        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=subnet_cidr)["Subnet"]["SubnetId"]
-        placement = {"SubnetId": subnet, "PrivateIpAddress": host.ip}
+    # The instance's private IP is the host's address (in namespaces and on loopback alike).
+    vpc = ec2.create_vpc(CidrBlock=str(host_network.subnet))["Vpc"]["VpcId"]
+    subnet_cidr = f"{host.ip.rsplit('.', 1)[0]}.0/24"
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=subnet_cidr)["Subnet"]["SubnetId"]
     instance = ec2.run_instances(
-        ImageId="ami-12c6146b", InstanceType="t3.micro", MinCount=1, MaxCount=1, **placement
+        ImageId="ami-12c6146b", InstanceType="t3.micro", MinCount=1, MaxCount=1,
+        SubnetId=subnet, PrivateIpAddress=host.ip,
     )["Instances"][0]
     instance_id = instance["InstanceId"]
-    if host_network.use_namespaces:
-        assert instance["PrivateIpAddress"] == host.ip
+    assert instance["PrivateIpAddress"] == host.ip
 
     def state() -> str:
         reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
