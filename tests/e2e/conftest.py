@@ -12,6 +12,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,21 @@ class RunningStack:
         return Path((self.config.state_dir / "hosts-dir").read_text().strip())
 
 
+@contextmanager
+def stack_up(config: stack.StackConfig) -> Iterator[tuple[RunningStack, stack.StackInfo]]:
+    """The stack up, its endpoint in os.environ (the CLI's and boto3's view); always taken down and
+    the environment restored, whatever the test did."""
+    saved = dict(os.environ)
+    try:
+        info = stack.up(config)
+        os.environ.update(info.env)
+        yield RunningStack(operator.Stack(info.outputs), config), info
+    finally:
+        stack.down(config.state_dir)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture(scope="module")
 def local_stack(running_stack: RunningStack) -> operator.Stack:
     return running_stack.target
@@ -86,18 +102,11 @@ def running_stack(
         settings=settings,
         watchdog_interval_s=float(getattr(request.module, "WATCHDOG_INTERVAL_S", 0.5)),
     )
-    saved = dict(os.environ)
-    try:
-        info = stack.up(config)
-        os.environ.update(info.env)
-        yield RunningStack(operator.Stack(info.outputs), config)
-    finally:
-        stack.down(config.state_dir)
-        os.environ.clear()
-        os.environ.update(saved)
-        leftovers = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-        assert config.prefix not in leftovers, "the stack left links behind"
-        assert config.prefix not in subprocess.run(["ip", "netns"], capture_output=True, text=True).stdout
+    with stack_up(config) as (running, _):
+        yield running
+    leftovers = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert config.prefix not in leftovers, "the stack left links behind"
+    assert config.prefix not in subprocess.run(["ip", "netns"], capture_output=True, text=True).stdout
 
 
 def ec2_state(target: operator.Stack) -> str:

@@ -27,7 +27,7 @@ from sumpipe.local import stack
 from sumpipe.local.hosts import SSH_USER, pid_alive, read_pid
 from sumpipe.remote import HostUnreachable, wait_port_open
 
-from .conftest import DATA, RunningStack, _free_loopback_subnet, ec2_state, wait_until
+from .conftest import DATA, RunningStack, _free_loopback_subnet, ec2_state, stack_up, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SAMPLE = DATA / "reviews_sample.csv"
@@ -56,16 +56,9 @@ def loopback_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
         subnet=_free_loopback_subnet(seed),
         watchdog_interval_s=0.5,
     )
-    saved = dict(os.environ)
-    try:
-        info = stack.up(config)
+    with stack_up(config) as (running, info):
         assert info.hosts == "loopback"
-        os.environ.update(info.env)
-        yield RunningStack(operator.Stack(info.outputs), config)
-    finally:
-        stack.down(config.state_dir)
-        os.environ.clear()
-        os.environ.update(saved)
+        yield running
 
 
 def _submit(target: operator.Stack, path: Path) -> str:
