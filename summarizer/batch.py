@@ -129,14 +129,15 @@ def summarize_table(
             if id_column is None:
                 ids = [str(row) for row in range(first_row, first_row + len(chunk))]
             else:
-                ids = [_as_key(value) for value in chunk[id_column]]
+                # CSV ids are already str (the usual case): convert only the others
+                ids = [value if type(value) is str else _as_key(value) for value in chunk[id_column].tolist()]
             first_row += len(chunk)
             yield ids, chunk[options.text_column].tolist()
 
     rows = 0
     task = partial(summarize_texts, max_chars=options.max_chars)
     for ids, results in _summarize_in_order(jobs(), spec, options.workers, task):
-        writer.write(pd.DataFrame({"id": ids, **results}))
+        writer.write({"id": ids, **results})
         rows += len(ids)
         if on_progress is not None:
             on_progress(reader.progress_position())
@@ -194,7 +195,7 @@ def _summarize_groups(
             if key in errors:
                 results["status"][position] = errors[key]
         counts = [row_counts[key] for key in keys]
-        writer.write(pd.DataFrame({group_by: keys, GROUP_COUNT_COLUMN: counts, **results}))
+        writer.write({group_by: keys, GROUP_COUNT_COLUMN: counts, **results})
         rows += len(keys)
     return rows
 
@@ -239,9 +240,7 @@ def summarize_texts(summarizer: Summarizer, values: Sequence[object], max_chars:
     return {"summary": summaries, "n_sentences_in": n_in, "n_sentences_out": n_out, "status": statuses}
 
 
-def summarize_group_texts(
-    summarizer: Summarizer, groups: Sequence[object], budget: Budget | None
-) -> Results:
+def summarize_group_texts(summarizer: Summarizer, groups: Sequence[object], budget: Budget | None) -> Results:
     """Summary columns for a chunk of groups, each given as the list of its texts, by
     `summarize_groups` (exact repeats counted once, near-duplicates left out, `budget` or its
     capped default). `n_sentences_in` is the group's distinct sentences. A group given as None

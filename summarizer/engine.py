@@ -187,7 +187,13 @@ class Summarizer:
         rows = rows[known]
         weights = self._weights[rows]
         # Only the rows this batch uses: sparse @ dense costs O(size of the dense operand).
-        used, columns = np.unique(rows, return_inverse=True)
+        # Found with a vocabulary-sized mask and slot table, not np.unique (a sort of all tokens).
+        in_batch = np.zeros(len(self._weights), dtype=bool)
+        in_batch[rows] = True
+        used = np.flatnonzero(in_batch)
+        slot = np.empty(len(self._weights), dtype=np.int64)
+        slot[used] = np.arange(used.size)
+        columns = slot[rows]
         matrix = csr_matrix((weights, columns, indptr), shape=(len(sentences), used.size))
         sums = np.asarray(matrix @ self._vectors[used], dtype=np.float32)
         wsum = np.add.reduceat(np.append(weights, 0.0), indptr[:-1]) * (np.diff(indptr) > 0)

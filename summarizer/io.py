@@ -14,14 +14,13 @@ culprits (é, ’, “ ” from legacy Windows text) come out right.
 from __future__ import annotations
 
 import codecs
-import csv
 import io
 import itertools
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -327,20 +326,32 @@ def _spool(stream: _PeekableCountingStream) -> BinaryIO:
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def neutralize_formulas(column: pd.Series) -> pd.Series:
-    """Prefix cells that a spreadsheet would run as a formula with a single quote.
+def neutralize_formula(text: str) -> str:
+    """Prefix a cell that a spreadsheet would run as a formula with a single quote.
 
     Only the first character matters; text that merely contains the characters is untouched.
     """
-    text = column.astype(str)
-    risky = text.str.startswith(FORMULA_TRIGGERS)
-    if not risky.any():
-        return column
-    return text.where(~risky, "'" + text)
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
+
+
+def _csv_field(text: str, quote: bool) -> str:
+    """`text` as one CSV field, exactly as the csv module writes it with "\\n" line ends:
+    QUOTE_NONNUMERIC when `quote`, else QUOTE_MINIMAL (quoted only for a comma, quote or
+    newline). Written out by hand: the csv module's per-character loop cost ~0.35 s per 100k
+    summaries, over twice what this costs."""
+    if '"' in text:
+        return '"' + text.replace('"', '""') + '"'
+    if quote or "," in text or "\n" in text:
+        return '"' + text + '"'
+    return text
+
+
+# A chunk of output rows: column name -> that column's values, all columns the same length.
+Columns = dict[str, list[object]]
 
 
 class TableWriter:
-    """Appends DataFrames with fixed columns to a CSV, JSON Lines or Parquet output."""
+    """Appends chunks of rows with fixed columns to a CSV, JSON Lines or Parquet output."""
 
     def __init__(self, path: str, fmt: str, schema: pa.Schema, stdout: BinaryIO | None = None) -> None:
         if fmt not in FORMATS:
@@ -364,40 +375,37 @@ class TableWriter:
             self._final_path = path
         self._parquet: pq.ParquetWriter | None = None
         if fmt == "csv":
-            self._write_csv(pd.DataFrame({name: [] for name in schema.names}), header=True)
+            self._write_csv([[_csv_field(name, quote=False) for name in schema.names]])
         elif fmt == "parquet":
             self._parquet = pq.ParquetWriter(self._out, schema)
 
-    def write(self, frame: pd.DataFrame) -> None:
-        frame = frame[self.schema.names]
+    def write(self, columns: Columns) -> None:
+        """Append one chunk of rows, given as plain lists per column (no DataFrame: cheaper)."""
+        names = self.schema.names
         if self.format == "csv":
-            self._write_csv(frame, header=False)
+            texts = [
+                [neutralize_formula(str(value)) for value in columns[name]] for name in self._text_columns
+            ]
+            # A bare "\r" (possible in ids and group keys) is not a line break to the csv module
+            # and would go out unquoted, splitting the row for many readers. The rare chunk
+            # holding one gets all its text fields quoted.
+            quote_all = any("\r" in "".join(column) for column in texts)
+            formatted = iter([[_csv_field(text, quote_all) for text in column] for column in texts])
+            fields = [next(formatted) if name in self._text_columns else columns[name] for name in names]
+            self._write_csv(zip(*fields, strict=True))
         elif self.format == "jsonl":
             lines = "".join(
-                json.dumps(dict(zip(self.schema.names, row, strict=True)), ensure_ascii=False) + "\n"
-                for row in frame.itertuples(index=False, name=None)
+                json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False) + "\n"
+                for row in zip(*(columns[name] for name in names), strict=True)
             )
             self._out.write(lines.encode("utf-8"))
         else:
             assert self._parquet is not None
-            self._parquet.write_table(pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False))
+            table = pa.Table.from_pydict({name: columns[name] for name in names}, schema=self.schema)
+            self._parquet.write_table(table)
 
-    def _write_csv(self, frame: pd.DataFrame, header: bool) -> None:
-        frame = frame.copy()
-        for name in self._text_columns:
-            frame[name] = neutralize_formulas(frame[name])
-        # The csv module quotes a field only for the characters of its line terminator ("\n"), so
-        # a bare "\r" (possible in ids and group keys) would go out unquoted and split the row for
-        # every reader. The rare chunk holding one gets all its text fields quoted.
-        has_cr = any(
-            frame[name].astype(str).str.contains("\r", regex=False).any() for name in self._text_columns
-        )
-        text = frame.to_csv(
-            index=False,
-            header=header,
-            lineterminator="\n",
-            quoting=csv.QUOTE_NONNUMERIC if has_cr else csv.QUOTE_MINIMAL,
-        )
+    def _write_csv(self, rows: Iterable[Iterable[object]]) -> None:
+        text = "".join([",".join(map(str, row)) + "\n" for row in rows])
         self._out.write(text.encode("utf-8"))
 
     def close(self) -> None:

@@ -65,18 +65,17 @@ def _paragraphs(text: str) -> list[str]:
     return [p for p in (" ".join(part.split()) for part in parts) if p]
 
 
-def _is_boundary(text: str, m: re.Match[str]) -> bool:
-    rest = m.group(2)
+def _is_boundary(text: str, m: re.Match[str], end: int) -> bool:
+    """Whether candidate `m` (ending at `end`, passed in: the caller needs it too) ends a sentence."""
+    first, rest = m.group(1, 2)
     if rest is None:  # an emoticon standing in for punctuation, followed by a capital
         return True
-    punct = m.group(1) + rest
-    end = m.end()
-    if end < len(text) and text[end] == ",":
-        return False
     nxt = text[end : end + 1]
-    if punct != ".":
+    if nxt == ",":
+        return False
+    if rest or first != ".":
         # "!", "?!", "!!": always a boundary. An ellipsis only before a capital (or the end).
-        return not punct.startswith("..") or not nxt.islower()
+        return not (first == "." and rest[:1] == ".") or not nxt.islower()
     start = m.start()
     word = text[text.rfind(" ", 0, start) + 1 : start].lstrip("\"'“‘([")
     if not word:
@@ -112,12 +111,13 @@ def _split_paragraph(text: str, sentences: list[str]) -> None:
     for m in _BOUNDARY.finditer(text):
         if urls and any(a <= m.start() < b for a, b in urls):
             continue
-        if not _is_boundary(text, m):
+        end = m.end()
+        if not _is_boundary(text, m, end):
             continue
-        piece = text[start : m.end()].strip()
+        piece = text[start:end].strip()
         if piece:
             sentences.append(piece)
-        start = m.end()
+        start = end
     tail = text[start:].strip()
     if tail:
         sentences.append(tail)

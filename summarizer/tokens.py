@@ -18,6 +18,9 @@ import re
 _TOKEN = re.compile(
     r"\s*+("
     r"[a-z]++(?=[ ,])"  # fast path for the most common token: a plain word before a space/comma
+    # and for the commonest marks, before the alternatives they would fail one by one; no other
+    # alternative can start with them, so the tokens are the same
+    r"|[,\x00]|\.(?!\.)"
     r"|(?:https?://|www\.)[^\s\x00]+?(?=[.!?,;:)\]\"']*(?![^\s\x00]))"
     r"|(?:[^\W\d_]\.){2,}"  # dotted abbreviations: "e.g.", "u.s.", "p.m."
     r"|[^\W\d_]+(?:-[^\W_]+|'(?!(?:s|m|re|ve|ll|d)\b)[^\W_]+)*"  # "gluten-free", "o'clock", "n't"
