@@ -32,6 +32,7 @@ import string
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import chain, islice, repeat
 from typing import Any, Literal
 
@@ -167,12 +168,7 @@ class Summarizer:
         return np.concatenate((pos[np.argsort(-score, kind="stable")], np.flatnonzero(~eligible))), emb
 
     def _embed(self, docs: Sequence[_Doc]) -> np.ndarray:
-        """Weighted mean word vector of every sentence of every doc, (n_sentences, dim).
-
-        A sparse (sentences x vocabulary) weight matrix times the vectors: one pass in C, no
-        (tokens x dim) temporary."""
-        from scipy.sparse import csr_matrix  # ~0.1 s import, paid on first use, not at import
-
+        """Weighted mean word vector of every sentence of every doc, (n_sentences, dim)."""
         sentences: list[str] = []
         for doc in docs:
             doc.first_row = len(sentences)
@@ -186,16 +182,14 @@ class Summarizer:
         indptr = np.concatenate(([0], np.cumsum(known)[ends]))
         rows = rows[known]
         weights = self._weights[rows]
-        # Only the rows this batch uses: sparse @ dense costs O(size of the dense operand).
+        # Only the rows this batch uses: the products below cost O(size of the table they read).
         # Found with a vocabulary-sized mask and slot table, not np.unique (a sort of all tokens).
         in_batch = np.zeros(len(self._weights), dtype=bool)
         in_batch[rows] = True
         used = np.flatnonzero(in_batch)
         slot = np.empty(len(self._weights), dtype=np.int64)
         slot[used] = np.arange(used.size)
-        columns = slot[rows]
-        matrix = csr_matrix((weights, columns, indptr), shape=(len(sentences), used.size))
-        sums = np.asarray(matrix @ self._vectors[used], dtype=np.float32)
+        sums = _weighted_sums(weights, slot[rows], indptr, self._vectors[used])
         wsum = np.add.reduceat(np.append(weights, 0.0), indptr[:-1]) * (np.diff(indptr) > 0)
         return sums / np.maximum(wsum, 1e-12)[:, None].astype(np.float32)
 
@@ -248,6 +242,45 @@ class Summarizer:
                 while len(chosen) < k:
                     chosen.add(next(spare))
                 docs[members[j]].picks = sorted(chosen)
+
+
+@lru_cache(maxsize=1)
+def _csr_matrix() -> Any:
+    """scipy's CSR matrix class, or None without scipy. Imported on first use (~0.1 s), not at import."""
+    try:
+        from scipy.sparse import csr_matrix
+    except ImportError:
+        return None
+    return csr_matrix
+
+
+def _weighted_sums(
+    weights: np.ndarray, columns: np.ndarray, indptr: np.ndarray, table: np.ndarray
+) -> np.ndarray:
+    """Row i of the result is sum(weights[t] * table[columns[t]] for t in indptr[i]:indptr[i+1]).
+
+    A sparse (rows x table) matrix product in scipy: one pass in C, no (tokens x dim) temporary, 5x
+    faster than the numpy way below on a batch of reviews. The numpy way (tokens grouped by
+    sentence length into padded blocks, one einsum each) serves where scipy is absent: the realtime
+    API's Lambda, where scipy does not fit beside the vectors in Lambda's 250 MB."""
+    csr_matrix = _csr_matrix()
+    n_rows = len(indptr) - 1
+    if csr_matrix is not None:
+        matrix = csr_matrix((weights, columns, indptr), shape=(n_rows, len(table)))
+        return np.asarray(matrix @ table, dtype=np.float32)
+    padded = np.vstack((table, np.zeros((1, table.shape[1]), dtype=table.dtype)))  # last row: padding
+    lengths = np.diff(indptr)
+    width_class = np.ceil(np.log2(np.maximum(lengths, 1))).astype(np.int64)  # pad to a power of 2
+    sums = np.zeros((n_rows, table.shape[1]), dtype=np.float32)
+    for width_log2 in np.unique(width_class).tolist():
+        members = np.flatnonzero(width_class == width_log2)
+        offsets = np.arange(1 << width_log2)
+        real = offsets < lengths[members, None]
+        token = np.where(real, indptr[members, None] + offsets, 0)
+        block_columns = np.where(real, columns[token] if len(columns) else 0, len(table))
+        block_weights = np.where(real, weights[token] if len(weights) else 0, 0).astype(np.float32)
+        sums[members] = np.einsum("sl,sld->sd", block_weights, padded[block_columns])
+    return sums
 
 
 def _nearest_member_per_cluster(
