@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from itertools import chain, islice
 
 import pandas as pd
 import pyarrow as pa
@@ -330,8 +331,9 @@ def _summarize_in_order(
 ) -> Iterator[tuple[list[str], Results]]:
     """(keys, task's results) for each (keys, values) job, in job order."""
     summarizer = spec.build()
-    if workers <= 1:
-        for keys, values in jobs:
+    head = list(islice(jobs, 2))
+    if workers <= 1 or len(head) < 2:  # one chunk: a pool would only add its start-up
+        for keys, values in chain(head, jobs):
             yield keys, task(summarizer, values)
         return
     # fork: the workers inherit the summarizer built once here (initargs are not pickled with
@@ -342,7 +344,7 @@ def _summarize_in_order(
         workers, mp_context=context, initializer=_start_worker, initargs=(summarizer,)
     ) as pool:
         pending: deque[tuple[list[str], Future[Results]]] = deque()
-        for keys, values in jobs:
+        for keys, values in chain(head, jobs):
             pending.append((keys, pool.submit(_summarize_in_worker, task, values)))
             if len(pending) >= 2 * workers:
                 done_keys, future = pending.popleft()

