@@ -145,27 +145,9 @@ class Summarizer:
             results[i] = Summary([doc.sentences[p] for p in doc.picks], doc.picks, len(doc.sentences), "ok")
         return results  # type: ignore[return-value]
 
-    def rank_sentences(
-        self, sentences: list[str], lead: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """All sentence indices, best first by the default method's score, and the sentences'
-        embeddings (n, dim). ``lead`` (n,) in [0, 1] replaces the position prior (1 = first),
-        e.g. the position within each review when ``sentences`` come from many reviews.
-        Sentences of <= 2 words rank last, in order."""
-        n = len(sentences)
-        doc = _Doc(sentences, k=n)
-        emb = self._embed([doc])
-        if lead is None:
-            lead = 1.0 - np.arange(n) / max(n, 1)
-        eligible = np.array([s.count(" ") >= 2 for s in sentences], dtype=bool)
-        pos = np.flatnonzero(eligible)
-        if pos.size < 2:
-            return np.concatenate((pos, np.flatnonzero(~eligible))), emb
-        clusters = math.ceil(math.sqrt(pos.size))
-        labels, _ = kmeans(emb[None, pos], clusters)
-        words = np.array([[sentences[p].count(" ") + 1 for p in pos]])
-        score = _scores(emb[None, pos], labels, clusters, lead[None, pos], words)[0]
-        return np.concatenate((pos[np.argsort(-score, kind="stable")], np.flatnonzero(~eligible))), emb
+    def embed(self, sentences: list[str]) -> np.ndarray:
+        """The sentences' embeddings (n, dim), as this method builds them."""
+        return self._embed([_Doc(sentences, k=len(sentences))])
 
     def _embed(self, docs: Sequence[_Doc]) -> np.ndarray:
         """Weighted mean word vector of every sentence of every doc, (n_sentences, dim)."""

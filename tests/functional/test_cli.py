@@ -222,8 +222,8 @@ def test_group_summary_leaves_out_repeated_and_near_duplicate_sentences(
     assert (p1["ProductId"], p1["n_rows"], p1["status"]) == ("P1", "5", "ok")
     # 15 sentences, the four spellings of "This coffee is really great" counted once
     assert p1["n_sentences_in"] == "12"
-    # the lead sentence of every review is the most typical one: picked, but only once (pooling
-    # the reviews into one text picks "This coffee is really great." and "...great!")
+    # what four of the five reviews say is the most typical sentence: picked, but only once
+    # (pooling the reviews into one text picks "This coffee is really great." and "...great!")
     assert p1["summary"].lower().count(great) == 1
     assert int(p1["n_sentences_out"]) == len(split_sentences(p1["summary"])) == 4
 

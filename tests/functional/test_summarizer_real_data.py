@@ -1,6 +1,7 @@
 """The summarizer on real reviews (tests/data/reviews_sample.csv, 300 Amazon fine food reviews)."""
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from summarizer import Budget, Summarizer, split_sentences, tokenize
 from summarizer.group import summarize_groups
 
 SAMPLE = Path(__file__).parent.parent / "data" / "reviews_sample.csv"
+FULL_REVIEWS = Path(__file__).parents[3] / "shared" / "data" / "amazon-fine-food-reviews" / "Reviews.csv"
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +97,32 @@ def test_group_summaries_of_real_products(vectors, reviews):
     assert all(s in " ".join(texts.split()) or "<" in texts for s in biggest.sentences)
     normalized = [" ".join(s.lower().split()) for s in biggest.sentences]
     assert len(set(normalized)) == len(normalized)
+
+
+def test_product_summaries_say_what_buyers_say_in_readable_sentences(vectors):
+    """Every product of the real data with 20+ reviews: the summary is made of sentences a reader
+    takes in at a glance (4 to 30 words), not the longest ramblings of the pool, and covers
+    several reviews rather than one."""
+    if not FULL_REVIEWS.exists():
+        pytest.skip(f"{FULL_REVIEWS} not present (the shared data set)")
+    reviews = pd.read_csv(FULL_REVIEWS, usecols=["ProductId", "Text"])
+    counts = reviews.ProductId.value_counts()
+    busy = reviews[reviews.ProductId.isin(counts[counts >= 20].index)]
+    groups = summarize_groups(busy, Summarizer(vectors=vectors))
+    assert len(groups) > 50
+    for group in groups:
+        # sentences are verbatim but for HTML tags (<br />, <a href=...>), which the splitter drops
+        texts = [
+            " ".join(re.sub("<[^>]*>", " ", text).split()) for text in busy.Text[busy.ProductId == group.key]
+        ]
+        assert group.status == "ok" and len(group.sentences) == min(
+            10, math.ceil(math.sqrt(group.n_sentences))
+        )
+        assert all(4 <= len(s.split()) <= 30 for s in group.sentences), group.sentences
+        sources = {
+            next(i for i, text in enumerate(texts) if " ".join(s.split()) in text) for s in group.sentences
+        }
+        assert len(sources) >= 5, group.key
 
 
 def test_a_fixed_budget_on_real_reviews(vectors, reviews):
