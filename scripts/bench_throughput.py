@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     vectors = glove.load()
     print(f"{len(reviews)} real reviews replicated to {len(scaled)} rows; {os.cpu_count()} CPUs")
 
-    base = baseline(reviews["Text"].tolist()[: args.baseline_rows], vectors)
+    baseline_texts = reviews["Text"].tolist()[: args.baseline_rows]
+    base = baseline(baseline_texts, vectors)
     print(
         f"baseline (Punkt + per-word lookups + sklearn KMeans per review, 1 thread, "
         f"{args.baseline_rows} reviews): {base:,.0f} reviews/s"
@@ -196,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"cli      {method:8s} CSV->CSV, --workers {args.workers}:    {rate:9,.0f} reviews/s"
                     f"  {rate / base:5.1f}x  peak {peak_mb:5.0f} MB PSS  [{verdict}]"
                 )
+    # The machine's speed drifts during a run: the baseline again at the end shows by how much.
+    print(f"baseline again at the end: {baseline(baseline_texts, vectors):,.0f} reviews/s")
     print(
         f"targets: >= {TARGET_RATE:,} reviews/s end to end, >= {TARGET_SPEEDUP}x the baseline, "
         f"peak <= {TARGET_PEAK_MB} MB"

@@ -11,6 +11,7 @@ Methods:
 
     python scripts/evaluate.py                       # all articles, all methods, markdown table
     python scripts/evaluate.py --limit 100 --methods lead,lexrank --json
+    python scripts/evaluate.py --by-category         # also each news category on its own
 """
 
 from __future__ import annotations
@@ -138,8 +139,12 @@ def score(articles: list[Article], summaries: list[str]) -> dict[str, float]:
     return {kind: statistics.fmean(scores[kind].fmeasure for scores in per_article) for kind in ROUGE_TYPES}
 
 
-def evaluate(articles: list[Article], methods: list[str]) -> list[dict[str, float | int | str]]:
+def evaluate(
+    articles: list[Article], methods: list[str], by_category: bool = False
+) -> list[dict[str, float | int | str]]:
+    """One row per method (and, with `by_category`, per method and category after them)."""
     rows: list[dict[str, float | int | str]] = []
+    categories: list[dict[str, float | int | str]] = []
     for method in methods:
         started = time.perf_counter()
         summaries = METHODS[method](articles)
@@ -147,7 +152,16 @@ def evaluate(articles: list[Article], methods: list[str]) -> list[dict[str, floa
         rows.append(
             {"method": method, **score(articles, summaries), "articles": len(articles), "seconds": seconds}
         )
-    return rows
+        if by_category:
+            chosen: dict[str, list[int]] = defaultdict(list)
+            for i, article in enumerate(articles):
+                chosen[article.name.split("/")[0]].append(i)
+            for category, indices in sorted(chosen.items()):
+                scores = score([articles[i] for i in indices], [summaries[i] for i in indices])
+                categories.append(
+                    {"method": f"{method} ({category})", **scores, "articles": len(indices)}
+                )
+    return rows + sorted(categories, key=lambda row: str(row["method"]).split(" ", 1)[1])
 
 
 def markdown(rows: list[dict[str, float | int | str]]) -> str:
@@ -155,11 +169,12 @@ def markdown(rows: list[dict[str, float | int | str]]) -> str:
         "| method | ROUGE-1 F1 | ROUGE-2 F1 | ROUGE-L F1 | articles | seconds |",
         "|---|---|---|---|---|---|",
     ]
-    lines += [
-        f"| {row['method']} | {row['rouge1']:.4f} | {row['rouge2']:.4f} | {row['rougeL']:.4f} "
-        f"| {row['articles']} | {row['seconds']:.2f} |"
-        for row in rows
-    ]
+    for row in rows:
+        seconds = f"{row['seconds']:.2f}" if "seconds" in row else ""  # a category has no time of its own
+        lines.append(
+            f"| {row['method']} | {row['rouge1']:.4f} | {row['rouge2']:.4f} | {row['rougeL']:.4f} "
+            f"| {row['articles']} | {seconds} |"
+        )
     return "\n".join(lines)
 
 
@@ -179,6 +194,11 @@ def main(argv: list[str] | None = None) -> None:
         help=f"comma-separated, from {', '.join(METHODS)} (default all)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a markdown table")
+    parser.add_argument(
+        "--by-category",
+        action="store_true",
+        help="also score each news category on its own (are the gains the same everywhere?)",
+    )
     args = parser.parse_args(argv)
     methods = [method.strip() for method in args.methods.split(",") if method.strip()]
     unknown = [method for method in methods if method not in METHODS]
@@ -192,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     articles = read_articles(args.data, args.limit)
     if not articles:
         raise SystemExit(f"{args.data}: no articles found")
-    rows = evaluate(articles, methods)
+    rows = evaluate(articles, methods, args.by_category)
     print(json.dumps(rows, indent=1) if args.json else markdown(rows))
 
 

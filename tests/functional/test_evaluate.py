@@ -50,6 +50,19 @@ def test_json_covers_all_articles_including_latin1() -> None:
         assert 0 < row["rougeL"] <= 1
 
 
+def test_by_category_scores_each_category_after_the_totals() -> None:
+    run = evaluate("--json", "--methods", "lead,default", "--by-category")
+    assert run.returncode == 0, run.stderr
+    rows = json.loads(run.stdout)
+    categories = ["business", "entertainment", "politics", "sport", "tech"]  # one article each
+    expected = ["lead", "default"] + [f"{m} ({c})" for c in categories for m in ("lead", "default")]
+    assert [row["method"] for row in rows] == expected
+    assert all(row["articles"] == 1 for row in rows[2:])
+    for method, total in zip(("lead", "default"), rows[:2], strict=True):
+        per_category = [row["rouge1"] for row in rows[2:] if row["method"].startswith(f"{method} ")]
+        assert total["rouge1"] == pytest.approx(sum(per_category) / len(per_category))
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
