@@ -6,10 +6,9 @@ few are) are clustered with k-means, k = ceil(sqrt(n)): each cluster is a theme,
 repeats) says how much of what buyers wrote is about it. Themes are visited largest first, and each
 gives its best sentence, by similarity to the whole pool plus bonuses for a full sentence (up to
 15 words), for coming early in its review (where reviewers put their verdict) and for being said
-more than once. A sentence whose embedding
-has cosine >= ``similarity`` with one already taken is skipped as a near-duplicate. When the
-budget outlasts the themes, the best remaining sentences fill it. Picks are returned in input
-order (review by review, sentence by sentence).
+more than once. A sentence whose embedding has cosine >= ``similarity`` with one already taken
+is skipped as a near-duplicate. When the budget outlasts the themes, the best remaining
+sentences fill it. Picks are returned in input order (review by review, sentence by sentence).
 
 Budget for groups: ``budget`` applied to the number of distinct sentences in the group; by
 default (``budget=None``) ``min(10, ceil(sqrt(distinct sentences)))``, so a product with

@@ -280,6 +280,7 @@ class SshTransport:
     def _open_session(self, command: str) -> paramiko.Channel:
         """A session channel, on a new connection when opening one fails: nothing has run yet, so
         a busy host that doesn't answer in time is safely tried again, a bounded number of times."""
+        last_error: BaseException | None = None
         for attempt in range(1, self.attempts + 1):
             self.connect()
             assert self._client is not None
@@ -287,19 +288,19 @@ class SshTransport:
             assert transport is not None
             try:
                 return transport.open_session(timeout=self.timeout)
-            except (paramiko.SSHException, OSError, EOFError) as exc:
+            except _TRANSIENT as exc:
                 self.close()
-                if attempt == self.attempts:
-                    raise RemoteCommandFailed(
-                        f"no session for {command!r} on {self.host}:{self.port} after {attempt} attempts: "
-                        f"{exc!r}",
-                        CommandResult(-1, b"", b""),
-                    ) from exc
-                logger.info(
-                    "ssh session failed", extra={"host": self.host, "attempt": attempt, "error": repr(exc)}
-                )
+                last_error = exc
+            logger.info(
+                "ssh session failed", extra={"host": self.host, "attempt": attempt, "error": repr(last_error)}
+            )
+            if attempt < self.attempts:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
-        raise AssertionError("unreachable")
+        raise RemoteCommandFailed(
+            f"no session for {command!r} on {self.host}:{self.port} after {self.attempts} attempts: "
+            f"{last_error!r}",
+            CommandResult(-1, b"", b""),
+        ) from last_error
 
     def close(self) -> None:
         if self._client is not None:

@@ -60,11 +60,11 @@ def log_dir() -> Path:
     return path
 
 
-def _runner_argv() -> list[str]:
-    """How to run this program again. The console script when it is installed beside the
-    interpreter (the instance's idle shutdown looks for `sumpipe-runner` processes), else -m."""
-    script = Path(sys.executable).with_name("sumpipe-runner")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "sumpipe.runner"]
+def _program(console_script: str, module: str) -> list[str]:
+    """How to run one of the project's programs: its console script when it is installed beside
+    the interpreter (the instance's idle shutdown looks for `sumpipe-runner` processes), else -m."""
+    script = Path(sys.executable).with_name(console_script)
+    return [str(script)] if script.exists() else [sys.executable, "-m", module]
 
 
 def start(job_id: str) -> int:
@@ -78,7 +78,7 @@ def start(job_id: str) -> int:
         # A new session and no inherited descriptors: sshd sees the session's output closed
         # when this process exits, and the job survives the session.
         process = subprocess.Popen(
-            [*_runner_argv(), "run", job_id],
+            [*_program("sumpipe-runner", "sumpipe.runner"), "run", job_id],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
@@ -226,10 +226,8 @@ def start_summarizer(workdir: Path, method: str) -> subprocess.Popen[bytes]:
     code), this process survives to say so in the error report, and the job fails at once
     instead of waiting for the watchdog's deadline. Only paths this runner chose are on its
     command line."""
-    script = Path(sys.executable).with_name("summarize")
-    program = [str(script)] if script.exists() else [sys.executable, "-m", "summarizer.cli"]
     command = [
-        *program, "-", "-o", str(workdir / keys.SUMMARY), "--method", method,
+        *_program("summarize", "summarizer.cli"), "-", "-o", str(workdir / keys.SUMMARY), "--method", method,
         "--workers", str(os.cpu_count() or 1), "--no-progress",
     ]  # fmt: skip
     with open(workdir / SUMMARIZER_STDERR, "wb") as stderr:
