@@ -258,10 +258,15 @@ class _SlowHost(paramiko.ServerInterface):
         return paramiko.OPEN_SUCCEEDED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        # paramiko sends the exec request's success reply only after this method returns, so the
+        # reply thread may run first. Output, exit status and EOF may arrive before that reply,
+        # but a close may not: the client would take the closed channel for a refused exec
+        # ("Channel closed."). So this server ends with EOF and lets the client close, which
+        # it does once it has the exit status. (OpenSSH replies before it starts the command.)
         def reply() -> None:
             channel.sendall(command)
             channel.send_exit_status(0)
-            channel.close()
+            channel.shutdown_write()
 
         threading.Thread(target=reply, daemon=True).start()
         return True
@@ -273,7 +278,7 @@ def test_a_host_slow_to_answer_is_tried_again_not_taken_for_a_refusal(slow, clie
     implementation, over a real socket on loopback."""
     host_private, host_public = generate_ed25519_keypair()
     host_key = paramiko.Ed25519Key.from_private_key(io.StringIO(host_private))
-    server = _SlowHost(paramiko.Ed25519Key.from_private_key(io.StringIO(client_keypair[0])), slow, delay=1.0)
+    server = _SlowHost(paramiko.Ed25519Key.from_private_key(io.StringIO(client_keypair[0])), slow, delay=4.0)
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     sessions: list[paramiko.Transport] = []
@@ -293,7 +298,7 @@ def test_a_host_slow_to_answer_is_tried_again_not_taken_for_a_refusal(slow, clie
     try:
         ssh = SshTransport(
             "127.0.0.1", port=port, user="sumpipe", private_key=client_keypair[0],
-            known_hosts=f"[127.0.0.1]:{port} {host_public}", timeout=0.3, attempts=3, backoff=0.05,
+            known_hosts=f"[127.0.0.1]:{port} {host_public}", timeout=1.0, attempts=3, backoff=0.05,
         )  # fmt: skip
         with ssh:
             assert ssh.run("echo hi", timeout=5).stdout == b"echo hi"
