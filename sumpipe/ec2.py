@@ -31,11 +31,18 @@ def _instance(raw: dict[str, Any]) -> Instance:
     )
 
 
-def find_workers(ec2: Any, tag_key: str, tag_value: str) -> list[Instance]:
-    """Worker instances carrying the tag, lowest id first (terminated ones excluded)."""
+# CloudFormation tags every instance it creates with its stack's name.
+STACK_NAME_TAG = "aws:cloudformation:stack-name"
+
+
+def find_workers(ec2: Any, tag_key: str, tag_value: str, stack_name: str) -> list[Instance]:
+    """Worker instances of this stack carrying the role tag, lowest id first (terminated ones
+    excluded). Another stack's workers in the same region carry the same role tag; the stack's
+    IAM policies only let it start and stop its own."""
     resp = ec2.describe_instances(
         Filters=[
             {"Name": f"tag:{tag_key}", "Values": [tag_value]},
+            {"Name": f"tag:{STACK_NAME_TAG}", "Values": [stack_name]},
             {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
         ]
     )

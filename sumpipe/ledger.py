@@ -226,6 +226,14 @@ class Ledger:
             raise
         return True
 
+    def release_stop(self, instance_id: str) -> None:
+        """Withdraw a stop claim whose stop did not happen, so the next finish or sweep may claim it."""
+        self._db.update_item(
+            TableName=self._table,
+            Key=self._key(_instance_pk(instance_id)),
+            UpdateExpression="REMOVE stop_claimed_at_start, stop_claimed_at",
+        )
+
     # -- internals ----------------------------------------------------------------------------
 
     def _key(self, pk: str) -> dict[str, Any]:

@@ -156,7 +156,17 @@ def stop_if_idle(settings: Settings, clients: Clients, instance_id: str, *, idle
         load = ledger.instance_load(instance_id)
         logger.info("instance left running", extra={"instance_id": instance_id, "inflight": load.inflight})
         return False
-    previous = ec2.stop(clients.ec2, instance_id)
+    try:
+        previous = ec2.stop(clients.ec2, instance_id)
+    except Exception as exc:
+        # The claim goes, so a later finish or the idle sweep tries again; the job's own outcome
+        # stands (a stop is bookkeeping of the instance, not part of the job).
+        ledger.release_stop(instance_id)
+        logger.error(
+            "instance stop failed",
+            extra={"instance_id": instance_id, "error": str(exc), "event": "instance_stop_failed"},
+        )
+        return False
     # This line is the audit record of every stop the pipeline makes (`sumpipe logs` shows it).
     logger.info(
         "instance stopped",
@@ -225,10 +235,11 @@ def current_version(clients: Clients, upload: ObjectCreated) -> str | None:
 
 def start_job(settings: Settings, clients: Clients, job_id: str) -> None:
     ledger = ledger_for(settings, clients)
-    workers = ec2.find_workers(clients.ec2, settings.worker_tag_key, settings.worker_tag_value)
+    workers = _workers(settings, clients)
     if not workers:
         tag = f"{settings.worker_tag_key}={settings.worker_tag_value}"
-        fail_job(settings, clients, job_id, f"no worker instance tagged {tag}", "trigger")
+        reason = f"no worker instance tagged {tag} in stack {settings.stack_name}"
+        fail_job(settings, clients, job_id, reason, "trigger")
         return
     chosen = min(workers, key=lambda i: (ledger.instance_load(i.instance_id).inflight, i.instance_id))
     if not ledger.assign(job_id, chosen.instance_id):
@@ -255,8 +266,20 @@ def ready_instance(settings: Settings, clients: Clients, instance_id: str) -> tu
         raise ec2.InstanceError(f"instance {instance_id} has no {settings.worker_address} address")
     if settings.transport == "ssh":
         remote.wait_port_open(address, settings.ssh_port, settings.instance_ready_timeout_s)
+        wait_for_host_key(settings, clients, instance_id, address)
     logger.info("instance reachable", extra={"instance_id": instance_id, "address": address})
     return instance, address
+
+
+def wait_for_host_key(settings: Settings, clients: Clients, instance_id: str, address: str) -> None:
+    """Until the instance has published its host key for `address` (it does at every boot, after
+    sshd is up): the worker would otherwise refuse the host as unknown."""
+
+    def published() -> bool:
+        parameter = clients.ssm.get_parameter(Name=settings.known_hosts_parameter)["Parameter"]
+        return remote.has_published_key(parameter["Value"], address, settings.ssh_port, instance_id)
+
+    ec2.poll(published, settings.instance_ready_timeout_s, f"{instance_id} to publish its host key")
 
 
 # -- worker ------------------------------------------------------------------------------------
@@ -381,9 +404,20 @@ def watchdog(settings: Settings, clients: Clients, now: float | None = None) -> 
     for job in ledger.overdue_jobs(now):
         with job_context(logger, job_id=job.job_id):
             fail_job(settings, clients, job.job_id, "deadline exceeded", "watchdog")
-    for instance in ec2.find_workers(clients.ec2, settings.worker_tag_key, settings.worker_tag_value):
+    for instance in _workers(settings, clients):
         if instance.state != "running":
             continue
-        load = ledger.instance_load(instance.instance_id)
-        if load.inflight == 0 and now - load.updated_at > settings.idle_grace_s:
-            stop_if_idle(settings, clients, instance.instance_id, idle_sweep=True)
+        # One instance that can't be checked or stopped must not keep the others running.
+        try:
+            load = ledger.instance_load(instance.instance_id)
+            if load.inflight == 0 and now - load.updated_at > settings.idle_grace_s:
+                stop_if_idle(settings, clients, instance.instance_id, idle_sweep=True)
+        except Exception as exc:
+            extra = {"instance_id": instance.instance_id, "error": str(exc)}
+            logger.exception("idle check failed", extra=extra)
+
+
+def _workers(settings: Settings, clients: Clients) -> list[ec2.Instance]:
+    return ec2.find_workers(
+        clients.ec2, settings.worker_tag_key, settings.worker_tag_value, settings.stack_name
+    )

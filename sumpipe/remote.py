@@ -100,8 +100,21 @@ def parse_known_hosts(text: str) -> paramiko.HostKeys:
     return host_keys
 
 
-def _known_hosts_name(host: str, port: int) -> str:
+def known_hosts_name(host: str, port: int) -> str:
+    """How known_hosts names host:port."""
     return host if port == 22 else f"[{host}]:{port}"
+
+
+def has_published_key(known_hosts: str, host: str, port: int, instance_id: str) -> bool:
+    """Whether `known_hosts` holds a key that instance published for host:port at boot: a line
+    `<names> <key type> <key> <instance id>` whose names include host:port. The instance's line
+    from an earlier boot names the addresses of that boot (a public IP changes at every start)."""
+    name = known_hosts_name(host, port)
+    for line in known_hosts.splitlines():
+        fields = line.split()
+        if len(fields) == 4 and fields[3] == instance_id and name in fields[0].split(","):
+            return True
+    return False
 
 
 class _RejectUnknownHost(paramiko.RejectPolicy):
@@ -202,9 +215,9 @@ class SshTransport:
         try:
             # Small request/response exchanges: don't let Nagle hold back the last packet.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            known = self._known_hosts.lookup(_known_hosts_name(self.host, self.port))
+            known = self._known_hosts.lookup(known_hosts_name(self.host, self.port))
             for key in (known or {}).values():
-                client.get_host_keys().add(_known_hosts_name(self.host, self.port), key.get_name(), key)
+                client.get_host_keys().add(known_hosts_name(self.host, self.port), key.get_name(), key)
             client.set_missing_host_key_policy(_RejectUnknownHost())
             client.connect(
                 self.host,

@@ -118,11 +118,14 @@ def _run(job_id: str, settings: Settings, workdir: Path, summarizer: subprocess.
     log_path = log_dir() / f"{job_id}.jsonl"
     with job_context(logger, job_id=job_id, step="runner"):
         started = time.time()
-        job = Ledger(client("dynamodb"), settings.job_table).get_job(job_id)
-        if job is not None and job.terminal:
-            logger.warning("job already finished; nothing to do", extra={"state": job.state})
-            return 0
+        # Everything from here on ends in summary.csv or error.json: a failure as early as reading
+        # the job (no credentials, a refused ledger read) fails the job at once, with its reason,
+        # instead of leaving it `running` until the watchdog's deadline.
         try:
+            job = Ledger(client("dynamodb"), settings.job_table).get_job(job_id)
+            if job is not None and job.terminal:
+                logger.warning("job already finished; nothing to do", extra={"state": job.state})
+                return 0
             if job is None:
                 raise JobFailed(f"job {job_id} is not in the ledger")
             manifest = do_job(settings, s3, job, workdir, summarizer)

@@ -76,8 +76,10 @@ def use_local_stack_if_up(state_dir: Path = stack.DEFAULT_DIR) -> bool:
     """Points boto3 at the local stack (its env file) when it is up and no endpoint is configured."""
     if os.environ.get("AWS_ENDPOINT_URL") or not stack.is_up(state_dir):
         return False
-    for name, value in stack.read_env_file(state_dir / "env").items():
-        os.environ.setdefault(name, value)
+    # The stack's administrator, not whatever AWS identity the shell has: the emulator knows only its own.
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        os.environ.pop(name, None)
+    os.environ.update(stack.read_env_file(state_dir / "env"))
     return True
 
 

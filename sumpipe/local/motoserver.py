@@ -11,17 +11,26 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
+import boto3
+
 REGION = "us-east-1"
-# moto accepts any credentials; these are fixed placeholders, not secrets.
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+# Until IAM is enforced moto accepts any credentials: these placeholders (not secrets) make the
+# calls that create the administrator below.
+BOOTSTRAP_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bootstrap", "AWS_SECRET_ACCESS_KEY": "bootstrap"}
+# The operator principal of the local stack (`sumpipe deploy`, `submit`, `jobs`, `logs`, the stack
+# daemon itself): allowed everything, as an account administrator is.
+ADMIN_USER = "sumpipe-local-admin"
+ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 
 
 def free_port() -> int:
@@ -30,9 +39,42 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def client_environment(endpoint: str) -> dict[str, str]:
-    """What a boto3 process needs to talk to the emulator at `endpoint` (standard variables only)."""
-    return {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, **CREDENTIALS}
+def endpoint_environment(endpoint: str) -> dict[str, str]:
+    """Where the emulator is and its region (standard variables only; credentials come separately:
+    the administrator's for operators, a role's for functions and instances)."""
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION}
+
+
+def create_administrator(endpoint: str) -> dict[str, str]:
+    """An IAM user allowed everything, and its access key as AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY:
+    made before IAM is enforced, it is the principal every operator command uses."""
+    iam = boto3.client(
+        "iam",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=BOOTSTRAP_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=BOOTSTRAP_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+    iam.create_user(UserName=ADMIN_USER)
+    iam.put_user_policy(
+        UserName=ADMIN_USER, PolicyName="administrator", PolicyDocument=json.dumps(ADMIN_POLICY)
+    )
+    key = iam.create_access_key(UserName=ADMIN_USER)["AccessKey"]
+    return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+
+
+def enforce_iam(endpoint: str) -> None:
+    """From now on the emulator checks every request against its caller's IAM policies (actions,
+    and resources for S3; not conditions). There is no way back short of a restart."""
+    if not endpoint.startswith("http://"):
+        raise ValueError(f"not the local emulator's endpoint: {endpoint}")
+    # Not form-encoded: moto reads the raw body, which Flask leaves empty for a form.
+    request = urllib.request.Request(  # noqa: S310
+        f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (http only, checked above)
+        if response.status != 200:
+            raise RuntimeError(f"the emulator refused to enforce IAM: HTTP {response.status}")
 
 
 def start(port: int, binds: list[str], log_path: Path, timeout_s: float = 20.0) -> subprocess.Popen[bytes]:

@@ -8,7 +8,10 @@ ignores some properties; those are applied here by API, from the same template:
 - AWS::SQS::QueuePolicy: put on the queues;
 - the buckets' NotificationConfiguration, VersioningConfiguration and PublicAccessBlockConfiguration
   (moto ignores them on AWS::S3::Bucket): put on the buckets;
-- AWS::ApiGatewayV2::*: not created; the realtime API runs locally under `sumpipe serve` instead.
+- AWS::ApiGatewayV2::*: not created; the realtime API runs locally under `sumpipe serve` instead;
+- the roles' inline policies: moto's CloudFormation stores them in a form its own IAM enforcement
+  can't read (every check of such a role fails with an internal error), so each is put again by
+  API, as moto's CloudFormation resolved it, in the form moto can evaluate (`moto_evaluable`).
 
 Emulator parameters (`emulator_parameters`): the worker network (a VPC and subnet made by API, see
 ensure_local_network), the workers' private IPs pinned (the local hosts live there), no public IP
@@ -20,6 +23,7 @@ the emulator's endpoint is plain HTTP on loopback).
 
 from __future__ import annotations
 
+import ast
 import ipaddress
 import json
 import zipfile
@@ -99,6 +103,7 @@ def apply_dropped_resources(session: Any, stack_name: str, template: Mapping[str
     s3 = session.client("s3")
     sqs = session.client("sqs")
     refs = _stack_refs(session, stack_name, template)
+    _put_role_policies_again(session.client("iam"), session.client("cloudformation"), stack_name)
     for logical_id, resource in template["Resources"].items():
         properties = resource.get("Properties", {})
         kind = resource["Type"]
@@ -108,6 +113,50 @@ def apply_dropped_resources(session: Any, stack_name: str, template: Mapping[str
                 sqs.set_queue_attributes(QueueUrl=_resolve(queue, refs), Attributes={"Policy": policy})
         elif kind == "AWS::S3::Bucket":
             _apply_bucket_properties(s3, refs[logical_id], properties, refs)
+
+
+def _put_role_policies_again(iam: Any, cloudformation: Any, stack_name: str) -> None:
+    paginator = cloudformation.get_paginator("list_stack_resources")
+    for page in paginator.paginate(StackName=stack_name):
+        for resource in page["StackResourceSummaries"]:
+            if resource["ResourceType"] != "AWS::IAM::Role":
+                continue
+            role = resource["PhysicalResourceId"]
+            for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+                document = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+                if isinstance(document, str):  # moto answers with the stored dict's Python repr
+                    document = ast.literal_eval(document)
+                evaluable = json.dumps(moto_evaluable(document))
+                iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=evaluable)
+
+
+def moto_evaluable(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A policy as the emulator can enforce it: every action as written, S3 resources as written.
+
+    moto matches a statement's Resource against the request's resource only for S3; for any
+    other service it matches against "*", so a statement scoped to a table or queue ARN would
+    never allow anything. And it evaluates a Condition against the request's parameters, not
+    against the resource's tags, so a tag-scoped Allow would deny. Those two parts (non-S3
+    resources, conditions) are widened here and checked statically instead, against the real
+    documents, by tests/functional/test_iam_policies.py.
+
+    moto also checks a DynamoDB transaction as one action, dynamodb:TransactWriteItems, which AWS
+    doesn't have: AWS checks each part's own action (our ledger's transactions are made of
+    updates). So a statement allowing dynamodb:UpdateItem allows the transaction here.
+    """
+    statements = document["Statement"]
+    widened = []
+    for statement in statements if isinstance(statements, list) else [statements]:
+        statement = {k: v for k, v in statement.items() if k != "Condition"}
+        actions = statement.get("Action", [])
+        actions = [actions] if isinstance(actions, str) else list(actions)
+        if "dynamodb:UpdateItem" in actions:
+            actions.append("dynamodb:TransactWriteItems")
+        statement["Action"] = actions
+        if not all(action.startswith("s3:") for action in actions):
+            statement["Resource"] = "*"
+        widened.append(statement)
+    return {**document, "Statement": widened}
 
 
 def _apply_bucket_properties(

@@ -9,6 +9,11 @@ A message is deleted only when its record succeeded: a raised handler keeps the 
 (the queue's visibility timeout, shortened for the emulator) and go to the DLQ by the queue's own
 redrive policy. A ticker sends the watchdog's scheduled event to stop_ec2.
 
+Each function runs with its own role's credentials, as in Lambda: every AWS client its pollers and
+handler build (the queue's receives and deletes included) comes from a session holding them
+(`sumpipe.aws.use_session`), and with IAM enforced the emulator refuses what the role's policy
+does not allow.
+
 Handler log lines also go to the emulator's CloudWatch Logs (/aws/lambda/<function>), as they do
 in Lambda, so `sumpipe logs` reads them the same way in both places.
 """
@@ -27,7 +32,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sumpipe.aws import client
+import boto3
+
+from sumpipe.aws import client, use_session
 from sumpipe.logs import get_logger
 
 logger = logging.getLogger(__name__)
@@ -44,6 +51,9 @@ class EventSource:
     queue_url: str
     batch_size: int = 10
     concurrency: int = 1
+    # The function role's credentials (AccessKeyId, SecretAccessKey, SessionToken); None: this
+    # process's own.
+    credentials: Any = None
 
 
 @dataclass
@@ -140,6 +150,7 @@ class Runtime:
         *,
         watchdog_function: str,
         watchdog_interval_s: float,
+        watchdog_credentials: Any = None,
         account: str,
         region: str,
         retry_delay_s: int = 1,
@@ -147,6 +158,7 @@ class Runtime:
         self.sources = sources
         self.watchdog_function = watchdog_function
         self.watchdog_interval_s = watchdog_interval_s
+        self.watchdog_credentials = watchdog_credentials
         self.account = account
         self.region = region
         self.retry_delay_s = retry_delay_s
@@ -192,6 +204,7 @@ class Runtime:
             _current_function.reset(token)
 
     def _poll(self, source: EventSource) -> None:
+        _use_role(source.credentials, self.region)
         # Warm this thread's handler import and AWS session before the first event, as a
         # provisioned Lambda environment would be: the first job shouldn't pay for it.
         try:
@@ -264,8 +277,24 @@ class Runtime:
         }
 
     def _tick(self) -> None:
+        _use_role(self.watchdog_credentials, self.region)
         while not self._stopping.wait(self.watchdog_interval_s):
             try:
                 self.invoke("stop_ec2", self.watchdog_function, self.scheduled_event())
             except Exception:
                 logger.exception("watchdog run failed")
+
+
+def _use_role(credentials: Any, region: str) -> None:
+    """This thread's clients carry a role's credentials (RoleCredentials from the stack)."""
+    if credentials is None:
+        return
+    keys = credentials.credentials
+    use_session(
+        boto3.session.Session(
+            aws_access_key_id=keys["AccessKeyId"],
+            aws_secret_access_key=keys["SecretAccessKey"],
+            aws_session_token=keys["SessionToken"],
+            region_name=region,
+        )
+    )

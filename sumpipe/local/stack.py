@@ -78,6 +78,10 @@ class StackConfig:
     retry_delay_s: int = 1
     # False: start only the emulator, then wait for attach() to a stack deployed by someone else.
     deploy: bool = True
+    # The emulator checks every request against its caller's IAM policies once the stack is deployed
+    # (functions and instances use their roles' credentials, operators an administrator's). False
+    # only for debugging: the rehearsal of AWS is then friendlier than AWS.
+    iam: bool = True
 
     def to_json(self) -> str:
         return json.dumps({**dataclasses.asdict(self), "state_dir": str(self.state_dir)})
@@ -278,11 +282,12 @@ def _make_hosts_dir(state_dir: Path, prefix: str) -> Path:
 
 
 def function_settings(
-    outputs: dict[str, str], overrides: dict[str, str], *, ssh_user: str, ssh_port: int
+    outputs: dict[str, str], overrides: dict[str, str], stack_name: str, *, ssh_user: str, ssh_port: int
 ) -> dict[str, str]:
     """The SUMPIPE_* environment the template gives the functions, from the stack outputs, with
     the hosts' login user and SSH port (the instance bootstrap's `sumpipe` and 22 in AWS)."""
     env = {
+        "SUMPIPE_STACK_NAME": stack_name,
         "SUMPIPE_INPUT_BUCKET": outputs["InputBucketName"],
         "SUMPIPE_OUTPUT_BUCKET": outputs["OutputBucketName"],
         "SUMPIPE_JOB_TABLE": outputs["JobTableName"],
@@ -323,6 +328,7 @@ def serve(config: StackConfig) -> None:
         hosts_dir, prefix=config.prefix, subnet=config.subnet, use_namespaces=config.hosts == "namespaces"
     )
     moto: subprocess.Popen[bytes] | None = None
+    metadata_services: list[Any] = []
     reconciler: Reconciler | None = None
     runtime: Runtime | None = None
     try:
@@ -331,8 +337,14 @@ def serve(config: StackConfig) -> None:
         binds = list(dict.fromkeys(["127.0.0.1", network.gateway_ip]))  # loopback hosts: one address
         moto = motoserver.start(port, binds, state_dir / "moto.log")
         (state_dir / "moto.pid").write_text(str(moto.pid))
-        client_env = motoserver.client_environment(f"http://127.0.0.1:{port}")
-        os.environ.update(client_env)
+        endpoint = f"http://127.0.0.1:{port}"
+        administrator = motoserver.create_administrator(endpoint)
+        client_env = {**motoserver.endpoint_environment(endpoint), **administrator}
+        # This process and the CLI act as the administrator; no other credential source is consulted
+        # (a stray profile or session token, or an instance metadata lookup off this machine).
+        for name in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE"):
+            os.environ.pop(name, None)
+        os.environ.update({**client_env, "AWS_EC2_METADATA_DISABLED": "true"})
         timings["moto_s"] = time.monotonic() - t0
 
         session = boto3.session.Session()
@@ -356,21 +368,45 @@ def serve(config: StackConfig) -> None:
         timings["deploy_s"] = time.monotonic() - t0 - timings["moto_s"]
 
         settings_env = function_settings(
-            outputs, config.settings, ssh_user=network.login_user, ssh_port=network.ssh_port
+            outputs, config.settings, stack_name, ssh_user=network.login_user, ssh_port=network.ssh_port
         )
         os.environ.update(settings_env)
-        hosts = start_hosts(session, network, stack_name, outputs, port, settings_env)
+        # Every role's credentials are made before enforcement: the emulator would refuse any
+        # principal but the AWS service named in a role's trust policy.
+        function_names = {
+            "trigger": outputs["TriggerFunctionName"],
+            "worker": outputs["WorkerFunctionName"],
+            "stop_ec2": outputs["StopFunctionName"],
+        }
+        function_credentials = {
+            handler: function_role_credentials(session, name) for handler, name in function_names.items()
+        }
+        instance_ids = [i for i in outputs["WorkerInstanceIds"].split(",") if i]
+        instance_roles = {i: instance_role_credentials(session, i) for i in instance_ids}
+        if config.iam:
+            motoserver.enforce_iam(endpoint)
+        hosts, metadata_services = start_hosts(
+            session, network, stack_name, outputs, port, settings_env, instance_roles
+        )
         reconciler = Reconciler(session.client("ec2"), hosts, interval=0.05)
         reconciler.start()
 
         account = session.client("sts").get_caller_identity()["Account"]
+
+        def source(handler: str, queue_output: str, batch_size: int, concurrency: int) -> EventSource:
+            return EventSource(
+                handler, function_names[handler], outputs[queue_output], batch_size, concurrency,
+                credentials=function_credentials[handler],
+            )  # fmt: skip
+
         runtime = Runtime(
             [
-                EventSource("trigger", outputs["TriggerFunctionName"], outputs["InputEventsQueueUrl"], 10, 2),
-                EventSource("worker", outputs["WorkerFunctionName"], outputs["JobQueueUrl"], 1, 3),
-                EventSource("stop_ec2", outputs["StopFunctionName"], outputs["OutputEventsQueueUrl"], 10, 2),
+                source("trigger", "InputEventsQueueUrl", 10, 2),
+                source("worker", "JobQueueUrl", 1, 3),
+                source("stop_ec2", "OutputEventsQueueUrl", 10, 2),
             ],
             watchdog_function=outputs["StopFunctionName"],
+            watchdog_credentials=function_credentials["stop_ec2"],
             watchdog_interval_s=config.watchdog_interval_s,
             account=account,
             region=motoserver.REGION,
@@ -380,7 +416,7 @@ def serve(config: StackConfig) -> None:
         _write_env(state_dir, client_env, stack_name)
         timings["total_s"] = time.monotonic() - t0
         _write_marker(state_dir / "ready", timings)
-        ready = {"message": "local stack ready", "hosts": config.hosts, "timings": timings}
+        ready = {"message": "local stack ready", "hosts": config.hosts, "iam": config.iam, "timings": timings}
         print(json.dumps(ready), flush=True)
         stopping.wait()
     finally:
@@ -390,6 +426,8 @@ def serve(config: StackConfig) -> None:
         if reconciler is not None:
             reconciler.stop()
         network.teardown()
+        for service in metadata_services:
+            service.stop()
         if moto is not None:
             moto.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -459,6 +497,39 @@ def runner_command(user: str) -> tuple[str, dict[str, str]]:
     )
 
 
+@dataclass(frozen=True)
+class RoleCredentials:
+    role_name: str
+    credentials: dict[str, str]  # AccessKeyId, SecretAccessKey, SessionToken (sts:AssumeRole's)
+
+
+def _assume(session: Any, role_arn: str, session_name: str) -> RoleCredentials:
+    assumed = session.client("sts").assume_role(RoleArn=role_arn, RoleSessionName=session_name)
+    keys = ("AccessKeyId", "SecretAccessKey", "SessionToken")
+    return RoleCredentials(role_arn.rsplit("/", 1)[-1], {k: assumed["Credentials"][k] for k in keys})
+
+
+def function_role_credentials(session: Any, function_name: str) -> RoleCredentials:
+    """What Lambda gives a function: credentials of the role in its configuration."""
+    role_arn = session.client("lambda").get_function(FunctionName=function_name)["Configuration"]["Role"]
+    return _assume(session, role_arn, function_name)
+
+
+def instance_role_credentials(session: Any, instance_id: str) -> RoleCredentials:
+    """What EC2 gives an instance: credentials of the role in its instance profile."""
+    described = session.client("ec2").describe_iam_instance_profile_associations(
+        Filters=[{"Name": "instance-id", "Values": [instance_id]}]
+    )["IamInstanceProfileAssociations"]
+    if not described:
+        raise StackError(f"instance {instance_id} has no instance profile")
+    profile_name = described[0]["IamInstanceProfile"]["Arn"].rsplit("/", 1)[-1]
+    profile = session.client("iam").get_instance_profile(InstanceProfileName=profile_name)["InstanceProfile"]
+    roles = profile["Roles"]
+    if not roles:
+        raise StackError(f"instance profile {profile_name} of {instance_id} has no role")
+    return _assume(session, roles[0]["Arn"], instance_id)
+
+
 def start_hosts(
     session: Any,
     network: Any,
@@ -466,10 +537,15 @@ def start_hosts(
     outputs: dict[str, str],
     port: int,
     settings_env: dict[str, str],
-) -> dict[str, Any]:
+    instance_roles: dict[str, RoleCredentials],
+) -> tuple[dict[str, Any], list[Any]]:
     """One sshd host per worker instance, at the instance's private IP, set up as deploy/bootstrap.sh
     sets up an instance: the stack's SshPublicKey parameter may run only the job runner, and the host
-    keys are published to the known_hosts parameter. Leaves the instances stopped (they start on demand)."""
+    keys are published to the known_hosts parameter. Each host's processes get the instance role's
+    credentials from an instance metadata service of its own, through botocore's default chain.
+    Leaves the instances stopped (they start on demand). The hosts, and their metadata services."""
+    from sumpipe.local.imds import InstanceMetadataService
+
     ec2 = session.client("ec2")
     stack = session.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"][0]
     parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack.get("Parameters", [])}
@@ -493,32 +569,45 @@ def start_hosts(
     forced_command, runner_env = runner_command(network.login_user)
     host_env = {
         **runner_env,
-        **motoserver.client_environment(f"http://{network.gateway_ip}:{port}"),
+        **motoserver.endpoint_environment(f"http://{network.gateway_ip}:{port}"),
         "SUMPIPE_OUTPUT_BUCKET": settings_env["SUMPIPE_OUTPUT_BUCKET"],
         "SUMPIPE_JOB_TABLE": settings_env["SUMPIPE_JOB_TABLE"],
         "SUMPIPE_SUMMARIZER_METHOD": settings_env.get("SUMPIPE_SUMMARIZER_METHOD", "default"),
         "SUMPIPE_RUNNER_LOG_DIR": runner_logs,
     }
     hosts = {}
+    metadata_services = []
     # The template pins instance i (in output order) at the i-th worker IP, which is host i's.
-    for instance_id in instance_ids:
-        host = network.add_host(
-            authorized_key=public_key, forced_command=forced_command, environment=host_env
-        )
-        if private_ips[instance_id] != host.ip:
+    for index, instance_id in enumerate(instance_ids):
+        ip = network.host_ip(index)
+        if private_ips[instance_id] != ip:
             # Never connect to an address the emulator invented: only to hosts we created.
-            raise StackError(
-                f"instance {instance_id} is at {private_ips[instance_id]}, not at its host {host.ip}"
-            )
-        hosts[instance_id] = host
+            raise StackError(f"instance {instance_id} is at {private_ips[instance_id]}, not at its host {ip}")
+        role = instance_roles[instance_id]
+        metadata = InstanceMetadataService(
+            network.gateway_ip,
+            instance_id=instance_id,
+            private_ip=ip,
+            region=motoserver.REGION,
+            role_name=role.role_name,
+            credentials=role.credentials,
+            allowed_client=ip if network.use_namespaces else None,
+        )
+        metadata.start()
+        metadata_services.append(metadata)
+        environment = {**host_env, "AWS_EC2_METADATA_SERVICE_ENDPOINT": metadata.endpoint}
+        hosts[instance_id] = network.add_host(
+            authorized_key=public_key, forced_command=forced_command, environment=environment
+        )
     session.client("ssm").put_parameter(
         Name=outputs["KnownHostsParameterName"],
-        Value="\n".join(h.known_hosts_line() for h in hosts.values()) + "\n",
+        # As deploy/bootstrap.sh publishes it: known_hosts line, then the instance id.
+        Value="\n".join(f"{h.known_hosts_line()} {i}" for i, h in hosts.items()) + "\n",
         Type="String",
         Overwrite=True,
     )
     ec2.stop_instances(InstanceIds=instance_ids)
-    return hosts
+    return hosts, metadata_services
 
 
 def main() -> None:
