@@ -113,6 +113,7 @@ def fail_job(
 ) -> None:
     """Report the failure in the output bucket, then finish the job as failed (stopping its
     instance when idle). The report's own event reaches stop_ec2 later and is a no-op then."""
+    reason = " ".join(reason.split())  # one line (an AWS error can carry a whole XML body)
     logger.error("job failed", extra={"reason": reason, "step": step})
     write_error_report(settings, clients, job_id, reason, step, exc)
     job = ledger_for(settings, clients).get_job(job_id)

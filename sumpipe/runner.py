@@ -131,6 +131,7 @@ def _run(job_id: str, settings: Settings, workdir: Path, summarizer: subprocess.
             manifest = do_job(settings, s3, job, workdir, summarizer)
         except Exception as exc:
             reason = str(exc) if isinstance(exc, JobFailed) else f"{type(exc).__name__}: {exc}"
+            reason = " ".join(reason.split())  # one line (an AWS error can carry a whole XML body)
             logger.error("job failed", extra={"reason": reason})
             report = {
                 "job_id": job_id,

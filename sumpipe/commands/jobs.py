@@ -348,7 +348,7 @@ def run_demo(args: argparse.Namespace) -> int:
     started_stack = not stack.is_up(stack.DEFAULT_DIR)
     print("bringing up the local stack (moto + sshd worker host + Lambda runtime)...")
     try:
-        info = stack.up(stack.StackConfig(hosts=args.hosts))
+        info = stack.up(stack.StackConfig(hosts=args.hosts, iam=args.iam))
     except stack.StackError as error:
         raise SystemExit(f"sumpipe demo: {error}") from None
     print(f"  ready in {info.timings['total_s']:.1f}s")

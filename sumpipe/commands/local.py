@@ -68,6 +68,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_hosts_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--no-iam",
+        dest="iam",
+        action="store_false",
+        help="don't enforce IAM in the emulator (debugging only: the rehearsal of AWS is then "
+        "friendlier than AWS)",
+    )
+    parser.add_argument(
         "--hosts",
         choices=("auto", "namespaces", "loopback"),
         default="auto",
@@ -94,6 +101,7 @@ def run_up(args: argparse.Namespace) -> int:
         stack_name=args.stack,
         workers=args.workers,
         hosts=args.hosts,
+        iam=args.iam,
         subnet=args.subnet,
         settings=overrides,
         watchdog_interval_s=args.watchdog_interval,

@@ -63,14 +63,17 @@ def create_administrator(endpoint: str) -> dict[str, str]:
     return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
 
 
-def enforce_iam(endpoint: str) -> None:
+def enforce_iam(endpoint: str, enforced: bool = True) -> None:
     """From now on the emulator checks every request against its caller's IAM policies (actions,
-    and resources for S3; not conditions). There is no way back short of a restart."""
+    and resources for S3; see sumpipe/local/resources.py), or, with `enforced=False`, no longer."""
     if not endpoint.startswith("http://"):
         raise ValueError(f"not the local emulator's endpoint: {endpoint}")
     # Not form-encoded: moto reads the raw body, which Flask leaves empty for a form.
     request = urllib.request.Request(  # noqa: S310
-        f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"}
+        f"{endpoint}/moto-api/reset-auth",
+        data=b"0" if enforced else b"inf",
+        method="POST",
+        headers={"Content-Type": "text/plain"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (http only, checked above)
         if response.status != 200:

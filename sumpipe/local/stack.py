@@ -574,6 +574,10 @@ def start_hosts(
         "SUMPIPE_JOB_TABLE": settings_env["SUMPIPE_JOB_TABLE"],
         "SUMPIPE_SUMMARIZER_METHOD": settings_env.get("SUMPIPE_SUMMARIZER_METHOD", "default"),
         "SUMPIPE_RUNNER_LOG_DIR": runner_logs,
+        # botocore asks the metadata service once, with a 1 s timeout, by default: too little for
+        # a runner starting beside ten others on a busy instance.
+        "AWS_METADATA_SERVICE_TIMEOUT": "5",
+        "AWS_METADATA_SERVICE_NUM_ATTEMPTS": "3",
     }
     hosts = {}
     metadata_services = []

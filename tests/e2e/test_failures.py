@@ -96,9 +96,11 @@ def test_a_changed_host_key_fails_the_job_without_retrying_and_the_instance_stop
     ssm = client("ssm")
     name = target.outputs["KnownHostsParameterName"]
     original = ssm.get_parameter(Name=name)["Parameter"]["Value"]
-    host = original.split()[0]
+    host, _, _, instance_id = original.split()
     _, impostor_key = generate_ed25519_keypair()
-    ssm.put_parameter(Name=name, Value=f"{host} {impostor_key}\n", Type="String", Overwrite=True)
+    # Published as the instance would publish it, under its id: only the key is another.
+    impostor = f"{host} {impostor_key} {instance_id}\n"
+    ssm.put_parameter(Name=name, Value=impostor, Type="String", Overwrite=True)
     try:
         job = run_job(target, SAMPLE, key=f"host-key-{uuid.uuid4().hex}.csv", timeout_s=30)
     finally:

@@ -108,14 +108,21 @@ def upload(aws, key: str) -> dict:
     return s3_event("in-bucket", key, put["VersionId"], put["ETag"].strip('"'))
 
 
-def worker_instance(aws, state: str = "running") -> str:
+def worker_instance(aws, state: str = "running", stack_name: str = "sumpipe") -> str:
     image = aws.ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     instance = aws.ec2.run_instances(
         ImageId=image,
         MinCount=1,
         MaxCount=1,
         TagSpecifications=[
-            {"ResourceType": "instance", "Tags": [{"Key": "sumpipe:role", "Value": "worker"}]}
+            {
+                "ResourceType": "instance",
+                # As CloudFormation tags the stack's workers (moto accepts the reserved aws: key).
+                "Tags": [
+                    {"Key": "sumpipe:role", "Value": "worker"},
+                    {"Key": "aws:cloudformation:stack-name", "Value": stack_name},
+                ],
+            }
         ],
     )["Instances"][0]
     if state == "stopped":
@@ -222,8 +229,11 @@ def test_the_watchdog_stops_a_worker_left_running_idle(aws, monkeypatch):
     idle = worker_instance(aws)
     busy = worker_instance(aws)
     running_job(aws, busy)
+    # Another stack's worker in the same region carries the same role tag: not ours to stop.
+    foreign = worker_instance(aws, stack_name="another-stack")
 
     stop_ec2(SCHEDULED, CONTEXT)
 
     assert state_of(aws, idle) in ("stopping", "stopped")
     assert state_of(aws, busy) == "running"
+    assert state_of(aws, foreign) == "running"
