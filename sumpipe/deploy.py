@@ -40,6 +40,8 @@ BOOTSTRAP_VARIABLES = {
     "KNOWN_HOSTS_PARAMETER": {"Fn::Sub": "/${AWS::StackName}/worker/known-hosts"},
     "SSH_PUBLIC_KEY": {"Ref": "SshPublicKey"},
     "IDLE_SHUTDOWN_MINUTES": {"Ref": "WorkerIdleShutdownMinutes"},
+    "JOB_TABLE": {"Ref": "JobTable"},
+    "OUTPUT_BUCKET": {"Ref": "OutputBucket"},
 }
 
 Progress = Callable[[str], None]

@@ -346,7 +346,7 @@ class SsmTransport:
         ssm: BaseClient,
         instance_id: str,
         *,
-        runner: str = "sumpipe-runner",
+        runner: str = "/opt/sumpipe/job-runner",
         run_as: str = "sumpipe",
         poll_interval: float = 0.5,
     ) -> None:

@@ -116,7 +116,7 @@ def test_ssh_is_the_only_way_in(template: dict[str, Any]) -> None:
     (ingress,) = template["Resources"]["WorkerSecurityGroup"]["Properties"]["SecurityGroupIngress"]
     assert (ingress["IpProtocol"], ingress["FromPort"], ingress["ToPort"]) == ("tcp", 22, 22)
     script = (ROOT / "deploy" / "bootstrap.sh").read_text()
-    assert 'restrict,command="%s/bin/sumpipe-runner"' in script
+    assert 'restrict,command="%s/job-runner"' in script
 
 
 def test_tls_only_bucket_policies_can_be_turned_off_only_by_parameter(template: dict[str, Any]) -> None:
