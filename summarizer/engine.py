@@ -19,6 +19,10 @@ On BBC news (ROUGE-1/2/L F1) it beats LEAD and sumy's LexRank; ``kmeans`` loses 
 If fewer sentences than the budget are long enough to cluster, all of them are kept and the
 budget is filled with the earliest short ones.
 
+At most ``MAX_CLUSTERS`` clusters, whatever the budget: k-means costs O(n * k) per iteration and
+its seeding O(k) steps, so a budget near the sentence count (``--ratio 0.99``) would make them
+quadratic. A ``kmeans`` budget above the cap takes each cluster's nearest members in turn.
+
 ``Summarizer.summarize_many`` is the fast path: it splits and tokenizes a chunk of texts, builds
 all sentence embeddings in one sparse matrix product, then clusters all texts that share a
 shape (points, clusters) in one batched k-means. ``summarize(text)`` is
@@ -44,6 +48,7 @@ from summarizer.tokens import SEPARATOR, tokenize_sentences
 
 Method = Literal["default", "kmeans"]
 METHODS: tuple[str, ...] = ("default", "kmeans")
+MAX_CLUSTERS = 100
 # Texts per internal batch: large enough to amortise numpy call overhead, small enough that the
 # batch's arrays stay a few MB.
 _CHUNK = 2048
@@ -199,7 +204,7 @@ class Summarizer:
                 short = rows[~eligible[rows]][: doc.k - m]
                 doc.picks = sorted((np.concatenate((rows[eligible[rows]], short)) - first[i]).tolist())
                 continue
-            clusters = doc.k if self.method == "kmeans" else math.ceil(math.sqrt(m))
+            clusters = min(MAX_CLUSTERS, doc.k if self.method == "kmeans" else math.ceil(math.sqrt(m)))
             groups[(m, clusters, doc.k)].append(i)
         for (m, clusters, k), members in groups.items():
             idx = np.array(members)
@@ -207,7 +212,9 @@ class Summarizer:
             positions = rows - first[idx, None]
             x = emb[rows]
             labels, centers = kmeans(x, clusters)
-            if self.method == "kmeans":
+            if self.method == "kmeans" and k > clusters:
+                picks = _nearest_members_in_turn(x, labels, centers, positions, k)
+            elif self.method == "kmeans":
                 picks = _nearest_member_per_cluster(x, labels, centers, positions)
             else:
                 lead = 1.0 - positions / sizes[idx, None]
@@ -278,6 +285,26 @@ def _nearest_member_per_cluster(
     nearest = np.where(member, d[:, :, None], np.inf).argmin(axis=1)  # (B, k)
     picked = np.take_along_axis(positions, nearest, axis=1)
     return np.where(member.any(axis=1), picked, -1)
+
+
+def _nearest_members_in_turn(
+    x: np.ndarray, labels: np.ndarray, centers: np.ndarray, positions: np.ndarray, k: int
+) -> np.ndarray:
+    """Per problem, the positions of `k` members: every cluster's nearest, then every cluster's
+    second nearest, and so on (ties: the earliest): (B, k). For a budget above the cluster cap."""
+    xc = x - x.mean(axis=1, keepdims=True)
+    own = np.take_along_axis(centers, labels[:, :, None], axis=1)
+    d = ((xc - own) ** 2).sum(axis=2)  # (B, n)
+    order = np.lexsort((positions, d, labels), axis=-1)  # by cluster, then distance
+    sorted_labels = np.take_along_axis(labels, order, axis=1)
+    n = labels.shape[1]
+    changed = np.ones_like(sorted_labels, dtype=bool)
+    changed[:, 1:] = sorted_labels[:, 1:] != sorted_labels[:, :-1]
+    starts = np.maximum.accumulate(np.where(changed, np.arange(n), 0), axis=1)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(n) - starts, axis=1)  # rank within its cluster
+    chosen = np.lexsort((positions, labels, rank), axis=-1)[:, :k]
+    return np.take_along_axis(positions, chosen, axis=1)
 
 
 # The default method ranks sentences by a score and keeps the best `budget` of them:

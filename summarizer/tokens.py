@@ -21,7 +21,9 @@ _TOKEN = re.compile(
     # and for the commonest marks, before the alternatives they would fail one by one; no other
     # alternative can start with them, so the tokens are the same
     r"|[,\x00]|\.(?!\.)"
-    r"|(?:https?://|www\.)[^\s\x00]+?(?=[.!?,;:)\]\"']*(?![^\s\x00]))"
+    # a URL to the next space, less the punctuation ending it; greedy then one class, so it
+    # can't backtrack over a run ("www." and 100,000 dots)
+    r"|(?:https?://|www\.)(?:[^\s\x00]*[^\s\x00.!?,;:)\]\"']|[^\s\x00])"
     r"|(?:[^\W\d_]\.){2,}"  # dotted abbreviations: "e.g.", "u.s.", "p.m."
     r"|[^\W\d_]+(?:-[^\W_]+|'(?!(?:s|m|re|ve|ll|d)\b)[^\W_]+)*"  # "gluten-free", "o'clock", "n't"
     r"|'(?:s|m|re|ve|ll|d)\b"  # clitics: "it|'s", "i|'m"

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
-JOB_ID_RE = re.compile(r"^j-[0-9a-f]{20}$")
+JOB_ID_RE = re.compile(r"j-[0-9a-f]{20}")  # whole string only: used with fullmatch
 JOBS_PREFIX = "jobs/"
 SUMMARY = "summary.csv"
 MANIFEST = "manifest.json"
@@ -24,7 +24,7 @@ def job_id(bucket: str, key: str, version: str) -> str:
 
 
 def is_job_id(value: str) -> bool:
-    return bool(JOB_ID_RE.match(value))
+    return JOB_ID_RE.fullmatch(value) is not None
 
 
 def require_job_id(value: str) -> str:

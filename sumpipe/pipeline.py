@@ -56,6 +56,7 @@ class ObjectCreated:
     key: str
     version_id: str | None
     etag: str
+    size: int | None = None  # bytes, as the event reports them
 
 
 def s3_records(event: dict[str, Any]) -> list[ObjectCreated]:
@@ -69,6 +70,7 @@ def s3_records(event: dict[str, Any]) -> list[ObjectCreated]:
             key=keys.decode_event_key(record.s3.get_object.key),
             version_id=record.s3.get_object.version_id or None,
             etag=(record.s3.get_object.etag or "").strip('"'),
+            size=record.s3.get_object.get("size"),  # the `size` property raises when it is absent
         )
         for record in S3Event(event).records
         if record.event_name.startswith("ObjectCreated")
@@ -218,8 +220,22 @@ def accept_upload(settings: Settings, clients: Clients, upload: ObjectCreated) -
                 return job_id
             # A redelivery after a failure before the job got an instance: carry on with it.
             logger.info("resuming a queued job")
+        size = upload.size if upload.size is not None else input_size(clients, upload, version)
+        if size > settings.max_input_bytes:
+            reason = (
+                f"input is {size:,} bytes, over the limit of {settings.max_input_bytes:,} bytes "
+                "(SUMPIPE_MAX_INPUT_BYTES); split it into smaller files"
+            )
+            fail_job(settings, clients, job_id, reason, "trigger")
+            return job_id
         start_job(settings, clients, job_id)
         return job_id
+
+
+def input_size(clients: Clients, upload: ObjectCreated, version: str) -> int:
+    """The uploaded object's size when the event didn't say (HeadObject of that very version)."""
+    by_version = {"VersionId": version} if version not in (upload.etag, "") else {}
+    return int(clients.s3.head_object(Bucket=upload.bucket, Key=upload.key, **by_version)["ContentLength"])
 
 
 def current_version(clients: Clients, upload: ObjectCreated) -> str | None:

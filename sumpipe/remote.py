@@ -29,7 +29,7 @@ from botocore.client import BaseClient
 
 logger = logging.getLogger(__name__)
 
-COMMAND_PATTERN = re.compile(r"^[a-z]+( [A-Za-z0-9_.:-]+)*$")
+COMMAND_PATTERN = re.compile(r"[a-z]+( [A-Za-z0-9_.:-]+)*")  # whole string only: fullmatch
 
 
 class RemoteError(Exception):

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # The watchdog stops a worker instance left running with no job in flight for this long.
     idle_grace_s: int = 600
     summarizer_method: Literal["default", "kmeans"] = "default"
+    # Inputs larger than this are refused by the trigger (error.json says the size and the limit)
+    # before any instance starts: the worker's disk and the job's deadline are finite.
+    max_input_bytes: int = 2 * 1024**3
     log_level: str = "INFO"
 
 

@@ -69,6 +69,22 @@ def _stack_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", default=None, help="CloudFormation stack name (default: sumpipe)")
 
 
+# -- what reaches the terminal -------------------------------------------------------------------
+
+# Characters a terminal acts on instead of showing: C0 and C1 controls (ANSI escape sequences
+# start with ESC), DEL, and the bidirectional overrides that reorder what follows them. Input
+# keys, error messages and log lines carry user text, so they are printed with these escaped.
+_ACTIVE = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in [*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+}
+
+
+def shown(text: object) -> str:
+    """`text` with every control character escaped (``\\x1b[31m`` prints as text, not red)."""
+    return str(text).translate(_ACTIVE)
+
+
 # -- resolving the stack ---------------------------------------------------------------------------
 
 
@@ -157,7 +173,7 @@ def output_object(target: Stack, job_id: str, name: str) -> bytes:
 def run_submit(args: argparse.Namespace) -> int:
     target = resolve_stack(args.stack)
     submitted = submit_file(target, args.file, args.key)
-    print(f"uploaded s3://{target.input_bucket}/{submitted.key} -> job {submitted.job_id}")
+    print(f"uploaded s3://{target.input_bucket}/{shown(submitted.key)} -> job {submitted.job_id}")
     if not (args.wait or args.output):
         print(f"follow it with: sumpipe jobs   /   sumpipe logs {submitted.job_id}")
         return 0
@@ -180,7 +196,7 @@ def report_outcome(target: Stack, job: Job, output: Path) -> int:
             f"summary saved to {output}"
         )
         return 0
-    print(f"job {job.job_id} failed: {job.error}", file=sys.stderr)
+    print(f"job {job.job_id} failed: {shown(job.error)}", file=sys.stderr)
     try:
         report = json.loads(output_object(target, job.job_id, keys.ERROR))
         print(json.dumps(report, indent=2), file=sys.stderr)
@@ -201,7 +217,7 @@ def run_jobs(args: argparse.Namespace) -> int:
     print(f"{'JOB':24} {'STATE':10} {'CREATED':19} {'TOOK':>7} {'ROWS':>6} {'INSTANCE':20} INPUT / ERROR")
     for job in jobs:
         took = f"{job.finished_at - job.created_at:.1f}s" if job.finished_at else ""
-        detail = job.input_key + (f"  [{job.error}]" if job.error else "")
+        detail = shown(job.input_key) + (f"  [{shown(job.error)}]" if job.error else "")
         print(
             f"{job.job_id:24} {job.state:10} {_clock(job.created_at, date=True):19} {took:>7} "
             f"{'' if job.rows is None else job.rows:>6} {job.instance_id or '':20} {detail}"
@@ -286,7 +302,8 @@ _NOT_SHOWN = {
 def format_line(line: LogLine) -> str:
     extra = " ".join(f"{k}={v}" for k, v in line.record.items() if k not in _NOT_SHOWN and v is not None)
     level, message = line.record.get("level", ""), line.record.get("message", "")
-    return f"{_clock(line.at)}  {line.source:8} {level:7} {message}" + (f"  {extra}" if extra else "")
+    text = f"{_clock(line.at)}  {line.source:8} {level:7} {message}" + (f"  {extra}" if extra else "")
+    return shown(text)
 
 
 def run_logs(args: argparse.Namespace) -> int:

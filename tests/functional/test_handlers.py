@@ -237,3 +237,28 @@ def test_the_watchdog_stops_a_worker_left_running_idle(aws, monkeypatch):
     assert state_of(aws, idle) in ("stopping", "stopped")
     assert state_of(aws, busy) == "running"
     assert state_of(aws, foreign) == "running"
+
+
+@pytest.mark.parametrize("size_in_event", [True, False], ids=["event-size", "head-object"])
+def test_an_input_over_the_size_limit_is_refused_before_any_instance_starts(aws, monkeypatch, size_in_event):
+    monkeypatch.setenv("SUMPIPE_MAX_INPUT_BYTES", "1000")
+    get_settings.cache_clear()
+    instance_id = worker_instance(aws, state="stopped")
+    body = b"Id,Text\n" + b"1,Hello there.\n" * 200
+    put = aws.s3.put_object(Bucket="in-bucket", Key="big.csv", Body=body)
+    event = s3_event("in-bucket", "big.csv", put["VersionId"], put["ETag"].strip('"'))
+    if size_in_event:
+        event["Records"][0]["s3"]["object"]["size"] = len(body)
+    else:  # an event without the size: the trigger asks S3
+        del event["Records"][0]["s3"]["object"]["size"]
+
+    assert trigger(sqs_event(event), CONTEXT) == {"batchItemFailures": []}
+
+    (job,) = aws.ledger.list_jobs()
+    assert job.state == "failed"
+    assert f"input is {len(body):,} bytes, over the limit of 1,000 bytes" in job.error
+    report = json.loads(
+        aws.s3.get_object(Bucket="out-bucket", Key=keys.output_key(job.job_id, keys.ERROR))["Body"].read()
+    )
+    assert report["step"] == "trigger" and report["reason"] == job.error
+    assert state_of(aws, instance_id) == "stopped"  # no instance was started for it

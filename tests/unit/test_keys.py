@@ -36,8 +36,13 @@ def test_output_keys_parse_only_job_files(key, parsed):
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "j-123", "j-0123456789ABCDEF0123", "j-0123456789abcdef0123; rm -rf /", "../x"]
-)
+    "bad",
+    [
+        "", "j-123", "j-0123456789ABCDEF0123", "j-0123456789abcdef0123; rm -rf /", "../x",
+        "j-0123456789abcdef0123\n",  # `$` would let a trailing newline through
+        "\nj-0123456789abcdef0123",
+    ],
+)  # fmt: skip
 def test_anything_but_a_job_id_is_refused_in_output_keys(bad):
     with pytest.raises(ValueError):
         keys.output_key(bad, keys.SUMMARY)
