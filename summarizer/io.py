@@ -191,6 +191,10 @@ def _display(path: str) -> str:
 
 # ---- CSV ---------------------------------------------------------------------------------------
 
+# The header is read from a peek at the start of the input; a "header" with no line break in this
+# many bytes is not one (a binary file, or one enormous line), and reading on would hold it all.
+MAX_HEADER_BYTES = 1 << 20
+
 _CSV_OPTIONS = {
     "encoding": "utf-8",
     "encoding_errors": DECODE_ERRORS,
@@ -245,7 +249,12 @@ def _csv_header(stream: _PeekableCountingStream, path: str) -> list[str]:
             else:
                 if complete or len(header.columns) > 0:
                     return [str(name) for name in header.columns]
-        size *= 4
+        if size >= MAX_HEADER_BYTES:
+            raise InputError(
+                f"{_display(path)}: no CSV header row in the first {MAX_HEADER_BYTES:,} bytes (no line "
+                "break, or none that ends a header); is it a CSV file?"
+            )
+        size = min(size * 4, MAX_HEADER_BYTES)
 
 
 # ---- JSON Lines --------------------------------------------------------------------------------

@@ -263,3 +263,15 @@ def test_parquet_integer_ids_with_nulls_and_numeric_text(
     out = read_csv(tmp_path / "out.csv")
     assert out["id"].tolist() == ["7", "", "9"]
     assert out["status"].tolist() == ["ok", "empty", "passthrough"]
+
+
+def test_a_csv_without_a_line_break_is_refused_after_a_bounded_peek(tmp_path: Path) -> None:
+    """The header peek grows only to 1 MiB: a 64 MiB "line" is refused, not read whole."""
+    source = tmp_path / "one-line.csv"
+    with source.open("wb") as out:
+        for _ in range(64):
+            out.write(b"x," * (1 << 19))
+    result = run_script(source, "-o", tmp_path / "out.csv")
+    assert result.returncode == 2
+    _assert_one_line_error(result.stderr, "no CSV header row in the first 1,048,576 bytes")
+    assert not (tmp_path / "out.csv").exists()
