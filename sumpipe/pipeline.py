@@ -264,15 +264,22 @@ def start_job(settings: Settings, clients: Clients, job_id: str) -> None:
         return
     logger.info("job assigned", extra={"instance_id": chosen.instance_id, "instance_state": chosen.state})
     try:
-        instance, _ = ready_instance(settings, clients, chosen.instance_id)
+        ready = ready_instance(settings, clients, chosen.instance_id)
     except Exception as exc:
         fail_job(settings, clients, job_id, f"worker instance not ready: {exc}", "trigger", exc)
         return
     clients.sqs.send_message(QueueUrl=settings.job_queue_url, MessageBody=json.dumps({"job_id": job_id}))
-    logger.info("job handed to worker", extra={"instance_id": instance.instance_id})
+    logger.info("job handed to worker", extra={"instance_id": ready.instance.instance_id})
 
 
-def ready_instance(settings: Settings, clients: Clients, instance_id: str) -> tuple[ec2.Instance, str]:
+@dataclass(frozen=True)
+class ReadyInstance:
+    instance: ec2.Instance
+    address: str  # the one `settings.worker_address` names
+    known_hosts: str | None  # the known-hosts text holding its key for `address` (SSH only)
+
+
+def ready_instance(settings: Settings, clients: Clients, instance_id: str) -> ReadyInstance:
     """The instance running and accepting SSH (started if need be), and the address to use: the
     one `settings.worker_address` names, never the other (locally, only the private one exists)."""
     instance, started = ec2.ensure_running(clients.ec2, instance_id, settings.instance_ready_timeout_s)
@@ -281,22 +288,26 @@ def ready_instance(settings: Settings, clients: Clients, instance_id: str) -> tu
     address = instance.public_ip if settings.worker_address == "public" else instance.private_ip
     if not address:
         raise ec2.InstanceError(f"instance {instance_id} has no {settings.worker_address} address")
+    known_hosts = None
     if settings.transport == "ssh":
         remote.wait_port_open(address, settings.ssh_port, settings.instance_ready_timeout_s)
-        wait_for_host_key(settings, clients, instance_id, address)
+        known_hosts = wait_for_host_key(settings, clients, instance_id, address)
     logger.info("instance reachable", extra={"instance_id": instance_id, "address": address})
-    return instance, address
+    return ReadyInstance(instance, address, known_hosts)
 
 
-def wait_for_host_key(settings: Settings, clients: Clients, instance_id: str, address: str) -> None:
-    """Until the instance has published its host key for `address` (it does at every boot, after
-    sshd is up): the worker would otherwise refuse the host as unknown."""
+def wait_for_host_key(settings: Settings, clients: Clients, instance_id: str, address: str) -> str:
+    """The known-hosts text, once the instance has published its host key for `address` (it does
+    at every boot, after sshd is up): the worker would otherwise refuse the host as unknown."""
+    published: list[str] = []
 
-    def published() -> bool:
+    def has_key() -> bool:
         parameter = clients.ssm.get_parameter(Name=settings.known_hosts_parameter)["Parameter"]
+        published[:] = [parameter["Value"]]
         return remote.has_published_key(parameter["Value"], address, settings.ssh_port, instance_id)
 
-    ec2.poll(published, settings.instance_ready_timeout_s, f"{instance_id} to publish its host key")
+    ec2.poll(has_key, settings.instance_ready_timeout_s, f"{instance_id} to publish its host key")
+    return published[0]
 
 
 # -- worker ------------------------------------------------------------------------------------
@@ -331,8 +342,7 @@ def dispatch_job(settings: Settings, clients: Clients, job_id: str) -> None:
             logger.info("job not waiting to start; message ignored", extra={"state": state})
             return
         try:
-            instance, address = ready_instance(settings, clients, job.instance_id)
-            transport = transport_for(settings, clients, instance, address)
+            transport = transport_for(settings, clients, ready_instance(settings, clients, job.instance_id))
             try:
                 result = transport.run(f"start {job_id}", timeout=30.0)
             finally:
@@ -357,18 +367,18 @@ def dispatch_job(settings: Settings, clients: Clients, job_id: str) -> None:
 
 
 def transport_for(
-    settings: Settings, clients: Clients, instance: ec2.Instance, address: str
+    settings: Settings, clients: Clients, ready: ReadyInstance
 ) -> remote.SshTransport | remote.SsmTransport:
     if settings.transport == "ssm":
-        return remote.SsmTransport(clients.ssm, instance.instance_id, run_as=settings.ssh_user)
+        return remote.SsmTransport(clients.ssm, ready.instance.instance_id, run_as=settings.ssh_user)
+    assert ready.known_hosts is not None  # ready_instance waited for the host's published key
     private_key = clients.secretsmanager.get_secret_value(SecretId=settings.ssh_key_secret_id)["SecretString"]
-    known_hosts = clients.ssm.get_parameter(Name=settings.known_hosts_parameter, WithDecryption=True)
     return remote.SshTransport(
-        address,
+        ready.address,
         user=settings.ssh_user,
         port=settings.ssh_port,
         private_key=private_key,
-        known_hosts=known_hosts["Parameter"]["Value"],
+        known_hosts=ready.known_hosts,
         timeout=settings.connect_timeout_s,
         attempts=settings.connect_attempts,
     )

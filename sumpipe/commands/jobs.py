@@ -22,7 +22,7 @@ from sumpipe import keys
 from sumpipe.aws import client
 from sumpipe.commands import local
 from sumpipe.ledger import Job, Ledger
-from sumpipe.local import stack
+from sumpipe.local import motoserver, stack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_SAMPLE = REPO_ROOT / "tests" / "data" / "reviews_sample.csv"
@@ -93,7 +93,7 @@ def use_local_stack_if_up(state_dir: Path = stack.DEFAULT_DIR) -> bool:
     if os.environ.get("AWS_ENDPOINT_URL") or not stack.is_up(state_dir):
         return False
     # The stack's administrator, not whatever AWS identity the shell has: the emulator knows only its own.
-    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
+    for name in motoserver.OTHER_IDENTITY_VARIABLES:
         os.environ.pop(name, None)
     os.environ.update(stack.read_env_file(state_dir / "env"))
     return True

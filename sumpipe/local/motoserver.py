@@ -30,6 +30,9 @@ BOOTSTRAP_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bootstrap", "AWS_SECRET_ACCESS_KE
 # The operator principal of the local stack (`sumpipe deploy`, `submit`, `jobs`, `logs`, the stack
 # daemon itself): allowed everything, as an account administrator is.
 ADMIN_USER = "sumpipe-local-admin"
+# Other ways a shell names an AWS identity: dropped wherever the administrator's key is put in
+# place, since the emulator knows no identity but its own.
+OTHER_IDENTITY_VARIABLES = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE")
 ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 
 

@@ -30,12 +30,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-import boto3
+from typing import TYPE_CHECKING, Any
 
 from sumpipe.aws import client, use_session
 from sumpipe.logs import get_logger
+
+if TYPE_CHECKING:
+    from sumpipe.local.stack import RoleCredentials
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +52,8 @@ class EventSource:
     queue_url: str
     batch_size: int = 10
     concurrency: int = 1
-    # The function role's credentials (AccessKeyId, SecretAccessKey, SessionToken); None: this
-    # process's own.
-    credentials: Any = None
+    # The function role's credentials; None: this process's own.
+    credentials: RoleCredentials | None = None
 
 
 @dataclass
@@ -150,7 +150,7 @@ class Runtime:
         *,
         watchdog_function: str,
         watchdog_interval_s: float,
-        watchdog_credentials: Any = None,
+        watchdog_credentials: RoleCredentials | None = None,
         account: str,
         region: str,
         retry_delay_s: int = 1,
@@ -204,7 +204,8 @@ class Runtime:
             _current_function.reset(token)
 
     def _poll(self, source: EventSource) -> None:
-        _use_role(source.credentials, self.region)
+        if source.credentials is not None:
+            use_session(source.credentials.session())
         # Warm this thread's handler import and AWS session before the first event, as a
         # provisioned Lambda environment would be: the first job shouldn't pay for it.
         try:
@@ -277,24 +278,10 @@ class Runtime:
         }
 
     def _tick(self) -> None:
-        _use_role(self.watchdog_credentials, self.region)
+        if self.watchdog_credentials is not None:
+            use_session(self.watchdog_credentials.session())
         while not self._stopping.wait(self.watchdog_interval_s):
             try:
                 self.invoke("stop_ec2", self.watchdog_function, self.scheduled_event())
             except Exception:
                 logger.exception("watchdog run failed")
-
-
-def _use_role(credentials: Any, region: str) -> None:
-    """This thread's clients carry a role's credentials (RoleCredentials from the stack)."""
-    if credentials is None:
-        return
-    keys = credentials.credentials
-    use_session(
-        boto3.session.Session(
-            aws_access_key_id=keys["AccessKeyId"],
-            aws_secret_access_key=keys["SecretAccessKey"],
-            aws_session_token=keys["SessionToken"],
-            region_name=region,
-        )
-    )

@@ -342,7 +342,7 @@ def serve(config: StackConfig) -> None:
         client_env = {**motoserver.endpoint_environment(endpoint), **administrator}
         # This process and the CLI act as the administrator; no other credential source is consulted
         # (a stray profile or session token, or an instance metadata lookup off this machine).
-        for name in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE"):
+        for name in motoserver.OTHER_IDENTITY_VARIABLES:
             os.environ.pop(name, None)
         os.environ.update({**client_env, "AWS_EC2_METADATA_DISABLED": "true"})
         timings["moto_s"] = time.monotonic() - t0
@@ -501,6 +501,15 @@ def runner_command(user: str) -> tuple[str, dict[str, str]]:
 class RoleCredentials:
     role_name: str
     credentials: dict[str, str]  # AccessKeyId, SecretAccessKey, SessionToken (sts:AssumeRole's)
+
+    def session(self) -> boto3.session.Session:
+        """A session holding these credentials (one per thread: sessions are not thread-safe)."""
+        return boto3.session.Session(
+            aws_access_key_id=self.credentials["AccessKeyId"],
+            aws_secret_access_key=self.credentials["SecretAccessKey"],
+            aws_session_token=self.credentials["SessionToken"],
+            region_name=motoserver.REGION,
+        )
 
 
 def _assume(session: Any, role_arn: str, session_name: str) -> RoleCredentials:
