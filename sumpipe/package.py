@@ -5,7 +5,9 @@
   names the S3 key and an unchanged function is not redeployed.
 - One layer with the pipeline functions' third-party dependencies, installed by pip for the Lambda
   platform (manylinux x86_64, CPython 3.12). boto3 is left out: the Lambda runtime provides it.
-- The project wheel, which the worker instances install at boot (it pulls in the GloVe vectors package).
+- The project wheel, which the worker instances install at boot, and the wheelhouse their image is
+  baked from: every wheel of the project's dependencies for the workers' Python and platform, with a
+  requirements.txt pinning them (so an instance installs with no package index).
 - For the realtime API (optional): its zip (handler, `sumpipe`, `summarizer`, `glove`), a layer with what
   the API imports (numpy, FastAPI, pydantic, Mangum; no scikit-learn, scipy, pandas or pyarrow: scipy
   alone would not fit beside the vectors in 250 MB, and without it the summarizer sums word vectors
@@ -19,10 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+import tomllib
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,6 +37,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PIPELINE_FUNCTIONS = ("trigger", "worker", "stop_ec2")
 LAMBDA_PYTHON_VERSION = "3.12"
 LAMBDA_PLATFORM = "manylinux2014_x86_64"
+# The project's packages (pyproject.toml's [tool.setuptools.packages.find] include).
+WHEEL_PACKAGES = ("glove", "summarizer", "sumpipe", "lambdas")
+# The worker instances (t3: x86_64, glibc 2.17 or newer).
+WORKER_PLATFORM = "manylinux2014_x86_64"
 PIPELINE_LAYER_REQUIREMENTS = (
     "pydantic>=2.6",
     "pydantic-settings>=2.2",
@@ -185,17 +194,62 @@ def build_pipeline_artifacts(out_dir: Path, root: Path = REPO_ROOT) -> PipelineA
 
 
 def build_wheel(out_dir: Path, root: Path = REPO_ROOT) -> Path:
-    """The project wheel the worker instances install at boot."""
+    """The project wheel the worker instances install at boot. Built from a copy of the sources, so a
+    stale (or someone else's, unwritable) build/ directory in the checkout never leaks into it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
-               "--no-deps", "--no-build-isolation", "--wheel-dir", str(out_dir), str(root)]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    with tempfile.TemporaryDirectory(prefix="sumpipe-wheel-src-") as source:
+        for name in ("pyproject.toml", "README.md", "LICENSE"):
+            if (root / name).is_file():
+                shutil.copy2(root / name, Path(source) / name)
+        for name in WHEEL_PACKAGES:
+            shutil.copytree(root / name, Path(source) / name, ignore=shutil.ignore_patterns("__pycache__"))
+        command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
+                   "--no-deps", "--no-build-isolation", "--wheel-dir", str(out_dir), source]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise PackageError(f"wheel: pip wheel failed:\n{result.stderr.strip()}")
     wheels = sorted(out_dir.glob("sumpipe-*.whl"))
     if not wheels:
         raise PackageError(f"wheel: pip wheel produced nothing in {out_dir}")
     return wheels[-1]
+
+
+def project_requirements(root: Path = REPO_ROOT) -> list[str]:
+    """The project's runtime dependencies, as pyproject.toml declares them."""
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    return list(pyproject["project"]["dependencies"])
+
+
+def build_wheelhouse(
+    out_dir: Path, python_version: str, platform: str | None = WORKER_PLATFORM, root: Path = REPO_ROOT
+) -> Path:
+    """wheelhouse-py<X.Y>.tar: the wheels of the project's dependencies for CPython `python_version` on
+    `platform` (None: this machine's), and requirements.txt pinning each one. Reproducible (sorted,
+    fixed times and owners), so an unchanged wheelhouse keeps its content-addressed S3 key."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sumpipe-wheelhouse-") as tmp:
+        command = [
+            sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+            "--only-binary=:all:", "--implementation", "cp", "--python-version", python_version,
+            *(["--platform", platform] if platform else []), "--dest", tmp, *project_requirements(root),
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise PackageError(f"wheelhouse: pip download failed:\n{result.stderr.strip()}")
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        # A wheel's file name is <name>-<version>-...: pinning each keeps the bake from resolving again.
+        pins = [f"{name}=={version}" for name, version, *_ in (w.name.split("-") for w in wheels)]
+        (Path(tmp) / "requirements.txt").write_text("\n".join(pins) + "\n")
+        target = out_dir / f"wheelhouse-py{python_version}.tar"
+
+        def fixed(info: tarfile.TarInfo) -> tarfile.TarInfo:
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            return info
+
+        with tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as archive:
+            for path in [Path(tmp) / "requirements.txt", *wheels]:
+                archive.add(path, arcname=path.name, filter=fixed)
+    return target
 
 
 # ------------------------------------------------------------------------------------------ realtime API
@@ -261,7 +315,7 @@ def measure_glove_cold_start(glove_layer: Artifact) -> dict[str, float]:
     takes. The process runs this interpreter, so it measures the loading code, not Lambda's CPU."""
     with tempfile.TemporaryDirectory(prefix="sumpipe-opt-") as opt:
         with zipfile.ZipFile(glove_layer.path) as archive:
-            archive.extractall(opt)
+            archive.extractall(opt)  # noqa: S202 - the layer zip we just built
         cache = Path(opt) / GLOVE_LAYER_DIR
         for path in cache.iterdir():
             fd = os.open(path, os.O_RDONLY)

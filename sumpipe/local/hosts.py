@@ -36,6 +36,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -62,6 +63,20 @@ LOOPBACK_SSH_PORT = 2222
 HOST_MARK_ENV = "SUMPIPE_LOCAL_HOST"
 # Host i (0-based) is at <subnet>.1.(10 + i): 10.200.1.10, 10.200.1.11, ...
 FIRST_HOST_OFFSET = 256 + 10
+# Every host's sshd: keys only, no root, no forwarding of any kind.
+SSHD_LOCKDOWN = (
+    "PasswordAuthentication no",
+    "KbdInteractiveAuthentication no",
+    "PubkeyAuthentication yes",
+    "PermitRootLogin no",
+    "AllowTcpForwarding no",
+    "AllowAgentForwarding no",
+    "X11Forwarding no",
+    "PermitTunnel no",
+    "PrintMotd no",
+    "UseDNS no",
+    "LoginGraceTime 10",
+)
 _PREFIX_PATTERN = re.compile(r"[a-z][a-z0-9]{0,7}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENV_VALUE = re.compile(r'[^"\\\x00-\x1f\x7f]*')
@@ -327,17 +342,7 @@ class LocalHost:
                     f"AllowUsers {self.user}",
                     "UsePAM no",
                     "StrictModes no",
-                    "PasswordAuthentication no",
-                    "KbdInteractiveAuthentication no",
-                    "PubkeyAuthentication yes",
-                    "PermitRootLogin no",
-                    "AllowTcpForwarding no",
-                    "AllowAgentForwarding no",
-                    "X11Forwarding no",
-                    "PermitTunnel no",
-                    "PrintMotd no",
-                    "UseDNS no",
-                    "LoginGraceTime 10",
+                    *SSHD_LOCKDOWN,
                     # sshd obeys only the first SetEnv line, so every variable goes on one.
                     *([f"SetEnv {quoted}"] if quoted else []),
                     "",
@@ -346,6 +351,10 @@ class LocalHost:
         )
         return config
 
+    def _command(self) -> list[str]:
+        argv = [SSHD, "-D", "-e", "-f", str(self._write_config())]
+        return ["ip", "netns", "exec", self.namespace, *argv] if self.namespace else argv
+
     def start(self, timeout: float = 10.0) -> None:
         """Start sshd (no-op when running) and return once it accepts TCP connections."""
         with self._lock:
@@ -353,12 +362,9 @@ class LocalHost:
                 return
             if self.user != pwd.getpwuid(os.geteuid()).pw_name:
                 _check_traversable(self.state_dir, pwd.getpwnam(self.user).pw_uid)
-            config = self._write_config()
             if os.geteuid() == 0:
                 Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
-            argv = [SSHD, "-D", "-e", "-f", str(config)]
-            if self.namespace:
-                argv = ["ip", "netns", "exec", self.namespace, *argv]
+            argv = self._command()
             with self.log_path.open("ab") as log:
                 # `ip netns exec` execs sshd, so this pid is sshd's own.
                 sshd = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -401,6 +407,106 @@ class LocalHost:
                 self._sshd = None
             (self.state_dir / "sshd.pid").unlink(missing_ok=True)
         logger.info("host stopped", extra={"host": self.ip, "port": self.port, "namespace": self.namespace})
+
+
+class InstanceHost(LocalHost):
+    """A worker host booted as its EC2 instance boots (sumpipe/local/boot.py, namespaces only): its
+    sshd is the image's, its authorized key, settings and units come from the instance's own user
+    data (deploy/bootstrap.sh), run by the host at its first boot, with the image bound at
+    /opt/sumpipe/venv. Nothing is set up for it from outside but what an AMI and EC2 give an
+    instance: sshd with a host key, the user `sumpipe`, and the machine's AWS endpoints (`environment`:
+    the emulator's, and this host's instance metadata service)."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        ip: str,
+        namespace: str,
+        user_data: bytes,
+        image: Path,
+        environment: Mapping[str, str],
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.ip = ip
+        self.port = 22
+        self.namespace = namespace
+        self.user = SSH_USER
+        self.image = image
+        self._sshd = None
+        self._lock = threading.Lock()
+        (self.state_dir / "root" / "etc" / "ssh").mkdir(parents=True, exist_ok=True)
+        self.state_dir.chmod(0o755)
+        self._ensure_host_key()
+        user_data_path = self.state_dir / "user-data"
+        user_data_path.write_bytes(user_data)
+        user_data_path.chmod(0o700)
+        (self.state_dir / "environment.json").write_text(json.dumps(dict(environment)))
+        shim = self.state_dir / "bin" / "systemctl"
+        shim.parent.mkdir(exist_ok=True)
+        shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m sumpipe.local.systemd "$@"\n')
+        shim.chmod(0o755)
+        (self.state_dir / "root" / "etc" / "ssh" / "sshd_config").write_text(
+            "\n".join(
+                [
+                    f"ListenAddress {ip}:22",
+                    "HostKey /etc/ssh/ssh_host_ed25519_key",
+                    "PidFile none",
+                    f"AllowUsers {SSH_USER}",
+                    "UsePAM no",
+                    *SSHD_LOCKDOWN,
+                    "",
+                ]
+            )
+        )
+
+    @property
+    def host_key_path(self) -> Path:
+        return self.state_dir / "root" / "etc" / "ssh" / "ssh_host_ed25519_key"
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "boot.log"
+
+    @property
+    def booted(self) -> bool:
+        """Whether the running boot got past the user data (first boot) or the boot units: HOST_DIR/booted,
+        which init writes then and stopping the host removes."""
+        return self.running and (self.state_dir / "booted").exists()
+
+    @property
+    def user_data_status(self) -> int | None:
+        """The exit status of the user data, once it has run (at the instance's first boot)."""
+        return read_pid(self.state_dir / "user-data-status")
+
+    def stop(self) -> None:
+        super().stop()
+        (self.state_dir / "booted").unlink(missing_ok=True)
+
+    def bootstrap_log(self, tail_chars: int = 3000) -> str:
+        path = self.state_dir / "root" / "var" / "log" / "sumpipe-bootstrap.log"
+        try:
+            return path.read_text(errors="replace")[-tail_chars:]
+        except FileNotFoundError:
+            return ""
+
+    def _init_command(self, action: str, image: Path) -> list[str]:
+        return [
+            "ip", "netns", "exec", self.namespace, "unshare", "--mount", "--propagation", "private", "--",
+            sys.executable, "-m", "sumpipe.local.boot", action, str(self.state_dir), str(image),
+        ]  # fmt: skip
+
+    def _command(self) -> list[str]:
+        return self._init_command("boot", self.image)
+
+    def bake(self, image: Path, timeout_s: float = 1800) -> int:
+        """Run the user data's bake step on this host, into `image` (bound writable at the venv's
+        place); its exit status. The host must be stopped."""
+        with self.log_path.open("ab") as log:
+            return subprocess.run(
+                self._init_command("bake", image), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                timeout=timeout_s, check=False,
+            ).returncode  # fmt: skip
 
 
 def read_pid(path: Path) -> int | None:
@@ -512,25 +618,7 @@ class HostNetwork:
         """A new (not yet started) host at the next IP: in its own namespace, or on loopback."""
         index = len(self.hosts)
         if self.use_namespaces:
-            self.create()
-            ensure_ssh_user()
-            namespace, veth, ip = f"{self.prefix}-h{index}", f"{self.prefix}-v{index}", self.host_ip(index)
-            _ip_batch(
-                [
-                    f"netns add {namespace}",
-                    f"link add {veth} type veth peer name eth0 netns {namespace}",
-                    f"link set {veth} master {self.bridge} up",
-                ]
-            )
-            _ip_batch(
-                [
-                    "link set lo up",
-                    f"addr add {ip}/{self.subnet.prefixlen} dev eth0",
-                    "link set eth0 up",
-                    f"route add default via {self.gateway_ip}",
-                ],
-                namespace=namespace,
-            )
+            namespace, ip = self._add_namespace(index)
             host = LocalHost(self.state_dir / namespace, ip=ip, namespace=namespace,
                              authorized_key=authorized_key, forced_command=forced_command,
                              environment=environment)
@@ -545,6 +633,41 @@ class HostNetwork:
                              forced_command=forced_command, environment=environment, user=user)
         self.hosts.append(host)
         return host
+
+    def add_instance_host(
+        self, *, user_data: bytes, image: Path, environment: Mapping[str, str]
+    ) -> InstanceHost:
+        """A new (not yet started) host at the next IP, booted from its instance's user data."""
+        if not self.use_namespaces:
+            raise HostError("hosts booted from their user data need network and mount namespaces (root)")
+        namespace, ip = self._add_namespace(len(self.hosts))
+        host = InstanceHost(self.state_dir / namespace, ip=ip, namespace=namespace, user_data=user_data,
+                            image=image, environment=environment)
+        self.hosts.append(host)
+        return host
+
+    def _add_namespace(self, index: int) -> tuple[str, str]:
+        """Host `index`'s network namespace, joined to the bridge: (its name, the host's IP)."""
+        self.create()
+        ensure_ssh_user()
+        namespace, veth, ip = f"{self.prefix}-h{index}", f"{self.prefix}-v{index}", self.host_ip(index)
+        _ip_batch(
+            [
+                f"netns add {namespace}",
+                f"link add {veth} type veth peer name eth0 netns {namespace}",
+                f"link set {veth} master {self.bridge} up",
+            ]
+        )
+        _ip_batch(
+            [
+                "link set lo up",
+                f"addr add {ip}/{self.subnet.prefixlen} dev eth0",
+                "link set eth0 up",
+                f"route add default via {self.gateway_ip}",
+            ],
+            namespace=namespace,
+        )
+        return namespace, ip
 
     def teardown(self) -> None:
         """Stop every host and delete every namespace, veth and bridge with our prefix.

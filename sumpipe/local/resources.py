@@ -17,8 +17,9 @@ Emulator parameters (`emulator_parameters`): the worker network (a VPC and subne
 ensure_local_network), the workers' private IPs pinned (the local hosts live there), no public IP
 (so the functions connect to the private IP), the SQS event source mappings created disabled (moto
 would otherwise consume the queues itself and try to run the functions in Docker; the local runtime
-polls them), and no TLS-only bucket policies (EnforceTls=false: moto enforces aws:SecureTransport and
-the emulator's endpoint is plain HTTP on loopback).
+polls them), no TLS-only bucket policies (EnforceTls=false: moto enforces aws:SecureTransport and
+the emulator's endpoint is plain HTTP on loopback), and the machine's Python for the workers (the local
+hosts run the machine's python3, as an instance runs its distribution's).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sumpipe import deploy, package
+from sumpipe.local import image
 from sumpipe.local.hosts import DEFAULT_SUBNET, FIRST_HOST_OFFSET
 
 # The template supports 1 to 3 worker instances.
@@ -226,13 +228,17 @@ def emulator_parameters(ec2: Any, network_cidr: str = DEFAULT_SUBNET, workers: i
         "AssignPublicIp": "false",
         "EventSourcesEnabled": "false",
         "EnforceTls": "false",
+        "WorkerPython": image.machine_python(),
     }
 
 
-def build_local_artifacts(out_dir: Path, progress: deploy.Progress) -> dict[str, Path]:
-    """The pipeline functions' zips and a placeholder layer; no wheel. The local runtime runs the
-    handlers in-process and the hosts run the project's venv, so the Linux dependency layer (pip for
-    another platform, ~30 s) and the wheel would buy nothing here."""
+def build_local_artifacts(
+    out_dir: Path, progress: deploy.Progress, parameters: Mapping[str, str]
+) -> dict[str, Path]:
+    """The pipeline functions' zips and a placeholder layer (the local runtime runs the handlers
+    in-process, so a Linux dependency layer, pip for another platform, ~30 s, would buy nothing), the
+    project wheel the hosts install at first boot, and, unless the caller names one (a baked image
+    needs none), the wheelhouse for this machine's Python that the image is baked from."""
     files = {
         parameter: package.build_function_zip(function, out_dir).path
         for function, parameter in deploy.PIPELINE_CODE_PARAMETERS.items()
@@ -241,6 +247,12 @@ def build_local_artifacts(out_dir: Path, progress: deploy.Progress) -> dict[str,
     with zipfile.ZipFile(layer, "w") as archive:
         archive.writestr("python/README", "local stack: dependencies come from the project venv\n")
     files["PipelineLayerKey"] = layer
+    files["WheelKey"] = package.build_wheel(out_dir / "wheel")
+    if "WheelhouseKey" not in parameters:
+        progress("downloading the workers' dependencies (the wheelhouse the image is baked from)")
+        files["WheelhouseKey"] = package.build_wheelhouse(
+            out_dir / "wheelhouse", parameters["WorkerPython"], platform=None
+        )
     return files
 
 
@@ -255,11 +267,11 @@ def deploy_local_stack(
     """Deploy the template into moto (`session` is a boto3 Session pointed at it) through the same
     `sumpipe.deploy.deploy` as AWS, then apply what moto dropped; the stack outputs. Idempotent: an
     existing stack is updated and keeps its SSH key."""
-    parameters = {
-        **emulator_parameters(session.client("ec2"), network_cidr, workers),
-        # Required by the template for the workers' bootstrap, which the local hosts don't run.
-        "WheelKey": "unused-locally",
-    }
+    parameters = emulator_parameters(session.client("ec2"), network_cidr, workers)
+    baked = image.image_path(parameters["WorkerPython"])
+    if image.is_baked(baked):
+        # The cached image is the AMI: its bake step is skipped, so no wheelhouse is needed.
+        parameters["WheelhouseKey"] = f"baked-image/{baked.name}"
     outputs = deploy.deploy(
         session, stack_name, parameters, progress, build=build_local_artifacts, poll_s=0.2
     )

@@ -14,20 +14,20 @@ State lives in the stack directory (default `.sumpipe/local/`):
   attach         a request to attach to a stack deployed by `sumpipe deploy` (its name)
   outputs.json   the CloudFormation stack outputs
   stack.pid      the daemon; moto.pid its emulator; stack.log / moto.log their logs
-  hosts/         the worker hosts' sshd state (host keys, configs, logs)
+  hosts-dir      where the worker hosts' files are (each host's private root, user data, logs)
   ready          written once everything is up; holds the timings of the start
 
 The stack is deployed by `sumpipe.deploy.deploy`, as in AWS (sumpipe/local/resources.py adds only
 the emulator's parameters and what moto drops). What AWS does and the emulator doesn't is done here,
-and only here: each host does what the instance bootstrap does (authorized key = the stack's
-SshPublicKey parameter with the forced job runner; its host key published to the known_hosts SSM
-parameter); the instances' states are mirrored onto the hosts; the Lambda runtime delivers events.
-Handlers run unchanged.
+and only here: each host boots from its instance's user data on the cached worker image, with an
+instance metadata service of its own (start_hosts); the instances' states are mirrored onto the
+hosts; the Lambda runtime delivers events. Handlers and the bootstrap run unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import dataclasses
 import json
@@ -171,8 +171,9 @@ def run_foreground(config: StackConfig) -> None:
     serve(_prepare(config))
 
 
-def up(config: StackConfig, *, timeout_s: float = 120.0) -> StackInfo:
-    """Starts the stack as a daemon unless it already runs; returns once it is ready."""
+def up(config: StackConfig, *, timeout_s: float = 900.0) -> StackInfo:
+    """Starts the stack as a daemon unless it already runs; returns once it is ready (the first run
+    also bakes the worker image: a minute or so, reported on stderr as it goes)."""
     if is_up(config.state_dir.resolve()):
         return info(config.state_dir.resolve())
     config = _prepare(dataclasses.replace(config, deploy=True))
@@ -204,12 +205,31 @@ def _start_daemon(config: StackConfig) -> Callable[[], bool]:
 def _wait_for(state_dir: Path, marker: str, daemon_alive: Callable[[], bool], timeout_s: float) -> None:
     """Until the daemon writes `marker`; StackError with its log (and everything torn down) if it dies."""
     deadline = time.monotonic() + timeout_s
+    relayed = 0
     while not (state_dir / marker).exists():
+        relayed = _relay_progress(state_dir / "stack.log", relayed)
         if not daemon_alive() or time.monotonic() > deadline:
             tail = (state_dir / "stack.log").read_text(errors="replace")[-3000:]
             down(state_dir)
             raise StackError(f"the local stack did not get ready (see {state_dir}/stack.log):\n{tail}")
         time.sleep(0.05)
+
+
+def _relay_progress(log: Path, offset: int) -> int:
+    """Print the daemon's progress lines (JSON with "progress") logged since `offset`; the new offset."""
+    try:
+        with log.open("rb") as f:
+            f.seek(offset)
+            chunk = f.read()
+    except FileNotFoundError:
+        return offset
+    complete = chunk[: chunk.rfind(b"\n") + 1]
+    for line in complete.splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict) and "progress" in record:
+                print(f"local stack: {record['progress']}", file=sys.stderr, flush=True)
+    return offset + len(complete)
 
 
 def emulator_parameters(state_dir: Path) -> dict[str, str]:
@@ -548,10 +568,14 @@ def start_hosts(
     settings_env: dict[str, str],
     instance_roles: dict[str, RoleCredentials],
 ) -> tuple[dict[str, Any], list[Any]]:
-    """One sshd host per worker instance, at the instance's private IP, set up as deploy/bootstrap.sh
-    sets up an instance: the stack's SshPublicKey parameter may run only the job runner, and the host
-    keys are published to the known_hosts parameter. Each host's processes get the instance role's
-    credentials from an instance metadata service of its own, through botocore's default chain.
+    """One host per worker instance, at the instance's private IP, each with an instance metadata
+    service of its own serving the instance role's credentials (botocore's default chain finds them).
+
+    With namespaces, each host boots as its EC2 instance boots (InstanceHost): from the instance's own
+    user data, deploy/bootstrap.sh, on the worker image (baked here once, then cached). Every host
+    boots once now, as EC2 boots a new instance, and must come up with its host key published.
+    Loopback hosts (no root: no mount namespaces) are set up from here as the bootstrap would set them
+    up: a rehearsal of the event wiring and IAM, not of the boot scripts.
     Leaves the instances stopped (they start on demand). The hosts, and their metadata services."""
     from sumpipe.local.imds import InstanceMetadataService
 
@@ -563,32 +587,11 @@ def start_hosts(
             f"{stack_name}: deployed with EventSourcesEnabled={parameters.get('EventSourcesEnabled')}; "
             "deploy it with the emulator's parameters (`sumpipe local status` prints them)"
         )
-    public_key = parameters["SshPublicKey"]
     instance_ids = [i for i in outputs["WorkerInstanceIds"].split(",") if i]
     described = ec2.describe_instances(InstanceIds=instance_ids)
     private_ips = {
         i["InstanceId"]: i.get("PrivateIpAddress") for r in described["Reservations"] for i in r["Instances"]
     }
-    # The job runner's log directory on the hosts: writable by the hosts' login user.
-    runner_logs = str(network.state_dir / "runner-logs")
-    from sumpipe.local.hosts import SSH_USER, ensure_ssh_user
-
-    if network.login_user == SSH_USER:
-        ensure_ssh_user()
-    forced_command, runner_env = runner_command(network.login_user)
-    host_env = {
-        **runner_env,
-        **motoserver.endpoint_environment(f"http://{network.gateway_ip}:{port}"),
-        "SUMPIPE_OUTPUT_BUCKET": settings_env["SUMPIPE_OUTPUT_BUCKET"],
-        "SUMPIPE_JOB_TABLE": settings_env["SUMPIPE_JOB_TABLE"],
-        "SUMPIPE_SUMMARIZER_METHOD": settings_env.get("SUMPIPE_SUMMARIZER_METHOD", "default"),
-        "SUMPIPE_RUNNER_LOG_DIR": runner_logs,
-        # botocore asks the metadata service once, with a 1 s timeout, by default: too little for
-        # a runner starting beside ten others on a busy instance.
-        "AWS_METADATA_SERVICE_TIMEOUT": "5",
-        "AWS_METADATA_SERVICE_NUM_ATTEMPTS": "3",
-    }
-    hosts = {}
     metadata_services = []
     # The template pins instance i (in output order) at the i-th worker IP, which is host i's.
     for index, instance_id in enumerate(instance_ids):
@@ -608,9 +611,109 @@ def start_hosts(
         )
         metadata.start()
         metadata_services.append(metadata)
+    emulator = f"http://{network.gateway_ip}:{port}"
+    if network.use_namespaces:
+        hosts = _boot_instance_hosts(session, network, parameters, outputs, instance_ids, emulator,
+                                     metadata_services)  # fmt: skip
+    else:
+        hosts = _loopback_hosts(session, network, parameters, outputs, instance_ids, emulator,
+                                metadata_services, settings_env)  # fmt: skip
+    ec2.stop_instances(InstanceIds=instance_ids)
+    for host in hosts.values():
+        host.stop()
+    return hosts, metadata_services
+
+
+# A first boot runs the whole user data but the bake: the project's install and the vectors' warm-up.
+FIRST_BOOT_TIMEOUT_S = 300.0
+
+
+def _boot_instance_hosts(
+    session: Any,
+    network: Any,
+    parameters: dict[str, str],
+    outputs: dict[str, str],
+    instance_ids: list[str],
+    emulator: str,
+    metadata_services: list[Any],
+) -> dict[str, Any]:
+    """Hosts booted from their instances' user data (see start_hosts), each booted once."""
+    from sumpipe import remote
+    from sumpipe.local import image
+
+    ec2 = session.client("ec2")
+    image_dir = image.image_path(parameters["WorkerPython"])
+    hosts = {}
+    for instance_id, metadata in zip(instance_ids, metadata_services, strict=True):
+        # The machine's AWS endpoints: the emulator, and this host's metadata service.
+        endpoints = {"AWS_ENDPOINT_URL": emulator, "AWS_EC2_METADATA_SERVICE_ENDPOINT": metadata.endpoint}
+        user_data = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+        hosts[instance_id] = network.add_instance_host(
+            user_data=base64.b64decode(user_data["UserData"]["Value"]),
+            image=image_dir,
+            environment=endpoints,
+        )
+    image.ensure_baked(image_dir, next(iter(hosts.values())), _progress)
+    for host in hosts.values():
+        host.start()
+    deadline = time.monotonic() + FIRST_BOOT_TIMEOUT_S
+    while not all(host.booted for host in hosts.values()):
+        if time.monotonic() > deadline or not all(host.running for host in hosts.values()):
+            raise StackError(f"the worker hosts did not boot in {FIRST_BOOT_TIMEOUT_S:.0f} s")
+        time.sleep(0.05)
+    known_hosts = session.client("ssm").get_parameter(Name=outputs["KnownHostsParameterName"])
+    for instance_id, host in hosts.items():
+        if host.user_data_status != 0:
+            problem = f"its user data (deploy/bootstrap.sh) exited with status {host.user_data_status}"
+        elif not remote.has_published_key(known_hosts["Parameter"]["Value"], host.ip, 22, instance_id):
+            problem = "it booted without publishing its host key"
+        else:
+            continue
+        raise StackError(
+            f"worker instance {instance_id}: {problem}; the end of its "
+            f"/var/log/sumpipe-bootstrap.log:\n{host.bootstrap_log()}"
+        )
+    return hosts
+
+
+def _progress(message: str) -> None:
+    """A line `sumpipe local up` relays to its user while it waits (see _relay_progress)."""
+    print(json.dumps({"progress": message}), flush=True)
+
+
+def _loopback_hosts(
+    session: Any,
+    network: Any,
+    parameters: dict[str, str],
+    outputs: dict[str, str],
+    instance_ids: list[str],
+    emulator: str,
+    metadata_services: list[Any],
+    settings_env: dict[str, str],
+) -> dict[str, Any]:
+    """Loopback hosts, set up as deploy/bootstrap.sh sets up an instance: the stack's SshPublicKey may
+    run only the job runner, with the runner's settings, and the host keys are published."""
+    from sumpipe.local.hosts import SSH_USER, ensure_ssh_user
+
+    if network.login_user == SSH_USER:
+        ensure_ssh_user()
+    forced_command, runner_env = runner_command(network.login_user)
+    host_env = {
+        **runner_env,
+        **motoserver.endpoint_environment(emulator),
+        "SUMPIPE_OUTPUT_BUCKET": settings_env["SUMPIPE_OUTPUT_BUCKET"],
+        "SUMPIPE_JOB_TABLE": settings_env["SUMPIPE_JOB_TABLE"],
+        "SUMPIPE_RUNNER_LOG_DIR": str(network.state_dir / "runner-logs"),
+        # As the bootstrap's runner.env: botocore asks the metadata service once, with a 1 s timeout,
+        # by default, too little for a runner starting beside ten others on a busy instance.
+        "AWS_METADATA_SERVICE_TIMEOUT": "5",
+        "AWS_METADATA_SERVICE_NUM_ATTEMPTS": "3",
+    }
+    hosts = {}
+    for instance_id, metadata in zip(instance_ids, metadata_services, strict=True):
         environment = {**host_env, "AWS_EC2_METADATA_SERVICE_ENDPOINT": metadata.endpoint}
         hosts[instance_id] = network.add_host(
-            authorized_key=public_key, forced_command=forced_command, environment=environment
+            authorized_key=parameters["SshPublicKey"], forced_command=forced_command, environment=environment
         )
     session.client("ssm").put_parameter(
         Name=outputs["KnownHostsParameterName"],
@@ -619,8 +722,7 @@ def start_hosts(
         Type="String",
         Overwrite=True,
     )
-    ec2.stop_instances(InstanceIds=instance_ids)
-    return hosts, metadata_services
+    return hosts
 
 
 def main() -> None:

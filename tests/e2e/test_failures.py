@@ -95,6 +95,12 @@ def test_a_changed_host_key_fails_the_job_without_retrying_and_the_instance_stop
     target = running_stack.target
     ssm = client("ssm")
     name = target.outputs["KnownHostsParameterName"]
+    # The instance up and done booting first: it publishes its real key at every boot, which would
+    # otherwise race the impostor put below.
+    instance_id = target.outputs["WorkerInstanceIds"].split(",")[0]
+    booted = running_stack.hosts_dir / running_stack.host_namespace / "booted"  # (gone once it stops)
+    client("ec2").start_instances(InstanceIds=[instance_id])
+    wait_until(booted.exists, what="the instance to boot")
     original = ssm.get_parameter(Name=name)["Parameter"]["Value"]
     host, _, _, instance_id = original.split()
     _, impostor_key = generate_ed25519_keypair()
