@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from summarizer import Budget, Summarizer, Summary
 from summarizer.group import summarize_groups
-from summarizer.io import InputError, TableReader, TableWriter, decode_text
+from summarizer.io import ROW_ERROR, InputError, TableReader, TableWriter, decode_text
 
 DEFAULT_CHUNK_ROWS = 10_000
 # Longest real review is ~20k characters, a long news article ~30k; a cell far beyond that is
@@ -133,7 +133,7 @@ def summarize_table(
                 # CSV ids are already str (the usual case): convert only the others
                 ids = [value if type(value) is str else _as_key(value) for value in chunk[id_column].tolist()]
             first_row += len(chunk)
-            yield ids, chunk[options.text_column].tolist()
+            yield ids, _texts_or_row_errors(chunk, options.text_column)
 
     rows = 0
     task = partial(summarize_texts, max_chars=options.max_chars)
@@ -165,10 +165,14 @@ def _summarize_groups(
     row_counts: dict[str, int] = {}
     errors: dict[str, str] = {}
     for chunk in reader.chunks([options.text_column, group_by], options.chunk_rows):
-        for key_value, text_value in zip(chunk[group_by], chunk[options.text_column], strict=True):
+        values = _texts_or_row_errors(chunk, options.text_column)
+        for key_value, text_value in zip(chunk[group_by], values, strict=True):
             key = _as_key(key_value)
             row_counts[key] = row_counts.get(key, 0) + 1
             texts = texts_by_group.setdefault(key, [])
+            if isinstance(text_value, RowError):  # (its group key is unknown: it counts under "")
+                errors.setdefault(key, f"error: {text_value}")
+                continue
             text = _as_text(text_value)
             if text is None:
                 continue
@@ -203,6 +207,19 @@ def _summarize_groups(
 
 # ---- per chunk ---------------------------------------------------------------------------------
 
+class RowError(str):
+    """In place of a text: why the reader could not read its row (the row's status says so)."""
+
+
+def _texts_or_row_errors(chunk: pd.DataFrame, text_column: str) -> list[object]:
+    texts = chunk[text_column].tolist()
+    if ROW_ERROR not in chunk.columns:
+        return texts
+    errors = chunk[ROW_ERROR].tolist()
+    pairs = zip(texts, errors, strict=True)
+    return [RowError(error) if isinstance(error, str) else text for text, error in pairs]
+
+
 Results = dict[str, list[object]]
 # Summary columns for one chunk of values (a partial of summarize_texts or summarize_group_texts).
 ChunkTask = Callable[[Summarizer, list[object]], Results]
@@ -212,7 +229,8 @@ def summarize_texts(summarizer: Summarizer, values: Sequence[object], max_chars:
     """Summary columns (summary, n_sentences_in, n_sentences_out, status) for a chunk of cells.
 
     Missing cells (None, NaN) are `empty`; numbers and other non-strings are summarized as their
-    text; a text over `max_chars` gets an error status without reaching the engine.
+    text; a text over `max_chars`, or a row the reader could not read, gets an error status without
+    reaching the engine.
     """
     n = len(values)
     summaries: list[object] = [""] * n
@@ -222,6 +240,9 @@ def summarize_texts(summarizer: Summarizer, values: Sequence[object], max_chars:
     positions: list[int] = []
     texts: list[str] = []
     for position, value in enumerate(values):
+        if isinstance(value, RowError):
+            statuses[position] = f"error: {value}"
+            continue
         text = _as_text(value)
         if text is None:
             continue

@@ -1,7 +1,9 @@
 """Streaming table readers and writers for the `summarize` CLI (CSV, JSON Lines, Parquet).
 
-Every reader yields pandas DataFrames of at most `chunk_rows` rows holding only the columns
-asked for, so memory stays bounded by the chunk size whatever the input size. Every writer
+Every reader yields pandas DataFrames of at most `chunk_rows` rows, and of rows read from at most
+SEGMENT_BYTES of input, holding only the columns asked for, so memory stays bounded whatever the
+input. A CSV row or JSON line over MAX_ROW_BYTES is not read: it comes out as a row whose ROW_ERROR
+column says so (with its line number and size), its other columns missing, and reading goes on. Every writer
 appends chunks as they come; a file output is written under a temporary name and renamed into
 place only when the whole run succeeded, so a failed run never leaves a half-written file.
 
@@ -18,6 +20,8 @@ import io
 import itertools
 import json
 import os
+import re
+import secrets
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -25,8 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 FORMATS = ("csv", "jsonl", "parquet")
@@ -58,6 +64,16 @@ codecs.register_error(DECODE_ERRORS, _cp1252_fallback)
 def decode_text(data: bytes) -> str:
     """UTF-8 with the per-byte cp1252 fallback described in the module docstring."""
     return data.decode("utf-8", errors=DECODE_ERRORS)
+
+
+# A CSV row or JSON line longer than this is not read (the longest real review is ~20k characters;
+# the summarizer refuses texts over 200,000 characters anyway, at most 800 KB of UTF-8).
+MAX_ROW_BYTES = 2 << 20
+# Rows are parsed from at most this much input at a time: a chunk of `chunk_rows` long rows could
+# otherwise hold gigabytes.
+SEGMENT_BYTES = 4 << 20
+# The column a reader adds to a chunk when one of its rows could not be read: the reason, else None.
+ROW_ERROR = "\0row_error"
 
 
 class InputError(Exception):
@@ -210,26 +226,154 @@ def _open_csv(stream: _PeekableCountingStream, raw: BinaryIO, size: int | None, 
     columns = _csv_header(stream, path)
 
     def chunks(wanted: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
-        # No `usecols`: with it pandas silently drops the extra fields of a malformed row, and
-        # converting the other columns costs little next to summarizing.
-        reader = pd.read_csv(
-            io.BufferedReader(stream, buffer_size=1 << 20),
-            chunksize=chunk_rows,
-            engine="c",
-            **_CSV_OPTIONS,
-        )
-        with reader:
-            while True:
-                try:
-                    chunk = next(reader)
-                except StopIteration:
-                    return
-                except pd.errors.ParserError as exc:
-                    message = str(exc).removeprefix("Error tokenizing data. C error: ").strip()
-                    raise InputError(f"malformed CSV in {_display(path)}: {message}") from exc
-                yield chunk[wanted]
+        # A row too long to read becomes a row holding only `marker` (and where it was), in its
+        # first field: unforgeable by the input, and one row in for one row out.
+        marker = f"unread-{secrets.token_hex(8)}:"
+        rows = _CsvRows(io.BufferedReader(stream, buffer_size=1 << 20), marker.encode())
+        for segment, first_line in rows.segments(rows.header()):
+            # No `usecols`: with it pandas silently drops the extra fields of a malformed row, and
+            # converting the other columns costs little next to summarizing.
+            reader = pd.read_csv(io.BytesIO(segment), chunksize=chunk_rows, engine="c", **_CSV_OPTIONS)
+            with reader:
+                while True:
+                    try:
+                        chunk = next(reader)
+                    except StopIteration:
+                        break
+                    except pd.errors.ParserError as exc:
+                        raise InputError(
+                            f"malformed CSV in {_display(path)}: {_csv_parser_message(exc, first_line)}"
+                        ) from exc
+                    yield _with_row_errors(chunk, wanted, marker)
 
     return TableReader("csv", columns, "B", size, chunks, [raw], stream)
+
+
+def _csv_parser_message(exc: Exception, first_line: int) -> str:
+    """pandas' message, its line number counted from the input's first line, not the segment's."""
+    message = str(exc).removeprefix("Error tokenizing data. C error: ").strip()
+    return re.sub(r"\bline (\d+)", lambda m: f"line {int(m.group(1)) + first_line - 2}", message)
+
+
+def _with_row_errors(chunk: pd.DataFrame, wanted: list[str], marker: str) -> pd.DataFrame:
+    first = chunk.iloc[:, 0].tolist()
+    errors = [
+        _unread_reason(value[len(marker) :]) if isinstance(value, str) and value.startswith(marker) else None
+        for value in first
+    ]
+    out = chunk[wanted]
+    if any(errors):
+        out = out.copy()
+        for position, error in enumerate(errors):
+            if error is not None:
+                out.iloc[position] = None
+        out[ROW_ERROR] = errors
+    return out
+
+
+def _unread_reason(where: str) -> str:
+    line, size = where.split(":")
+    return unread_row_message(f"line {line}", int(size))
+
+
+def unread_row_message(where: str, size: int) -> str:
+    """Why a row ("line 7", "row 7") was not read: the status its output row gets (after "error: ")."""
+    return f"{where} is {size:,} bytes, over the {MAX_ROW_BYTES:,}-byte limit for one row; not read"
+
+
+class _CsvRows:
+    """Splits a CSV byte stream into its header row and segments of whole rows (about SEGMENT_BYTES
+    each), in linear time: a row's end is found by tracking quotes as pandas' parser does (a quote
+    opens a quoted field only at a field's start; "" inside one is a quote). The Python loop turns
+    once per quote or line break, not per byte. A row over MAX_ROW_BYTES is replaced by one field,
+    `marker` + "<line>:<size>", and the rest of it is skipped without being kept."""
+
+    _STOPS = re.compile(rb'[\r\n"]')
+
+    def __init__(self, stream: IO[bytes], marker: bytes) -> None:
+        self._marker = marker
+        self._blocks = iter(lambda: stream.read(1 << 20), b"")
+        self._rows = self._split()
+
+    def header(self) -> bytes:
+        """The first row that is not blank (pandas skips blank lines before the header too)."""
+        return next((row for row, _ in self._rows if row.strip()), b"")
+
+    def segments(self, header: bytes) -> Iterator[tuple[bytearray, int]]:
+        """(`header` and whole rows after it, the input line the first of those rows starts on)."""
+        segment, first_line = bytearray(header), 0
+        for row, line in self._rows:
+            # Never cut between a bare \r and a delimiter: pandas reads "\r," as one line break.
+            if len(segment) >= SEGMENT_BYTES and not (segment.endswith(b"\r") and row.startswith(b",")):
+                yield segment, first_line
+                segment = bytearray(header)
+            if len(segment) == len(header):
+                first_line = line
+            segment += row
+        if len(segment) > len(header):
+            yield segment, first_line
+
+    def _split(self) -> Iterator[tuple[bytes, int]]:
+        """Each row with its terminator (verbatim, or the marker row), and the line it starts on."""
+        row = bytearray()  # what is kept of the row: all of it, or nothing once it is over the limit
+        size = 0  # the row's real size so far
+        line = 1  # the line the row starts on
+        newlines = 0  # in the row so far
+        quoted = False
+        quote_seen = False  # a quote inside a quoted field: it closes the field unless another follows
+        previous = b"\n"  # the byte before a block: a quote after , \r \n (or at the start) opens a field
+        for index, block in enumerate(self._blocks):
+            # A byte-order mark doesn't count: the quote after it starts the first field.
+            bom = 3 if index == 0 and block.startswith(codecs.BOM_UTF8) else -1
+            start = position = 0
+            end = len(block)
+            while position < end:
+                if quote_seen:
+                    quote_seen = False
+                    if block[position] == 0x22:  # "" inside a quoted field: a quote, still quoted
+                        position += 1
+                        continue
+                    quoted = False
+                if quoted:
+                    found = block.find(b'"', position)
+                    if found < 0:
+                        break
+                    position, quote_seen = found + 1, True
+                    continue
+                match = self._STOPS.search(block, position)
+                if match is None:
+                    break
+                stop = match.start()
+                if block[stop] == 0x22:
+                    before = block[stop - 1 : stop] if stop > 0 else previous
+                    quoted = stop == bom or before in (b",", b"\r", b"\n")
+                    position = stop + 1
+                    continue
+                # A line break outside quotes ends the row.
+                piece = block[start : stop + 1]
+                size += len(piece)
+                newlines += piece.count(b"\n")
+                if size <= MAX_ROW_BYTES:
+                    row += piece
+                    yield bytes(row), line
+                else:
+                    yield self._unread(line, size - 1, piece[-1:]), line
+                line += newlines
+                row, size, newlines = bytearray(), 0, 0
+                start = position = stop + 1
+            piece = block[start:]
+            size += len(piece)
+            newlines += piece.count(b"\n")
+            if size <= MAX_ROW_BYTES:
+                row += piece
+            else:
+                row = bytearray()
+            previous = block[-1:]
+        if size:
+            yield (bytes(row) if size <= MAX_ROW_BYTES else self._unread(line, size, b"\n")), line
+
+    def _unread(self, line: int, size: int, terminator: bytes) -> bytes:
+        return b'"' + self._marker + f"{line}:{size}".encode() + b'"' + terminator
 
 
 def _csv_header(stream: _PeekableCountingStream, path: str) -> list[str]:
@@ -238,17 +382,15 @@ def _csv_header(stream: _PeekableCountingStream, path: str) -> list[str]:
     while True:
         head = stream.peek_head(size)
         complete = len(head) < size  # the whole input fits in the peek
-        if complete or b"\n" in head:
+        header = _CsvRows(io.BytesIO(head), b"").header()
+        if complete or header.endswith((b"\n", b"\r")):
             try:
-                header = pd.read_csv(io.BytesIO(head), nrows=0, **_CSV_OPTIONS)
+                names = pd.read_csv(io.BytesIO(header), nrows=0, **_CSV_OPTIONS).columns
             except pd.errors.EmptyDataError as exc:
                 raise InputError(f"{_display(path)} has no header row (no columns)") from exc
             except pd.errors.ParserError as exc:
-                if complete:
-                    raise InputError(f"malformed CSV header in {_display(path)}: {exc}") from exc
-            else:
-                if complete or len(header.columns) > 0:
-                    return [str(name) for name in header.columns]
+                raise InputError(f"malformed CSV header in {_display(path)}: {exc}") from exc
+            return [str(name) for name in names]
         if size >= MAX_HEADER_BYTES:
             raise InputError(
                 f"{_display(path)}: no CSV header row in the first {MAX_HEADER_BYTES:,} bytes (no line "
@@ -263,28 +405,75 @@ def _csv_header(stream: _PeekableCountingStream, path: str) -> list[str]:
 def _open_jsonl(stream: _PeekableCountingStream, raw: BinaryIO, size: int | None, path: str) -> TableReader:
     lines = io.BufferedReader(stream, buffer_size=1 << 20)
     records = _jsonl_records(lines, path)
-    first = next(records, None)
-    if first is None:
+    # The first readable record names the columns; a later record without one of them has it
+    # missing. Lines too long to read before it are kept (as their reasons) to come out first.
+    unread_first: list[_UnreadLine] = []
+    for first in records:
+        if not isinstance(first, _UnreadLine):
+            break
+        unread_first.append(first)
+    else:
+        if unread_first:
+            raise InputError(f"{_display(path)}: no JSON record short enough to read ({unread_first[0]})")
         raise InputError(f"{_display(path)} has no JSON records")
-    # The first record names the columns; a later record without one of them has it missing.
     columns = list(first)
 
     def chunks(wanted: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
         batch: list[list[object]] = []
-        for record in itertools.chain([first], records):
-            batch.append([record.get(name) for name in wanted])
-            if len(batch) == chunk_rows:
-                yield pd.DataFrame(batch, columns=wanted, dtype=object)
-                batch = []
+        errors: list[str | None] = []
+        batch_bytes = 0
+        for record in itertools.chain(unread_first, [first], records):
+            if isinstance(record, _UnreadLine):
+                batch.append([None] * len(wanted))
+                errors.append(str(record))
+            else:
+                batch.append([record.get(name) for name in wanted])
+                errors.append(None)
+            batch_bytes += record.size
+            if len(batch) == chunk_rows or batch_bytes >= SEGMENT_BYTES:
+                yield _jsonl_chunk(batch, wanted, errors)
+                batch, errors, batch_bytes = [], [], 0
         if batch:
-            yield pd.DataFrame(batch, columns=wanted, dtype=object)
+            yield _jsonl_chunk(batch, wanted, errors)
 
     return TableReader("jsonl", columns, "B", size, chunks, [raw], stream)
 
 
-def _jsonl_records(lines: IO[bytes], path: str) -> Iterator[dict[str, object]]:
-    """The objects of a JSON Lines stream; blank lines are skipped, anything else is an error."""
-    for line_number, line in enumerate(lines, start=1):
+def _jsonl_chunk(batch: list[list[object]], wanted: list[str], errors: list[str | None]) -> pd.DataFrame:
+    frame = pd.DataFrame(batch, columns=wanted, dtype=object)
+    if any(errors):
+        frame[ROW_ERROR] = errors
+    return frame
+
+
+class _Record(dict[str, object]):
+    """A JSON Lines object, and the size of its line."""
+
+    size: int = 0
+
+
+class _UnreadLine(str):
+    """A line too long to read: why (its line number and size)."""
+
+    size: int = 0
+
+
+def _jsonl_records(lines: IO[bytes], path: str) -> Iterator[_Record | _UnreadLine]:
+    """The objects of a JSON Lines stream; blank lines are skipped, a line over MAX_ROW_BYTES is
+    skipped without being kept (an _UnreadLine says so), anything else is an error."""
+    for line_number in itertools.count(1):
+        line = lines.readline(MAX_ROW_BYTES + 1)
+        if not line:
+            return
+        if len(line) > MAX_ROW_BYTES and not line.endswith(b"\n"):
+            size = len(line)
+            while not line.endswith(b"\n") and (line := lines.readline(1 << 20)):
+                size += len(line)
+            size -= line.endswith(b"\n")  # its size without the line break, as for CSV rows
+            unread = _UnreadLine(unread_row_message(f"line {line_number}", size))
+            unread.size = size
+            yield unread
+            continue
         text = decode_text(line).lstrip("\ufeff").strip()
         if not text:
             continue
@@ -296,10 +485,17 @@ def _jsonl_records(lines: IO[bytes], path: str) -> Iterator[dict[str, object]]:
             raise InputError(
                 f"{_display(path)} line {line_number}: expected a JSON object, got {type(record).__name__}"
             )
-        yield record
+        sized = _Record(record)
+        sized.size = len(line)
+        yield sized
 
 
 # ---- Parquet -----------------------------------------------------------------------------------
+
+
+# A row group whose asked-for columns hold more than this, uncompressed (by the file's own metadata),
+# is refused before any of it is read: pyarrow decodes a column chunk's pages whole.
+MAX_ROW_GROUP_BYTES = 256 << 20
 
 
 def _open_parquet(stream: _PeekableCountingStream, raw: BinaryIO, path: str) -> TableReader:
@@ -310,15 +506,91 @@ def _open_parquet(stream: _PeekableCountingStream, raw: BinaryIO, path: str) -> 
         parquet = pq.ParquetFile(source)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{_display(path)} is not a readable Parquet file: {exc}") from exc
-    columns = list(parquet.schema_arrow.names)
+    schema = parquet.schema_arrow
+    columns = list(schema.names)
 
     def chunks(wanted: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
-        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=wanted):
-            # Python values, not pandas dtypes: an integer id with nulls stays 7, not 7.0.
-            yield pd.DataFrame({name: batch.column(name).to_pylist() for name in wanted}, dtype=object)
+        # Text columns are read as dictionaries where the file has them so: a value repeated on
+        # every row is held once, and each row's size is known before any value is copied out.
+        texts = [name for name in wanted if _is_text(schema.field(name).type)]
+        reader = pq.ParquetFile(source, read_dictionary=texts)
+        metadata = reader.metadata
+        positions = [metadata.schema.names.index(name) for name in wanted if name in metadata.schema.names]
+        first_row = 0
+        for group in range(metadata.num_row_groups):
+            row_group = metadata.row_group(group)
+            size = sum(row_group.column(i).total_uncompressed_size for i in positions)
+            if size > MAX_ROW_GROUP_BYTES:
+                raise InputError(
+                    f"{_display(path)}: row group {group} holds {size:,} bytes of the columns read, "
+                    f"uncompressed, over the {MAX_ROW_GROUP_BYTES:,}-byte limit; write it with smaller "
+                    "row groups"
+                )
+            rows = max(1, min(chunk_rows, row_group.num_rows * SEGMENT_BYTES // max(size, 1)))
+            for batch in reader.iter_batches(batch_size=rows, row_groups=[group], columns=wanted):
+                yield from _parquet_frames(batch, wanted, texts, first_row)
+                first_row += batch.num_rows
 
     handles = [raw] if source is raw else [raw, source]
     return TableReader("parquet", columns, "rows", parquet.metadata.num_rows, chunks, handles)
+
+
+def _is_text(arrow_type: pa.DataType) -> bool:
+    return any(
+        check(arrow_type)
+        for check in (
+            pa.types.is_string,
+            pa.types.is_large_string,
+            pa.types.is_binary,
+            pa.types.is_large_binary,
+        )
+    )
+
+
+def _parquet_frames(
+    batch: pa.RecordBatch, wanted: list[str], texts: list[str], first_row: int
+) -> Iterator[pd.DataFrame]:
+    """A batch as frames holding at most SEGMENT_BYTES of text each (at least one row); a row with over
+    MAX_ROW_BYTES of text is not read (ROW_ERROR says so). The sizes come from the value lengths,
+    so nothing is copied out to measure it."""
+    sizes = np.zeros(batch.num_rows, dtype=np.int64)
+    for name in texts:
+        column = batch.column(name)
+        if pa.types.is_dictionary(column.type):
+            lengths = pc.binary_length(column.dictionary).take(column.indices)
+        else:
+            lengths = pc.binary_length(column)
+        sizes += lengths.fill_null(0).to_numpy(zero_copy_only=False)
+    unread = sizes > MAX_ROW_BYTES
+    ends = np.cumsum(np.where(unread, 0, sizes))
+    start = 0
+    while start < batch.num_rows:
+        before = int(ends[start - 1]) if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, before + SEGMENT_BYTES, side="right")))
+        yield _parquet_frame(batch.slice(start, stop - start), wanted, sizes[start:stop], first_row + start)
+        start = stop
+
+
+def _parquet_frame(
+    batch: pa.RecordBatch, wanted: list[str], sizes: np.ndarray, first_row: int
+) -> pd.DataFrame:
+    # Python values, not pandas dtypes: an integer id with nulls stays 7, not 7.0.
+    unread = sizes > MAX_ROW_BYTES
+    if not unread.any():
+        return pd.DataFrame({name: batch.column(name).to_pylist() for name in wanted}, dtype=object)
+    kept = np.flatnonzero(~unread)
+    columns: dict[str, list[object]] = {}
+    for name in wanted:
+        values: list[object] = [None] * batch.num_rows
+        for position, value in zip(kept, batch.column(name).take(pa.array(kept)).to_pylist(), strict=True):
+            values[position] = value
+        columns[name] = values
+    frame = pd.DataFrame(columns, dtype=object)
+    frame[ROW_ERROR] = [
+        unread_row_message(f"row {first_row + position + 1}", int(size)) if over else None
+        for position, (size, over) in enumerate(zip(sizes, unread, strict=True))
+    ]
+    return frame
 
 
 def _spool(stream: _PeekableCountingStream) -> BinaryIO:

@@ -7,6 +7,7 @@ import base64
 import copy
 import csv
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -40,6 +41,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+SERVER_PIDS: dict[str, int] = {}
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     """`sumpipe serve` as a user runs it, on a free loopback port; yields its base URL."""
@@ -51,6 +55,7 @@ def server() -> Iterator[str]:
         stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
+    SERVER_PIDS[url] = process.pid
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -414,3 +419,36 @@ def test_load_test_script_runs_bounded_and_reports() -> None:
     assert report["p50_ms"] <= report["p95_ms"] <= report["p99_ms"] <= report["max_ms"]
     assert report["server_cold_start_s"] > 0 and report["lambda_cold_start_s"] > 0
     assert completed.returncode == (1 if report["targets_missed"] else 0)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used: what another process's load doesn't inflate."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+PATHOLOGICAL = {
+    "dots then a letter": "." * 99_999 + "a",
+    "bangs then a letter": "!" * 99_999 + "a",
+    "one word, no space": "a" * 100_000,
+    "abbreviations": ("e.g. U.S. Mr. etc. " * 5_300)[:100_000],
+    "tags": ("<br /><p>x." * 9_100)[:100_000],
+    "tiny sentences": ("A b. " * 20_000)[:100_000],
+    "distinct sentences": " ".join(
+        f"Tea {i} was {['fresh', 'stale', 'sweet'][i % 3]}." for i in range(9_000)
+    )[:100_000],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PATHOLOGICAL))
+@pytest.mark.parametrize("options", [{}, {"method": "kmeans", "ratio": 0.99}], ids=["default", "kmeans-0.99"])
+def test_a_pathological_100_kb_text_costs_the_server_under_a_second_of_cpu(
+    server: str, http: httpx.Client, kind: str, options: dict[str, Any]
+) -> None:
+    pid = SERVER_PIDS[server]
+    before = _cpu_seconds(pid)
+    response = http.post("/summarize", json={"text": PATHOLOGICAL[kind], **options})
+    spent = _cpu_seconds(pid) - before
+    assert response.status_code == 200 or 400 <= response.status_code < 500, response.text
+    print(f"{kind} {options}: {response.status_code}, {spent:.2f} s of server CPU")
+    assert spent < 1.0, f"{kind}: {spent:.2f} s of server CPU"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -275,3 +276,102 @@ def test_a_csv_without_a_line_break_is_refused_after_a_bounded_peek(tmp_path: Pa
     assert result.returncode == 2
     _assert_one_line_error(result.stderr, "no CSV header row in the first 1,048,576 bytes")
     assert not (tmp_path / "out.csv").exists()
+
+
+def _rows_with_two_over_the_row_limit() -> list[tuple[str, str]]:
+    """Rows of (id, text): a quoted multi-line text with quotes, a 5 MB text, one just over the
+    2 MiB row limit, and ordinary rows between and after them."""
+    return [
+        ("a", 'A "quoted" word.\nA second line. ' + THREE_SENTENCES),
+        ("b", "Far too long. " * 360_000),
+        ("c", THREE_SENTENCES),
+        ("d", "x" * (2 << 20)),
+        ("e", THREE_SENTENCES),
+    ]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_row_over_the_row_limit_gets_an_error_naming_its_line_and_the_rows_after_it_are_summarized(
+    suffix: str, tmp_path: Path
+) -> None:
+    rows = _rows_with_two_over_the_row_limit()
+    source = tmp_path / f"in{suffix}"
+    if suffix == ".csv":
+        write_csv(source, [{"Id": row_id, "Text": text} for row_id, text in rows])
+        lines = {"b": 4, "d": 6}  # the header, then "a" spans lines 2 and 3
+    else:
+        source.write_text("".join(json.dumps({"Id": row_id, "Text": text}) + "\n" for row_id, text in rows))
+        lines = {"b": 2, "d": 4}
+    result = run_script(source, "--chunk-rows", "2", "-o", tmp_path / "out.csv")
+    assert result.returncode == 0, result.stderr
+    out = read_csv(tmp_path / "out.csv")
+    assert len(out) == len(rows)  # every input row accounted for
+    assert out["status"].tolist()[::2] == ["ok", "ok", "ok"]
+    assert out["n_sentences_in"][0] == "5"  # the quoted, two-line text was read whole
+    sizes = {row_id: source.read_bytes().split(b"\n")[lines[row_id] - 1] for row_id in lines}
+    for position, row_id in ((1, "b"), (3, "d")):
+        status = out["status"][position]
+        assert status.startswith(f"error: line {lines[row_id]} is "), status
+        assert f"{len(sizes[row_id]):,} bytes, over the 2,097,152-byte limit" in status
+        assert out["summary"][position] == "" and out["id"][position] == ""
+
+
+def test_a_row_limit_overrun_in_unquoted_fields_and_at_the_end_of_input(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    commas = ",".join(["w"] * 1_200_000)  # 2.4 MB of fields, no quotes, in a 2-column table
+    source.write_text(f"Id,Text\n1,{THREE_SENTENCES}\n2,{commas}\n3,{THREE_SENTENCES}\n4,{'z' * (3 << 20)}")
+    result = run_script(source, "-o", tmp_path / "out.csv")
+    assert result.returncode == 0, result.stderr
+    statuses = read_csv(tmp_path / "out.csv")["status"].tolist()
+    assert statuses[0] == statuses[2] == "ok"
+    assert (
+        statuses[1]
+        == f"error: line 3 is {len(commas) + 2:,} bytes, over the 2,097,152-byte limit for one row; not read"
+    )
+    assert statuses[3].startswith("error: line 5 is 3,145,730 bytes")
+
+
+def test_an_over_long_row_fails_its_group_and_counts_in_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "in.jsonl"
+    records = [{"ProductId": "P1", "Text": THREE_SENTENCES}, {"ProductId": "P1", "Text": "y" * (3 << 20)}]
+    source.write_text("".join(json.dumps(record) + "\n" for record in records))
+    assert run_main(capsys, source, "--group-by", "ProductId", "-o", tmp_path / "g.csv") == (0, "")
+    out = read_csv(tmp_path / "g.csv")
+    # The unread row's group is unknown: it is its own group, "", with the reason.
+    assert out["ProductId"].tolist() == ["P1", ""]
+    assert out["status"][0] == "ok" and out["status"][1].startswith("error: line 2 is ")
+
+
+def test_a_parquet_row_over_the_row_limit_is_not_read_and_the_rest_are(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "in.parquet"
+    texts = [THREE_SENTENCES, "Dust. " * 600_000, THREE_SENTENCES]  # 3.6 MB in the middle row
+    pq.write_table(pa.table({"Id": [1, 2, 3], "Text": texts}), source, compression="zstd")
+    result = run_script(source, "-o", tmp_path / "out.csv")
+    assert result.returncode == 0, result.stderr
+    out = read_csv(tmp_path / "out.csv")
+    assert out["status"].tolist()[::2] == ["ok", "ok"]
+    assert (
+        out["status"][1]
+        == "error: row 2 is 3,600,000 bytes, over the 2,097,152-byte limit for one row; not read"
+    )
+
+
+def test_a_parquet_row_group_too_big_to_decode_is_refused_from_its_metadata(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "in.parquet"
+    megabyte = "A sentence of text. " * 52_429
+    table = pa.table({"Id": list(range(260)), "Text": [megabyte] * 260})
+    pq.write_table(table, source, compression="zstd", use_dictionary=False)  # 260 MB plain, tiny file
+    assert source.stat().st_size < 5_000_000
+    result = run_script(source, "-o", tmp_path / "out.csv")
+    assert result.returncode == 2
+    _assert_one_line_error(
+        result.stderr, "row group 0 holds", "over the 268,435,456-byte limit", "smaller row groups"
+    )

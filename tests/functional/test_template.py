@@ -139,6 +139,49 @@ def test_the_api_app_owns_routing(template: dict[str, Any]) -> None:
     assert api["Environment"]["Variables"]["SUMPIPE_GLOVE"] == "/opt/glove"
 
 
+def test_the_api_is_never_open_iam_by_default_or_a_jwt_issuer(template: dict[str, Any]) -> None:
+    """No route without authorization: SigV4 (execute-api:Invoke, the ApiInvokePolicyArn output) unless
+    ApiAuth=jwt, which the template's rules refuse without an issuer and an audience."""
+    parameters, conditions = template["Parameters"], template["Conditions"]
+    assert parameters["ApiAuth"]["Default"] == "iam" and parameters["ApiAuth"]["AllowedValues"] == [
+        "iam",
+        "jwt",
+    ]
+    route = template["Resources"]["HttpApiDefaultRoute"]["Properties"]
+    assert route["AuthorizationType"] == {"Fn::If": ["ApiJwt", "JWT", "AWS_IAM"]}
+    assert route["AuthorizerId"]["Fn::If"][0] == "ApiJwt"
+    assert {"Fn::Equals": [{"Ref": "ApiAuth"}, "jwt"]} in conditions["ApiJwt"]["Fn::And"]
+    authorizer = template["Resources"]["HttpApiJwtAuthorizer"]
+    assert authorizer["Condition"] == "ApiJwt"
+    assert authorizer["Properties"]["JwtConfiguration"]["Issuer"] == {"Ref": "ApiJwtIssuer"}
+    rule = template["Rules"]["JwtNeedsItsIssuer"]["Assertions"]
+    assert [a["Assert"]["Fn::Not"][0]["Fn::Equals"][0]["Ref"] for a in rule] == [
+        "ApiJwtIssuer",
+        "ApiJwtAudience",
+    ]
+    (statement,) = template["Resources"]["ApiInvokePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "execute-api:Invoke" and "${HttpApi}/*" in statement["Resource"]["Fn::Sub"]
+
+
+def test_every_function_has_reserved_concurrency_so_none_starves_another(template: dict[str, Any]) -> None:
+    functions = {
+        name: resource["Properties"]
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Lambda::Function"
+    }
+    assert set(functions) == {"TriggerFunction", "WorkerFunction", "StopFunction", "ApiFunction"}
+    for name, properties in functions.items():
+        parameter = "ApiReservedConcurrency" if name == "ApiFunction" else "PipelineReservedConcurrency"
+        condition = "ReserveApi" if name == "ApiFunction" else "ReservePipeline"
+        assert properties["ReservedConcurrentExecutions"] == {
+            "Fn::If": [condition, {"Ref": parameter}, {"Ref": "AWS::NoValue"}]
+        }, name
+    # Zero means "no reservation", never "throttle everything".
+    assert template["Conditions"]["ReservePipeline"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "PipelineReservedConcurrency"}, 0]}]
+    }
+
+
 @pytest.mark.parametrize("script", sorted((ROOT / "deploy").glob("*.sh")), ids=lambda p: p.name)
 def test_deploy_scripts_are_shellcheck_clean(script: Path) -> None:
     shellcheck = shutil.which("shellcheck")
