@@ -67,19 +67,30 @@ def poll(check: Callable[[], bool], timeout_s: float, what: str) -> None:
 
 def ensure_running(ec2: Any, instance_id: str, timeout_s: float) -> tuple[Instance, bool]:
     """Starts the instance unless it already runs; returns it running and whether we started it.
-    A stop in progress is waited out first (EC2 refuses to start a stopping instance)."""
+    A stop in progress is waited out first (EC2 refuses to start a stopping instance). All of it
+    within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
     current = describe(ec2, instance_id)
     started = False
     if current.state == "stopping":
-        poll(lambda: describe(ec2, instance_id).state == "stopped", timeout_s, f"{instance_id} to stop")
+        poll(
+            lambda: describe(ec2, instance_id).state == "stopped",
+            remaining(deadline),
+            f"{instance_id} to stop",
+        )
         current = describe(ec2, instance_id)
     if current.state == "stopped":
         ec2.start_instances(InstanceIds=[instance_id])
         started = True
     elif current.state not in ("pending", "running"):
         raise InstanceError(f"instance {instance_id} is {current.state}")
-    poll(lambda: describe(ec2, instance_id).state == "running", timeout_s, f"{instance_id} to run")
+    poll(lambda: describe(ec2, instance_id).state == "running", remaining(deadline), f"{instance_id} to run")
     return describe(ec2, instance_id), started
+
+
+def remaining(deadline: float) -> float:
+    """Seconds left until a time.monotonic() deadline (never negative)."""
+    return max(0.0, deadline - time.monotonic())
 
 
 def stop(ec2: Any, instance_id: str) -> str:

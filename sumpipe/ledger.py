@@ -4,6 +4,17 @@
 instance. The in-flight count only changes in the same transaction as a job state change, and every
 state change is conditional on the state it leaves, so a duplicate or racing event can neither
 double-start a job nor double-count an instance.
+
+Exclusions, each one conditional write:
+- stop vs assign: claim_stop marks the instance `stopping_at` (only with nothing in flight), and
+  assign requires no such mark, so a job is never given to an instance being stopped; the mark goes
+  once the stop was made (stop_done) or given up (release_stop), or after STOP_LEASE_S;
+- one starter per job: a job left `starting` (its trigger died) is taken over by one redelivered
+  event, once its start lease has run out (resume_start);
+- one runner per job: the runner claims the job before any work (claim_runner), for as long as the
+  job may run (its deadline);
+- one outcome per job: whoever writes the job's finishing file (the runner's summary.csv, anyone's
+  error.json) claims the outcome first (claim_outcome), so a job never ends with both.
 """
 
 from __future__ import annotations
@@ -20,6 +31,14 @@ ACTIVE_STATES = (QUEUED, STARTING, RUNNING)
 TERMINAL_STATES = (SUCCEEDED, FAILED)
 
 _CONFLICT_RETRIES = 6
+# The table's sparse index of active jobs by deadline (deploy/template.yaml): only active jobs carry
+# the `active` attribute.
+ACTIVE_INDEX = "active-by-deadline"
+ACTIVE = "1"
+# Finished jobs expire from the table (DynamoDB's TTL on `expires_at`) after this long.
+FINISHED_RETENTION_S = 30 * 86400
+# A stop mark older than this is stale (its stopper died between the claim and the stop).
+STOP_LEASE_S = 120.0
 _serialize = TypeSerializer().serialize
 _deserialize = TypeDeserializer().deserialize
 
@@ -40,6 +59,9 @@ class Job:
     deadline_at: float = 0.0
     rows: int | None = None
     error: str | None = None
+    runner: str | None = None  # who runs it: "<host>:<pid>" of the runner that claimed it
+    attempt: int = 0  # how many runners claimed it (1 when all went well)
+    outcome: str | None = None  # the finishing file claimed: summary.csv or error.json
 
     @property
     def terminal(self) -> bool:
@@ -51,6 +73,11 @@ class InstanceLoad:
     instance_id: str
     inflight: int
     updated_at: float
+    stopping_at: float | None = None
+
+
+class InstanceStopping(Exception):
+    """assign() was refused because the instance is being stopped: wait the stop out, then retry."""
 
 
 def _job_pk(job_id: str) -> str:
@@ -74,7 +101,7 @@ def _from_item(item: dict[str, Any]) -> dict[str, Any]:
     for k, v in item.items():
         value = _deserialize(v)
         if isinstance(value, Decimal):
-            value = int(value) if k in ("rows", "inflight", "starts") else float(value)
+            value = int(value) if k in ("rows", "inflight", "starts", "attempt") else float(value)
         out[k] = value
     return out
 
@@ -101,7 +128,7 @@ class Ledger:
 
     def create_job(self, job: Job) -> bool:
         """Records a new job; False when this job id is already recorded (a duplicate event)."""
-        item = _to_item({"pk": _job_pk(job.job_id), **asdict(job)})
+        item = _to_item({"pk": _job_pk(job.job_id), **asdict(job), "active": ACTIVE})
         try:
             self._db.put_item(
                 TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)"
@@ -121,38 +148,88 @@ class Ledger:
         return sorted(jobs, key=lambda j: j.created_at)
 
     def overdue_jobs(self, now: float) -> list[Job]:
-        return [j for j in self.list_jobs() if not j.terminal and j.deadline_at and j.deadline_at < now]
+        """Active jobs past their deadline, from the sparse index (no Scan: finished jobs aren't in it).
+        The index lags writes slightly; every use re-checks with a conditional write."""
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": ACTIVE_INDEX,
+            "KeyConditionExpression": "#active = :active AND deadline_at < :now",
+            "ExpressionAttributeNames": {"#active": "active"},
+            "ExpressionAttributeValues": _to_item({":active": ACTIVE, ":now": now}),
+        }
+        while True:
+            resp = self._db.query(**kwargs)
+            items.extend(resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return [job for job in map(_job_from_item, items) if not job.terminal]
 
     def assign(self, job_id: str, instance_id: str, now: float | None = None) -> bool:
-        """queued -> starting on `instance_id`, counting the job on that instance. False if not queued."""
+        """queued -> starting on `instance_id`, counting the job on that instance. False if not queued;
+        InstanceStopping if the instance is being stopped (then nothing is written)."""
         now = time.time() if now is None else now
-        return self._transact(
+        counted = self._inflight_update(instance_id, +1, now, count_start=True)
+        counted["ConditionExpression"] = "attribute_not_exists(stopping_at) OR stopping_at < :stale"
+        counted["ExpressionAttributeValues"][":stale"] = _serialize(Decimal(str(now - STOP_LEASE_S)))
+        failed = self._transact_failures(
             self._job_update(
                 job_id,
                 "SET #s = :new, instance_id = :i, updated_at = :now",
                 {":new": STARTING, ":i": instance_id, ":now": now},
                 expect=(QUEUED,),
             ),
-            self._inflight_update(instance_id, +1, now, count_start=True),
+            counted,
         )
+        if failed == [1]:
+            raise InstanceStopping(f"instance {instance_id} is being stopped")
+        return not failed
+
+    def resume_start(self, job_id: str, lease_s: float, now: float | None = None) -> bool:
+        """Take over a job left `starting` for over `lease_s` (the trigger that assigned it died before
+        handing it on): True for the one caller that may carry on with it."""
+        now = time.time() if now is None else now
+        update = self._job_update(job_id, "SET updated_at = :now", {":now": now}, expect=(STARTING,))
+        update["ConditionExpression"] += " AND updated_at < :expired"
+        update["ExpressionAttributeValues"][":expired"] = _serialize(Decimal(str(now - lease_s)))
+        return self._update(update)
+
+    def claim_runner(self, job_id: str, runner: str, now: float | None = None) -> bool:
+        """The runner's claim on its job before any work: True for the first runner of a job that is
+        starting or running; a second runner (a duplicate start) gets False. The claim lasts as long
+        as the job may run: past its deadline the watchdog fails it."""
+        now = time.time() if now is None else now
+        update = self._job_update(
+            job_id, "SET #runner = :r, updated_at = :now ADD #attempt :one",
+            {":r": runner, ":now": now, ":one": 1}, expect=(STARTING, RUNNING),
+        )  # fmt: skip
+        update["ConditionExpression"] += " AND attribute_not_exists(#runner)"
+        update["ExpressionAttributeNames"].update({"#runner": "runner", "#attempt": "attempt"})
+        return self._update(update)
+
+    def claim_outcome(self, job_id: str, name: str, now: float | None = None) -> bool:
+        """True for the one writer of the job's finishing file (`name`), before writing it: a job
+        ends with summary.csv or error.json, never both."""
+        now = time.time() if now is None else now
+        update = self._job_update(
+            job_id, "SET #outcome = :o, updated_at = :now", {":o": name, ":now": now}, expect=ACTIVE_STATES
+        )
+        update["ConditionExpression"] += " AND attribute_not_exists(#outcome)"
+        update["ExpressionAttributeNames"]["#outcome"] = "outcome"
+        return self._update(update)
 
     def mark_running(self, job_id: str, now: float | None = None) -> bool:
         """starting -> running. False if the job is no longer starting (e.g. already finished)."""
         now = time.time() if now is None else now
-        try:
-            self._db.update_item(
-                **self._job_update(
-                    job_id,
-                    "SET #s = :new, started_at = :now, updated_at = :now",
-                    {":new": RUNNING, ":now": now},
-                    expect=(STARTING,),
-                )
+        return self._update(
+            self._job_update(
+                job_id,
+                "SET #s = :new, started_at = :now, updated_at = :now",
+                {":new": RUNNING, ":now": now},
+                expect=(STARTING,),
             )
-        except Exception as exc:
-            if _is_condition_failure(exc):
-                return False
-            raise
-        return True
+        )
 
     def finish(
         self,
@@ -168,8 +245,10 @@ class Ledger:
         if state not in TERMINAL_STATES:
             raise ValueError(f"not a terminal state: {state}")
         now = time.time() if now is None else now
-        values: dict[str, Any] = {":new": state, ":now": now}
-        expression = "SET #s = :new, finished_at = :now, updated_at = :now"
+        values: dict[str, Any] = {":new": state, ":now": now, ":expires": int(now + FINISHED_RETENTION_S)}
+        expression = (
+            "REMOVE #active SET #s = :new, finished_at = :now, updated_at = :now, expires_at = :expires"
+        )
         if rows is not None:
             values[":rows"] = rows
             expression += ", #rows = :rows"
@@ -178,7 +257,11 @@ class Ledger:
             expression += ", #error = :err"
         update = self._job_update(job.job_id, expression, values, expect=ACTIVE_STATES)
         update["ExpressionAttributeNames"].update(
-            {k: v for k, v in (("#rows", "rows"), ("#error", "error")) if k in expression}
+            {
+                k: v
+                for k, v in (("#rows", "rows"), ("#error", "error"), ("#active", "active"))
+                if k in expression
+            }
         )
         # The instance was counted at assign(); a job that never got one (still queued) has none.
         # Re-reading inside the condition keeps that pairing exact: the job's instance_id must be
@@ -197,14 +280,23 @@ class Ledger:
             TableName=self._table, Key=self._key(_instance_pk(instance_id)), ConsistentRead=True
         )
         values = _from_item(resp.get("Item", {}))
-        return InstanceLoad(instance_id, int(values.get("inflight", 0)), float(values.get("updated_at", 0.0)))
+        return InstanceLoad(
+            instance_id,
+            int(values.get("inflight", 0)),
+            float(values.get("updated_at", 0.0)),
+            values.get("stopping_at"),
+        )
 
     def claim_stop(self, instance_id: str, *, idle: bool = False, now: float | None = None) -> bool:
-        """True for the one caller that may stop the instance now: nothing is in flight on it and,
-        unless `idle` (the watchdog's sweep of idle instances), no stop was claimed since the last
-        job was assigned to it. Atomic against assign(): a job assigned first makes this False."""
+        """True for the one caller that may stop the instance now: nothing is in flight on it, no
+        other stop is under way and, unless `idle` (the watchdog's sweep of idle instances), no stop
+        was claimed since the last job was assigned to it. It marks the instance `stopping` until
+        stop_done() or release_stop(): assign() refuses it meanwhile. Atomic against assign()."""
         now = time.time() if now is None else now
-        condition = "(attribute_not_exists(inflight) OR inflight = :zero)"
+        condition = (
+            "(attribute_not_exists(inflight) OR inflight = :zero)"
+            " AND (attribute_not_exists(stopping_at) OR stopping_at < :stale)"
+        )
         if not idle:
             condition += (
                 " AND (attribute_not_exists(stop_claimed_at_start)"
@@ -215,10 +307,11 @@ class Ledger:
                 TableName=self._table,
                 Key=self._key(_instance_pk(instance_id)),
                 UpdateExpression=(
-                    "SET stop_claimed_at_start = if_not_exists(starts, :zero), stop_claimed_at = :now"
+                    "SET stop_claimed_at_start = if_not_exists(starts, :zero), stop_claimed_at = :now,"
+                    " stopping_at = :now"
                 ),
                 ConditionExpression=condition,
-                ExpressionAttributeValues=_to_item({":zero": 0, ":now": now}),
+                ExpressionAttributeValues=_to_item({":zero": 0, ":now": now, ":stale": now - STOP_LEASE_S}),
             )
         except Exception as exc:
             if _is_condition_failure(exc):
@@ -226,12 +319,20 @@ class Ledger:
             raise
         return True
 
+    def stop_done(self, instance_id: str) -> None:
+        """The stop was made (EC2 took it): new jobs may be assigned again (they restart it)."""
+        self._db.update_item(
+            TableName=self._table,
+            Key=self._key(_instance_pk(instance_id)),
+            UpdateExpression="REMOVE stopping_at",
+        )
+
     def release_stop(self, instance_id: str) -> None:
         """Withdraw a stop claim whose stop did not happen, so the next finish or sweep may claim it."""
         self._db.update_item(
             TableName=self._table,
             Key=self._key(_instance_pk(instance_id)),
-            UpdateExpression="REMOVE stop_claimed_at_start, stop_claimed_at",
+            UpdateExpression="REMOVE stop_claimed_at_start, stop_claimed_at, stopping_at",
         )
 
     # -- internals ----------------------------------------------------------------------------
@@ -282,19 +383,35 @@ class Ledger:
             ),
         }
 
+    def _update(self, update: dict[str, Any]) -> bool:
+        """One conditional update: True when written, False when its condition failed."""
+        try:
+            self._db.update_item(**update)
+        except Exception as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
+
     def _transact(self, *updates: dict[str, Any]) -> bool:
-        """True when written, False when a condition failed. Transactions touching the same
-        instance counter concurrently can be cancelled with TransactionConflict: those retry."""
+        """True when written, False when a condition failed."""
+        return not self._transact_failures(*updates)
+
+    def _transact_failures(self, *updates: dict[str, Any]) -> list[int]:
+        """The positions of the updates whose condition failed (none: all written). Transactions
+        touching the same instance counter concurrently can be cancelled with TransactionConflict:
+        those retry."""
         for attempt in range(_CONFLICT_RETRIES):
             try:
                 self._db.transact_write_items(TransactItems=[{"Update": u} for u in updates])
             except Exception as exc:
                 reasons = [r.get("Code") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
-                if "ConditionalCheckFailed" in reasons:
-                    return False
+                failed = [i for i, reason in enumerate(reasons) if reason == "ConditionalCheckFailed"]
+                if failed:
+                    return failed
                 if "TransactionConflict" in reasons and attempt + 1 < _CONFLICT_RETRIES:
                     time.sleep(0.05 * 2**attempt)
                     continue
                 raise
-            return True
+            return []
         raise AssertionError("unreachable")

@@ -16,13 +16,14 @@ import json
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import S3Event
 
 from sumpipe import ec2, keys, remote
 from sumpipe.aws import client
-from sumpipe.ledger import FAILED, QUEUED, STARTING, SUCCEEDED, Job, Ledger
+from sumpipe.ledger import FAILED, QUEUED, STARTING, SUCCEEDED, InstanceStopping, Job, Ledger
 from sumpipe.logs import get_logger, job_context
 from sumpipe.settings import Settings
 
@@ -112,13 +113,31 @@ def fail_job(
     reason: str,
     step: str,
     exc: BaseException | None = None,
+    *,
+    overrule: bool = False,
 ) -> None:
     """Report the failure in the output bucket, then finish the job as failed (stopping its
-    instance when idle). The report's own event reaches stop_ec2 later and is a no-op then."""
+    instance when idle). The report's own event reaches stop_ec2 later and is a no-op then.
+    Not when the job's outcome is already decided (its runner is writing summary.csv), unless
+    `overrule` (that runner died: its summary.csv never came)."""
     reason = " ".join(reason.split())  # one line (an AWS error can carry a whole XML body)
+    ledger = ledger_for(settings, clients)
+    if not ledger.claim_outcome(job_id, keys.ERROR) and not overrule:
+        # The runner is writing summary.csv, or someone already failed it: one finishing file only.
+        job = ledger.get_job(job_id)
+        logger.warning(
+            "job not failed: its outcome is already decided",
+            extra={
+                "reason": reason,
+                "step": step,
+                "outcome": job and job.outcome,
+                "state": job and job.state,
+            },
+        )
+        return
     logger.error("job failed", extra={"reason": reason, "step": step})
     write_error_report(settings, clients, job_id, reason, step, exc)
-    job = ledger_for(settings, clients).get_job(job_id)
+    job = ledger.get_job(job_id)
     if job is not None:
         finish_job(settings, clients, job, FAILED, error=reason)
 
@@ -170,6 +189,7 @@ def stop_if_idle(settings: Settings, clients: Clients, instance_id: str, *, idle
             extra={"instance_id": instance_id, "error": str(exc), "event": "instance_stop_failed"},
         )
         return False
+    ledger.stop_done(instance_id)  # EC2 has it: a new job may now be assigned (and restart it)
     # This line is the audit record of every stop the pipeline makes (`sumpipe logs` shows it).
     logger.info(
         "instance stopped",
@@ -212,6 +232,13 @@ def accept_upload(settings: Settings, clients: Clients, upload: ObjectCreated) -
             logger.info("job recorded", extra={"input_key": upload.key, "version": version})
         else:
             existing = ledger.get_job(job_id)
+            left_starting = existing is not None and existing.state == STARTING and existing.instance_id
+            if left_starting and ledger.resume_start(job_id, settings.start_lease_s):
+                # Its trigger died between assigning and handing it on: this event carries on.
+                assert existing is not None and existing.instance_id is not None
+                logger.info("resuming a job left starting", extra={"instance_id": existing.instance_id})
+                hand_off(settings, clients, job_id, existing.instance_id)
+                return job_id
             if existing is None or existing.state != QUEUED:
                 logger.info(
                     "duplicate event: job already recorded",
@@ -258,13 +285,39 @@ def start_job(settings: Settings, clients: Clients, job_id: str) -> None:
         reason = f"no worker instance tagged {tag} in stack {settings.stack_name}"
         fail_job(settings, clients, job_id, reason, "trigger")
         return
-    chosen = min(workers, key=lambda i: (ledger.instance_load(i.instance_id).inflight, i.instance_id))
-    if not ledger.assign(job_id, chosen.instance_id):
+    deadline = time.monotonic() + settings.instance_ready_timeout_s
+    while True:
+        chosen = min(workers, key=lambda i: (ledger.instance_load(i.instance_id).inflight, i.instance_id))
+        try:
+            assigned = ledger.assign(job_id, chosen.instance_id)
+        except InstanceStopping:
+            # Its last job just ended and its stop is being made: wait the stop out (the instance
+            # then restarts for this job), within the trigger's own wait budget.
+            logger.info("instance being stopped; waiting", extra={"instance_id": chosen.instance_id})
+            ec2.poll(
+                partial(_stop_made, ledger, chosen.instance_id),
+                ec2.remaining(deadline),
+                f"the stop of {chosen.instance_id} to be made",
+            )
+            continue
+        break
+    if not assigned:
         logger.info("duplicate event: job already assigned")
         return
     logger.info("job assigned", extra={"instance_id": chosen.instance_id, "instance_state": chosen.state})
+    hand_off(settings, clients, job_id, chosen.instance_id, ec2.remaining(deadline))
+
+
+def _stop_made(ledger: Ledger, instance_id: str) -> bool:
+    return ledger.instance_load(instance_id).stopping_at is None
+
+
+def hand_off(
+    settings: Settings, clients: Clients, job_id: str, instance_id: str, budget_s: float | None = None
+) -> None:
+    """The job's instance made ready, then the job handed to the worker function."""
     try:
-        ready = ready_instance(settings, clients, chosen.instance_id)
+        ready = ready_instance(settings, clients, instance_id, budget_s)
     except Exception as exc:
         fail_job(settings, clients, job_id, f"worker instance not ready: {exc}", "trigger", exc)
         return
@@ -279,10 +332,14 @@ class ReadyInstance:
     known_hosts: str | None  # the known-hosts text holding its key for `address` (SSH only)
 
 
-def ready_instance(settings: Settings, clients: Clients, instance_id: str) -> ReadyInstance:
+def ready_instance(
+    settings: Settings, clients: Clients, instance_id: str, budget_s: float | None = None
+) -> ReadyInstance:
     """The instance running and accepting SSH (started if need be), and the address to use: the
-    one `settings.worker_address` names, never the other (locally, only the private one exists)."""
-    instance, started = ec2.ensure_running(clients.ec2, instance_id, settings.instance_ready_timeout_s)
+    one `settings.worker_address` names, never the other (locally, only the private one exists).
+    Every wait together within `budget_s` (default: settings.instance_ready_timeout_s)."""
+    deadline = time.monotonic() + (settings.instance_ready_timeout_s if budget_s is None else budget_s)
+    instance, started = ec2.ensure_running(clients.ec2, instance_id, ec2.remaining(deadline))
     if started:
         logger.info("instance started", extra={"instance_id": instance_id, "event": "instance_started"})
     address = instance.public_ip if settings.worker_address == "public" else instance.private_ip
@@ -290,13 +347,15 @@ def ready_instance(settings: Settings, clients: Clients, instance_id: str) -> Re
         raise ec2.InstanceError(f"instance {instance_id} has no {settings.worker_address} address")
     known_hosts = None
     if settings.transport == "ssh":
-        remote.wait_port_open(address, settings.ssh_port, settings.instance_ready_timeout_s)
-        known_hosts = wait_for_host_key(settings, clients, instance_id, address)
+        remote.wait_port_open(address, settings.ssh_port, ec2.remaining(deadline))
+        known_hosts = wait_for_host_key(settings, clients, instance_id, address, ec2.remaining(deadline))
     logger.info("instance reachable", extra={"instance_id": instance_id, "address": address})
     return ReadyInstance(instance, address, known_hosts)
 
 
-def wait_for_host_key(settings: Settings, clients: Clients, instance_id: str, address: str) -> str:
+def wait_for_host_key(
+    settings: Settings, clients: Clients, instance_id: str, address: str, timeout_s: float
+) -> str:
     """The known-hosts text, once the instance has published its host key for `address` (it does
     at every boot, after sshd is up): the worker would otherwise refuse the host as unknown."""
     published: list[str] = []
@@ -306,13 +365,16 @@ def wait_for_host_key(settings: Settings, clients: Clients, instance_id: str, ad
         published[:] = [parameter["Value"]]
         return remote.has_published_key(parameter["Value"], address, settings.ssh_port, instance_id)
 
-    ec2.poll(has_key, settings.instance_ready_timeout_s, f"{instance_id} to publish its host key")
+    ec2.poll(has_key, timeout_s, f"{instance_id} to publish its host key")
     return published[0]
 
 
 # -- worker ------------------------------------------------------------------------------------
 
 
+# The worker's wait for an instance the trigger already made ready: well within its 120 s timeout,
+# beside the SSH start (connect_timeout_s x connect_attempts).
+WORKER_READY_BUDGET_S = 60.0
 # A jobs-queue message whose handling keeps raising (not a failure to reach the host, which
 # dispatch_job already turns into a failed job) is retried by SQS this many times, then the job fails.
 MAX_DISPATCH_ATTEMPTS = 3
@@ -342,7 +404,13 @@ def dispatch_job(settings: Settings, clients: Clients, job_id: str) -> None:
             logger.info("job not waiting to start; message ignored", extra={"state": state})
             return
         try:
-            transport = transport_for(settings, clients, ready_instance(settings, clients, job.instance_id))
+            ready = ready_instance(
+                settings,
+                clients,
+                job.instance_id,
+                min(settings.instance_ready_timeout_s, WORKER_READY_BUDGET_S),
+            )
+            transport = transport_for(settings, clients, ready)
             try:
                 result = transport.run(f"start {job_id}", timeout=30.0)
             finally:
@@ -423,6 +491,10 @@ def _read_json(clients: Clients, bucket: str, key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+# A runner that claimed success past its job's deadline gets this long to upload summary.csv.
+SUMMARY_GRACE_S = 900.0
+
+
 def watchdog(settings: Settings, clients: Clients, now: float | None = None) -> None:
     """Fails jobs past their deadline (their instance then stops as usual), and stops worker
     instances that have been running with nothing in flight for longer than the idle grace."""
@@ -430,7 +502,13 @@ def watchdog(settings: Settings, clients: Clients, now: float | None = None) -> 
     ledger = ledger_for(settings, clients)
     for job in ledger.overdue_jobs(now):
         with job_context(logger, job_id=job.job_id):
-            fail_job(settings, clients, job.job_id, "deadline exceeded", "watchdog")
+            if job.outcome == keys.SUMMARY and now < job.deadline_at + SUMMARY_GRACE_S:
+                logger.info("overdue, but its summary.csv is being written", extra={"runner": job.runner})
+                continue
+            reason = "deadline exceeded"
+            if job.outcome == keys.SUMMARY:
+                reason += f" (its runner {job.runner} claimed success, but summary.csv never came)"
+            fail_job(settings, clients, job.job_id, reason, "watchdog", overrule=job.outcome == keys.SUMMARY)
     for instance in _workers(settings, clients):
         if instance.state != "running":
             continue

@@ -10,8 +10,11 @@ The job: read its record from the ledger, stream the exact input version into th
 running in a child process (same bad-input handling and row accounting; a child that dies is
 reported, not waited for until the deadline), upload
 `manifest.json`, the runner log, and `summary.csv` LAST (its event finishes the job and may stop
-this instance). On any failure it uploads `error.json` instead. AWS endpoint, region and
-credentials come from the environment (sshd SetEnv locally, the instance profile in AWS).
+this instance). On any failure it uploads `error.json` instead. Before any work it claims the job
+in the ledger (one runner per job: a second start is a logged no-op), and before the finishing
+file it claims the job's outcome (one of summary.csv or error.json per job: not when the watchdog
+failed the job meanwhile). Settings come from /etc/sumpipe/runner.env (written by the bootstrap),
+credentials from the instance profile.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -121,13 +125,22 @@ def _run(job_id: str, settings: Settings, workdir: Path, summarizer: subprocess.
         # Everything from here on ends in summary.csv or error.json: a failure as early as reading
         # the job (no credentials, a refused ledger read) fails the job at once, with its reason,
         # instead of leaving it `running` until the watchdog's deadline.
+        ledger = Ledger(client("dynamodb"), settings.job_table)
         try:
-            job = Ledger(client("dynamodb"), settings.job_table).get_job(job_id)
+            job = ledger.get_job(job_id)
             if job is not None and job.terminal:
                 logger.warning("job already finished; nothing to do", extra={"state": job.state})
                 return 0
             if job is None:
                 raise JobFailed(f"job {job_id} is not in the ledger")
+            # One runner per job: a second start (a redelivered message, a retried dispatch) stops here.
+            if not ledger.claim_runner(job_id, f"{socket.gethostname()}:{os.getpid()}"):
+                current = ledger.get_job(job_id)
+                logger.warning(
+                    "job already claimed by another runner; nothing to do",
+                    extra={"runner": current and current.runner, "state": current and current.state},
+                )
+                return 0
             manifest = do_job(settings, s3, job, workdir, summarizer)
         except Exception as exc:
             reason = str(exc) if isinstance(exc, JobFailed) else f"{type(exc).__name__}: {exc}"
@@ -148,6 +161,8 @@ def _run(job_id: str, settings: Settings, workdir: Path, summarizer: subprocess.
             body = json.dumps(manifest, indent=2).encode()
             put(s3, settings, job_id, keys.MANIFEST, body, "application/json")
             finishing = workdir / keys.SUMMARY
+        if not _claim_outcome(ledger, job_id, finishing.name, logger):
+            return 0
         logger.info("writing the finishing file", extra={"file": finishing.name})
         sys.stdout.flush()
         put(s3, settings, job_id, keys.RUNNER_LOG, log_path.read_bytes(), "application/x-ndjson")
@@ -160,6 +175,24 @@ def _run(job_id: str, settings: Settings, workdir: Path, summarizer: subprocess.
             ExtraArgs={"ContentType": content_type},
         )
     return 0
+
+
+def _claim_outcome(ledger: Any, job_id: str, name: str, logger: Any) -> bool:
+    """Whether this runner may write the job's finishing file: not when the job was already failed
+    (past its deadline, say) meanwhile. A ledger that can't be written still gets the file: the
+    job must end, and the failure is in the log."""
+    try:
+        if ledger.claim_outcome(job_id, name):
+            return True
+    except Exception as exc:
+        logger.error("could not claim the job's outcome; writing it anyway", extra={"error": str(exc)})
+        return True
+    current = ledger.get_job(job_id)
+    logger.warning(
+        "the job's outcome was already decided; not writing mine",
+        extra={"file": name, "outcome": current and current.outcome, "state": current and current.state},
+    )
+    return False
 
 
 def put(s3: Any, settings: Settings, job_id: str, name: str, body: bytes, content_type: str) -> None:

@@ -39,7 +39,12 @@ class Settings(BaseSettings):
     worker_address: Literal["private", "public"] = "private"
     connect_timeout_s: float = 5.0
     connect_attempts: int = 4
+    # All of the trigger's wait for an instance (start, boot, SSH, host key): shorter than the
+    # trigger function's timeout (360 s), with margin, so the trigger never dies mid-wait.
     instance_ready_timeout_s: float = 300.0
+    # A job its trigger left `starting` this long (the trigger died after assigning it) is taken
+    # over by the event's redelivery: longer than the trigger's timeout, so never a live trigger's.
+    start_lease_s: float = 420.0
 
     # A job still running after this long is failed and its instance stopped by the watchdog.
     job_deadline_s: int = 3600

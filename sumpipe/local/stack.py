@@ -237,14 +237,16 @@ def emulator_parameters(state_dir: Path) -> dict[str, str]:
     return dict(json.loads((state_dir.resolve() / "parameters.json").read_text()))
 
 
-def attach(state_dir: Path, stack_name: str, *, timeout_s: float = 120.0) -> StackInfo:
+def attach(state_dir: Path, stack_name: str, *, timeout_s: float = 900.0) -> StackInfo:
     """Attach the hosts and the Lambda runtime of an emulator-only daemon to `stack_name`, a stack
     deployed into it with its emulator_parameters; returns once ready."""
     state_dir = state_dir.resolve()
     if not (state_dir / "emulator-ready").exists():
         raise StackError(f"no emulator waits for a stack in {state_dir}: `sumpipe local up --emulator-only`")
     pid = read_pid(state_dir / "stack.pid")
-    (state_dir / "attach").write_text(stack_name)
+    # Written whole, then renamed: the waiting daemon never reads a half-written name.
+    (state_dir / "attach.tmp").write_text(stack_name)
+    (state_dir / "attach.tmp").rename(state_dir / "attach")
     _wait_for(state_dir, "ready", lambda: pid is not None and pid_alive(pid), timeout_s)
     return info(state_dir)
 

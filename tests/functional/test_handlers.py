@@ -6,6 +6,7 @@ and connecting to them is forbidden. The SSH paths run in tests/e2e against real
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from types import SimpleNamespace
@@ -14,11 +15,12 @@ from urllib.parse import quote_plus
 import boto3
 import pytest
 from moto import mock_aws
+from pipeline_aws import pipeline_aws
 
 from lambdas.stop_ec2.handler import lambda_handler as stop_ec2
 from lambdas.trigger.handler import lambda_handler as trigger
-from sumpipe import keys
-from sumpipe.ledger import Job, Ledger
+from sumpipe import ec2, keys, pipeline
+from sumpipe.ledger import Job
 from sumpipe.settings import get_settings
 
 REGION = "us-east-1"
@@ -40,34 +42,11 @@ CONTEXT = SimpleNamespace(
 
 @pytest.fixture
 def aws(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        s3 = boto3.client("s3", region_name=REGION)
-        for bucket in ("in-bucket", "out-bucket"):
-            s3.create_bucket(Bucket=bucket)
-        s3.put_bucket_versioning(Bucket="in-bucket", VersioningConfiguration={"Status": "Enabled"})
-        db = boto3.client("dynamodb", region_name=REGION)
-        db.create_table(
-            TableName="jobs",
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        )
+    with mock_aws():  # (the queue first: its URL is a setting)
         queue = boto3.client("sqs", region_name=REGION).create_queue(QueueName="jobs")["QueueUrl"]
-        for name, value in {
-            "INPUT_BUCKET": "in-bucket",
-            "OUTPUT_BUCKET": "out-bucket",
-            "JOB_TABLE": "jobs",
-            "JOB_QUEUE_URL": queue,
-            "JOB_DEADLINE_S": "60",
-        }.items():
-            monkeypatch.setenv(f"SUMPIPE_{name}", value)
-        get_settings.cache_clear()
-        yield SimpleNamespace(s3=s3, ledger=Ledger(db, "jobs"), ec2=boto3.client("ec2", region_name=REGION))
-        get_settings.cache_clear()
+        with pipeline_aws(monkeypatch, JOB_QUEUE_URL=queue, JOB_DEADLINE_S="60") as aws:
+            aws.s3.put_bucket_versioning(Bucket="in-bucket", VersioningConfiguration={"Status": "Enabled"})
+            yield aws
 
 
 def s3_event(bucket: str, key: str, version: str | None, etag: str) -> dict:
@@ -262,3 +241,81 @@ def test_an_input_over_the_size_limit_is_refused_before_any_instance_starts(aws,
     )
     assert report["step"] == "trigger" and report["reason"] == job.error
     assert state_of(aws, instance_id) == "stopped"  # no instance was started for it
+
+
+# -- interleavings: each race forced through a hook in the flow, no sleeps ----------------------------
+# The SSM transport: making an instance ready then touches no address (moto's are invented).
+
+
+def _queued_job_ids(aws) -> list[str]:
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = get_settings().job_queue_url
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    return [json.loads(m["Body"])["job_id"] for m in messages]
+
+
+def test_a_job_arriving_while_its_instance_is_being_stopped_waits_the_stop_out_and_restarts_it(
+    aws, monkeypatch
+):
+    """A finishes, stop_ec2 claims the stop; before StopInstances, B's trigger runs. B must neither
+    be counted on the instance being stopped nor be lost: it waits, then restarts the instance."""
+    monkeypatch.setenv("SUMPIPE_TRANSPORT", "ssm")
+    get_settings.cache_clear()
+    instance_id = worker_instance(aws)
+    first = running_job(aws, instance_id, "a.csv")
+    aws.s3.put_object(Bucket="out-bucket", Key=keys.output_key(first.job_id, keys.MANIFEST), Body=b"{}")
+    b_is_waiting = threading.Event()
+    real_stop_made, real_stop = pipeline._stop_made, ec2.stop
+    results: list[object] = []
+
+    def stop_made(ledger, stopped_id):  # B's trigger, polling for the stop to be made
+        b_is_waiting.set()
+        return real_stop_made(ledger, stopped_id)
+
+    def stop(client, stopped_id):  # stop_ec2 holds the claim: B's upload arrives now
+        thread = threading.Thread(target=lambda: results.append(trigger(upload(aws, "b.csv"), CONTEXT)))
+        thread.start()
+        assert b_is_waiting.wait(30), "B's trigger never waited for the stop"
+        assert aws.ledger.instance_load(stopped_id).inflight == 0  # B not counted on it
+        results.append(thread)
+        return real_stop(client, stopped_id)
+
+    monkeypatch.setattr(pipeline, "_stop_made", stop_made)
+    monkeypatch.setattr(ec2, "stop", stop)
+    summary = s3_event("out-bucket", keys.output_key(first.job_id, keys.SUMMARY), None, "e")
+    stop_ec2(sqs_event(summary), CONTEXT)
+    thread = next(r for r in results if isinstance(r, threading.Thread))
+    thread.join(30)
+
+    (second,) = [j for j in aws.ledger.list_jobs() if j.input_key == "b.csv"]
+    assert (second.state, second.instance_id) == ("starting", instance_id)
+    assert aws.ledger.instance_load(instance_id).inflight == 1
+    assert state_of(aws, instance_id) == "running"  # stopped for A, started again for B
+    assert _queued_job_ids(aws) == [second.job_id]  # handed to the worker
+
+
+def test_a_redelivered_event_resumes_a_job_its_trigger_left_starting_once_its_lease_ran_out(aws, monkeypatch):
+    """The trigger assigned the job, then died (timeout, crash) before handing it on. The redelivered
+    event must carry on with it, not take it for a duplicate; and only one redelivery does."""
+    monkeypatch.setenv("SUMPIPE_TRANSPORT", "ssm")
+    monkeypatch.setenv("SUMPIPE_START_LEASE_S", "420")
+    get_settings.cache_clear()
+    instance_id = worker_instance(aws)
+    event = upload(aws, "a.csv")
+    with monkeypatch.context() as dying:
+        dying.setattr(pipeline, "hand_off", lambda *args, **kwargs: None)  # the trigger dies here
+        trigger(event, CONTEXT)
+    (job,) = aws.ledger.list_jobs()
+    assert job.state == "starting" and _queued_job_ids(aws) == []
+
+    trigger(event, CONTEXT)  # redelivered within the lease: its trigger may still be at work
+    assert _queued_job_ids(aws) == []
+
+    # Past the lease (as if 500 s later): this redelivery resumes it, the next one doesn't.
+    later = time.time() + 500
+    monkeypatch.setattr(pipeline.time, "time", lambda: later)
+    trigger(event, CONTEXT)
+    trigger(event, CONTEXT)
+    assert _queued_job_ids(aws) == [job.job_id]
+    assert aws.ledger.get_job(job.job_id).state == "starting"
+    assert aws.ledger.instance_load(instance_id).inflight == 1  # counted once

@@ -74,7 +74,10 @@ def test_policy_is_least_privilege(path: Path) -> None:
                 elif service == "ssm":
                     assert resource.endswith(":parameter/${AWS::StackName}/worker/known-hosts"), resource
                 elif service == "dynamodb":
-                    assert resource == "GetAtt:JobTable.Arn", resource
+                    # The table, or (Query only) its sparse index of active jobs.
+                    index = "${JobTable.Arn}/index/active-by-deadline"
+                    table = resource == "GetAtt:JobTable.Arn"
+                    assert table or (resource, action) == (index, "dynamodb:Query"), resource
                 elif service == "sqs":
                     assert resource.startswith("GetAtt:") and resource.endswith("Queue.Arn"), resource
                 elif service == "logs":

@@ -5,8 +5,19 @@ import time
 import boto3
 import pytest
 from moto import mock_aws
+from pipeline_aws import create_job_table
 
-from sumpipe.ledger import FAILED, RUNNING, STARTING, SUCCEEDED, Job, Ledger
+from sumpipe.ledger import (
+    FAILED,
+    FINISHED_RETENTION_S,
+    RUNNING,
+    STARTING,
+    STOP_LEASE_S,
+    SUCCEEDED,
+    InstanceStopping,
+    Job,
+    Ledger,
+)
 
 JOB = Job(job_id="j-00000000000000000001", input_bucket="in", input_key="a.csv", version="v1", etag="e1")
 
@@ -16,12 +27,7 @@ def ledger(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     with mock_aws():
         db = boto3.client("dynamodb", region_name="us-east-1")
-        db.create_table(
-            TableName="jobs",
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_job_table(db)
         yield Ledger(db, "jobs")
 
 
@@ -65,6 +71,9 @@ def test_a_stop_is_claimed_once_per_idle_period(ledger):
     ledger.finish(ledger.get_job("j-00000000000000000002"), FAILED, error="x")
     assert ledger.claim_stop("i-1")
     assert not ledger.claim_stop("i-1")  # racing finishers: the stop happens once
+    assert not ledger.claim_stop("i-1", idle=True)  # nor does a sweep interfere while it is made
+    ledger.stop_done("i-1")
+    assert not ledger.claim_stop("i-1")  # the same idle period: no second stop by a finisher
     assert ledger.claim_stop("i-1", idle=True)  # the watchdog's idle sweep may stop it again
 
 
@@ -91,3 +100,90 @@ def test_overdue_jobs_are_the_active_ones_past_their_deadline(ledger):
     assert [j.job_id for j in ledger.overdue_jobs(now)] == ["j-00000000000000000001"]
     ledger.finish(ledger.get_job("j-00000000000000000001"), FAILED, error="deadline exceeded")
     assert ledger.overdue_jobs(now) == []
+
+
+# -- exclusions: one decision each, however the calls interleave -----------------------------------
+
+JOB_B = Job(job_id="j-00000000000000000002", input_bucket="in", input_key="b.csv", version="v1", etag="e2")
+
+
+def test_a_stop_claim_and_a_new_assignment_exclude_each_other(ledger):
+    """Finish A, claim the stop, then B arrives: B is refused until the stop was made (it then
+    restarts the instance), and the stop can't be claimed once B is in flight."""
+    ledger.create_job(JOB)
+    ledger.assign(JOB.job_id, "i-1")
+    ledger.finish(ledger.get_job(JOB.job_id), SUCCEEDED)
+    assert ledger.claim_stop("i-1")
+    ledger.create_job(JOB_B)
+    with pytest.raises(InstanceStopping):
+        ledger.assign(JOB_B.job_id, "i-1")
+    assert ledger.get_job(JOB_B.job_id).state == "queued"  # nothing written
+    assert ledger.instance_load("i-1").inflight == 0
+    assert ledger.instance_load("i-1").stopping_at is not None
+    ledger.stop_done("i-1")
+    assert ledger.assign(JOB_B.job_id, "i-1")
+    assert not ledger.claim_stop("i-1", idle=True)  # B is in flight
+
+
+def test_an_assignment_first_makes_the_stop_claim_fail(ledger):
+    ledger.create_job(JOB)
+    ledger.assign(JOB.job_id, "i-1")
+    assert not ledger.claim_stop("i-1")
+    assert ledger.instance_load("i-1").stopping_at is None
+
+
+def test_a_stop_mark_left_by_a_dead_stopper_expires(ledger):
+    now = time.time()
+    assert ledger.claim_stop("i-1", idle=True, now=now)
+    ledger.create_job(JOB)
+    with pytest.raises(InstanceStopping):
+        ledger.assign(JOB.job_id, "i-1", now=now + STOP_LEASE_S - 1)
+    assert ledger.assign(JOB.job_id, "i-1", now=now + STOP_LEASE_S + 1)
+
+
+def test_a_failed_stop_releases_the_mark_and_the_claim(ledger):
+    assert ledger.claim_stop("i-1")
+    ledger.release_stop("i-1")
+    assert ledger.instance_load("i-1").stopping_at is None
+    assert ledger.claim_stop("i-1")  # the next finish may try again
+
+
+def test_a_job_left_starting_is_resumed_once_its_lease_ran_out_and_by_one_caller(ledger):
+    now = time.time()
+    ledger.create_job(JOB)
+    ledger.assign(JOB.job_id, "i-1", now=now)
+    assert not ledger.resume_start(JOB.job_id, lease_s=420, now=now + 60)  # its trigger may be alive
+    assert ledger.resume_start(JOB.job_id, lease_s=420, now=now + 500)
+    assert not ledger.resume_start(JOB.job_id, lease_s=420, now=now + 501)  # taken: a new lease
+    ledger.mark_running(JOB.job_id)
+    assert not ledger.resume_start(JOB.job_id, lease_s=420, now=now + 5000)  # only `starting` jobs
+
+
+def test_one_runner_claims_a_job_and_a_second_start_is_refused(ledger):
+    ledger.create_job(JOB)
+    assert not ledger.claim_runner(JOB.job_id, "host:1")  # queued: not started by anyone
+    ledger.assign(JOB.job_id, "i-1")
+    assert ledger.claim_runner(JOB.job_id, "host:1")
+    assert not ledger.claim_runner(JOB.job_id, "host:2")
+    job = ledger.get_job(JOB.job_id)
+    assert (job.runner, job.attempt) == ("host:1", 1)
+
+
+def test_a_job_has_one_outcome(ledger):
+    ledger.create_job(JOB)
+    ledger.assign(JOB.job_id, "i-1")
+    assert ledger.claim_outcome(JOB.job_id, "error.json")
+    assert not ledger.claim_outcome(JOB.job_id, "summary.csv")
+    assert ledger.get_job(JOB.job_id).outcome == "error.json"
+
+
+def test_finished_jobs_leave_the_active_index_and_expire(ledger):
+    now = time.time()
+    for n, deadline in ((1, now - 10), (2, now + 100), (3, now - 5)):
+        job = Job(job_id=f"j-0000000000000000000{n}", input_bucket="in", input_key=f"{n}.csv", version="v",
+                  deadline_at=deadline)  # fmt: skip
+        ledger.create_job(job)
+    ledger.finish(ledger.get_job("j-00000000000000000003"), FAILED, error="x", now=now)
+    assert [j.job_id for j in ledger.overdue_jobs(now)] == ["j-00000000000000000001"]
+    item = ledger._db.get_item(TableName="jobs", Key={"pk": {"S": "job#j-00000000000000000003"}})["Item"]
+    assert "active" not in item and int(item["expires_at"]["N"]) == int(now + FINISHED_RETENTION_S)

@@ -1,0 +1,51 @@
+"""The pipeline's AWS resources in moto, in-process: the buckets, and the job table as the template
+declares it (keys and indexes), with the SUMPIPE_* settings pointing at them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from sumpipe import deploy
+from sumpipe.ledger import Ledger
+from sumpipe.settings import get_settings
+
+REGION = "us-east-1"
+# CloudFormation properties that are also CreateTable parameters (TTL, backups and encryption aren't).
+_CREATE_TABLE_PROPERTIES = ("BillingMode", "AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes")
+
+
+def create_job_table(dynamodb: Any, name: str = "jobs") -> None:
+    properties = deploy.render_template()["Resources"]["JobTable"]["Properties"]
+    dynamodb.create_table(TableName=name, **{key: properties[key] for key in _CREATE_TABLE_PROPERTIES})
+
+
+@contextmanager
+def pipeline_aws(monkeypatch: pytest.MonkeyPatch, **settings: str) -> Iterator[SimpleNamespace]:
+    """moto with the input and output buckets and the job table; `settings` are more SUMPIPE_* ones."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=REGION)
+        for bucket in ("in-bucket", "out-bucket"):
+            s3.create_bucket(Bucket=bucket)
+        db = boto3.client("dynamodb", region_name=REGION)
+        create_job_table(db)
+        values = {"INPUT_BUCKET": "in-bucket", "OUTPUT_BUCKET": "out-bucket", "JOB_TABLE": "jobs", **settings}
+        for name, value in values.items():
+            monkeypatch.setenv(f"SUMPIPE_{name}", value)
+        get_settings.cache_clear()
+        try:
+            yield SimpleNamespace(
+                s3=s3, ledger=Ledger(db, "jobs"), ec2=boto3.client("ec2", region_name=REGION)
+            )
+        finally:
+            get_settings.cache_clear()
