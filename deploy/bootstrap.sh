@@ -4,7 +4,7 @@
 # `sumpipe deploy` renders this file into the template: it prepends `#!/bin/bash` and these variables,
 # all taken from the stack (never from job input):
 #   SUMPIPE_REGION  ARTIFACTS_BUCKET  WHEEL_KEY  WHEELHOUSE_KEY  WORKER_PYTHON  KNOWN_HOSTS_PARAMETER
-#   SSH_PUBLIC_KEY  IDLE_SHUTDOWN_MINUTES  JOB_TABLE  OUTPUT_BUCKET
+#   SSH_PUBLIC_KEY  IDLE_SHUTDOWN_MINUTES  JOB_TABLE  OUTPUT_BUCKET  JOB_DEADLINE
 #
 # Two steps, so that an image can be baked once (an AMI, or the local stack's cached image) and each
 # instance only configures itself:
@@ -25,7 +25,7 @@
 set -euo pipefail
 : "${SUMPIPE_REGION:?}" "${ARTIFACTS_BUCKET:?}" "${WHEEL_KEY:?}" "${WHEELHOUSE_KEY:?}" "${WORKER_PYTHON:?}"
 : "${KNOWN_HOSTS_PARAMETER:?}" "${SSH_PUBLIC_KEY:?}" "${IDLE_SHUTDOWN_MINUTES:?}" "${JOB_TABLE:?}"
-: "${OUTPUT_BUCKET:?}"
+: "${OUTPUT_BUCKET:?}" "${JOB_DEADLINE:?}"
 exec >>/var/log/sumpipe-bootstrap.log 2>&1
 echo "sumpipe bootstrap starting at $(date -u +%FT%TZ)"
 
@@ -130,6 +130,7 @@ cat >/etc/sumpipe/runner.env <<ENV
 AWS_DEFAULT_REGION=$SUMPIPE_REGION
 SUMPIPE_JOB_TABLE=$JOB_TABLE
 SUMPIPE_OUTPUT_BUCKET=$OUTPUT_BUCKET
+SUMPIPE_JOB_DEADLINE_S=$JOB_DEADLINE
 SUMPIPE_RUNNER_LOG_DIR=/var/lib/sumpipe/runner-logs
 PYTHONPATH=$APP
 AWS_METADATA_SERVICE_TIMEOUT=5
@@ -159,6 +160,7 @@ cat >/etc/sumpipe/instance.env <<EOF
 SUMPIPE_REGION=$SUMPIPE_REGION
 KNOWN_HOSTS_PARAMETER=$KNOWN_HOSTS_PARAMETER
 IDLE_SHUTDOWN_MINUTES=$IDLE_SHUTDOWN_MINUTES
+JOB_DEADLINE=$JOB_DEADLINE
 $aws_overrides
 EOF
 
@@ -205,11 +207,16 @@ set -euo pipefail
 . /etc/sumpipe/instance.env
 marker=/var/lib/sumpipe/last-activity
 [ -e "$marker" ] || touch "$marker"
-# Matches the runner however it was started: the venv script sumpipe-runner or python -m sumpipe.runner.
-if pgrep -u sumpipe -f 'sumpipe[.-]runner' >/dev/null; then
-  touch "$marker"
-  exit 0
-fi
+# A job in flight is activity: a runner (however it was started: the venv script sumpipe-runner or
+# python -m sumpipe.runner) younger than the job deadline. An older one is past its hard limit (it
+# gets killed then, see sumpipe.runner.start) and must not keep the instance up.
+for pid in $(pgrep -u sumpipe -f 'sumpipe[.-]runner' || true); do
+  age=$(ps -o etimes= -p "$pid" 2>/dev/null | tr -d ' ')
+  if [ -n "$age" ] && [ "$age" -lt $(( JOB_DEADLINE + 60 )) ]; then
+    touch "$marker"
+    exit 0
+  fi
+done
 idle_s=$(( $(date +%s) - $(stat -c %Y "$marker") ))
 if [ "$idle_s" -ge $(( IDLE_SHUTDOWN_MINUTES * 60 )) ]; then
   logger -t sumpipe "no job for ${idle_s}s: shutting down"

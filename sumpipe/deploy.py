@@ -44,6 +44,7 @@ BOOTSTRAP_VARIABLES = {
     "IDLE_SHUTDOWN_MINUTES": {"Ref": "WorkerIdleShutdownMinutes"},
     "JOB_TABLE": {"Ref": "JobTable"},
     "OUTPUT_BUCKET": {"Ref": "OutputBucket"},
+    "JOB_DEADLINE": {"Ref": "JobDeadlineSeconds"},
 }
 
 Progress = Callable[[str], None]

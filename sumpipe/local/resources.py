@@ -262,12 +262,13 @@ def deploy_local_stack(
     *,
     network_cidr: str = DEFAULT_SUBNET,
     workers: int = 1,
+    overrides: Mapping[str, str] | None = None,
     progress: deploy.Progress = lambda _line: None,
 ) -> dict[str, str]:
     """Deploy the template into moto (`session` is a boto3 Session pointed at it) through the same
     `sumpipe.deploy.deploy` as AWS, then apply what moto dropped; the stack outputs. Idempotent: an
-    existing stack is updated and keeps its SSH key."""
-    parameters = emulator_parameters(session.client("ec2"), network_cidr, workers)
+    existing stack is updated and keeps its SSH key. `overrides` are more template parameters."""
+    parameters = {**emulator_parameters(session.client("ec2"), network_cidr, workers), **(overrides or {})}
     baked = image.image_path(parameters["WorkerPython"])
     if image.is_baked(baked):
         # The cached image is the AMI: its bake step is skipped, so no wheelhouse is needed.

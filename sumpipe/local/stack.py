@@ -372,9 +372,12 @@ def serve(config: StackConfig) -> None:
         session = boto3.session.Session()
         stack_name = config.stack_name
         if config.deploy:
+            # A deadline set for the functions is the instances' too (their runners' hard limit).
+            deadline = config.settings.get("SUMPIPE_JOB_DEADLINE_S")
             outputs = deploy_local_stack(
-                session, stack_name, network_cidr=config.subnet, workers=config.workers
-            )
+                session, stack_name, network_cidr=config.subnet, workers=config.workers,
+                overrides={"JobDeadlineSeconds": deadline} if deadline else None,
+            )  # fmt: skip
         else:
             parameters = emulator_parameters(session.client("ec2"), config.subnet, config.workers)
             (state_dir / "parameters.json").write_text(json.dumps(parameters, indent=2))
@@ -705,6 +708,7 @@ def _loopback_hosts(
         **motoserver.endpoint_environment(emulator),
         "SUMPIPE_OUTPUT_BUCKET": settings_env["SUMPIPE_OUTPUT_BUCKET"],
         "SUMPIPE_JOB_TABLE": settings_env["SUMPIPE_JOB_TABLE"],
+        **{k: v for k, v in settings_env.items() if k == "SUMPIPE_JOB_DEADLINE_S"},
         "SUMPIPE_RUNNER_LOG_DIR": str(network.state_dir / "runner-logs"),
         # As the bootstrap's runner.env: botocore asks the metadata service once, with a 1 s timeout,
         # by default, too little for a runner starting beside ten others on a busy instance.

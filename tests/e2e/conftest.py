@@ -1,7 +1,8 @@
 """One local stack (moto server + real sshd hosts in network namespaces + the Lambda runtime) per
 test module, built by the same code as `sumpipe local up`, always torn down.
 
-A module asks for its settings with `STACK_SETTINGS = {...}` at module level."""
+A module asks for its settings with `STACK_SETTINGS = {...}` at module level (and for more worker
+instances with `WORKERS = 2`, a watchdog period with `WATCHDOG_INTERVAL_S`)."""
 
 from __future__ import annotations
 
@@ -100,6 +101,7 @@ def running_stack(
         prefix="t" + hashlib.sha256(seed.encode()).hexdigest()[:6],
         subnet=_free_subnet(seed),
         settings=settings,
+        workers=int(getattr(request.module, "WORKERS", 1)),
         watchdog_interval_s=float(getattr(request.module, "WATCHDOG_INTERVAL_S", 0.5)),
     )
     with stack_up(config) as (running, _):
