@@ -6,18 +6,18 @@ from __future__ import annotations
 from typing import Any
 
 from sumpipe.events import invocation, process_s3_notifications
-from sumpipe.pipeline import Clients, ObjectCreated, accept_output, watchdog
+from sumpipe.pipeline import ObjectCreated, Services, accept_output, watchdog
 from sumpipe.settings import get_settings
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    settings, clients = get_settings(), Clients()
+    services = Services(get_settings())
 
     def on_output(created: ObjectCreated) -> None:
-        accept_output(settings, clients, created)
+        accept_output(services, created)
 
     with invocation(context):
         if event.get("detail-type") == "Scheduled Event":
-            watchdog(settings, clients)
+            watchdog(services)
             return {}
         return process_s3_notifications(event, context, on_output)

@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from sumpipe.events import invocation, process_s3_notifications
-from sumpipe.pipeline import Clients, ObjectCreated, accept_upload
+from sumpipe.pipeline import ObjectCreated, Services, accept_upload
 from sumpipe.settings import get_settings
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    settings, clients = get_settings(), Clients()
+    services = Services(get_settings())
 
     def on_upload(created: ObjectCreated) -> None:
-        accept_upload(settings, clients, created)
+        accept_upload(services, created)
 
     with invocation(context):
         return process_s3_notifications(event, context, on_upload)

@@ -9,16 +9,16 @@ from typing import Any
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from sumpipe.events import invocation, process_sqs
-from sumpipe.pipeline import Clients, dispatch_message
+from sumpipe.pipeline import Services, dispatch_message
 from sumpipe.settings import get_settings
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    settings, clients = get_settings(), Clients()
+    services = Services(get_settings())
 
     def on_message(record: SQSRecord) -> None:
         attempt = int(record.attributes.approximate_receive_count or 1)
-        dispatch_message(settings, clients, json.loads(record.body), attempt)
+        dispatch_message(services, json.loads(record.body), attempt)
 
     with invocation(context):
         return process_sqs(event, context, on_message)

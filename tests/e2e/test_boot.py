@@ -45,13 +45,14 @@ def test_every_start_publishes_the_host_key_again(running_stack):
     instance_id = target.outputs["WorkerInstanceIds"].split(",")[0]
     name = target.outputs["KnownHostsParameterName"]
     ssm, ec2 = client("ssm"), client("ec2")
+    booted = running_stack.hosts_dir / running_stack.host_namespace / "booted"
     wait_until(lambda: ec2_state(target) == "stopped", what="the instance to stop")
+    wait_until(lambda: not booted.exists(), what="its host to go down (the mirror lags EC2 a little)")
     published = ssm.get_parameter(Name=name)["Parameter"]["Value"]
     assert published.rstrip().endswith(f" {instance_id}")
     ssm.put_parameter(Name=name, Value="# emptied by the test\n", Type="String", Overwrite=True)
 
     ec2.start_instances(InstanceIds=[instance_id])
-    booted = running_stack.hosts_dir / running_stack.host_namespace / "booted"
     wait_until(booted.exists, what="the instance to boot")
     # The boot units ran (not the user data again): the instance's line is back, and only it.
     assert ssm.get_parameter(Name=name)["Parameter"]["Value"].splitlines() == published.splitlines()

@@ -99,6 +99,8 @@ def test_a_changed_host_key_fails_the_job_without_retrying_and_the_instance_stop
     # otherwise race the impostor put below.
     instance_id = target.outputs["WorkerInstanceIds"].split(",")[0]
     booted = running_stack.hosts_dir / running_stack.host_namespace / "booted"  # (gone once it stops)
+    wait_until(lambda: ec2_state(target) == "stopped", what="the instance to stop")
+    wait_until(lambda: not booted.exists(), what="its host to go down (the mirror lags EC2 a little)")
     client("ec2").start_instances(InstanceIds=[instance_id])
     wait_until(booted.exists, what="the instance to boot")
     original = ssm.get_parameter(Name=name)["Parameter"]["Value"]

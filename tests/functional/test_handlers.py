@@ -14,11 +14,13 @@ from urllib.parse import quote_plus
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from moto import mock_aws
 from pipeline_aws import pipeline_aws
 
 from lambdas.stop_ec2.handler import lambda_handler as stop_ec2
 from lambdas.trigger.handler import lambda_handler as trigger
+from lambdas.worker.handler import lambda_handler as worker
 from sumpipe import ec2, keys, pipeline
 from sumpipe.ledger import Job
 from sumpipe.settings import get_settings
@@ -319,3 +321,53 @@ def test_a_redelivered_event_resumes_a_job_its_trigger_left_starting_once_its_le
     assert _queued_job_ids(aws) == [job.job_id]
     assert aws.ledger.get_job(job.job_id).state == "starting"
     assert aws.ledger.instance_load(instance_id).inflight == 1  # counted once
+
+
+def _job_starting_on(aws, instance_id: str, key: str = "a.csv") -> Job:
+    now = time.time()
+    job_id = keys.job_id("in-bucket", key, "v1")
+    job = Job(job_id, "in-bucket", key, "v1", created_at=now, deadline_at=now + 60)
+    aws.ledger.create_job(job)
+    aws.ledger.assign(job.job_id, instance_id)
+    return job
+
+
+def _attempt(event: dict, count: int) -> dict:
+    for record in event["Records"]:
+        record["attributes"]["ApproximateReceiveCount"] = str(count)
+    return event
+
+
+def test_the_worker_waits_for_nothing_an_instance_no_longer_ready_fails_the_job_at_once(aws, monkeypatch):
+    """The trigger is the one place an instance is waited for; the worker only checks it is still so."""
+    monkeypatch.setenv("SUMPIPE_TRANSPORT", "ssm")
+    get_settings.cache_clear()
+    instance_id = worker_instance(aws, state="stopped")
+    job = _job_starting_on(aws, instance_id)
+    message = pipeline.JobMessage(job.job_id, instance_id, "10.0.0.1")
+    started = time.monotonic()
+    assert worker(sqs_event(json.loads(message.body())), CONTEXT) == {"batchItemFailures": []}
+    assert time.monotonic() - started < 10
+    failed = aws.ledger.get_job(job.job_id)
+    assert failed.state == "failed" and f"instance {instance_id} is stopped, not running" in failed.error
+
+
+def test_a_job_message_for_another_instance_is_ignored(aws):
+    instance_id = worker_instance(aws)
+    job = _job_starting_on(aws, instance_id)
+    stale = pipeline.JobMessage(job.job_id, "i-0123456789abcdef0", "10.0.0.9")  # an earlier assignment's
+    assert worker(sqs_event(json.loads(stale.body())), CONTEXT) == {"batchItemFailures": []}
+    assert aws.ledger.get_job(job.job_id).state == "starting"
+
+
+def test_a_job_message_without_its_instance_fails_the_job_once_retries_are_spent(aws):
+    instance_id = worker_instance(aws)
+    job = _job_starting_on(aws, instance_id)
+    body = {"job_id": job.job_id}
+    with pytest.raises(BatchProcessingError):  # the whole batch failed: SQS delivers it again
+        worker(_attempt(sqs_event(body), 1), CONTEXT)
+    assert worker(_attempt(sqs_event(body), pipeline.MAX_DISPATCH_ATTEMPTS), CONTEXT) == {
+        "batchItemFailures": []
+    }
+    failed = aws.ledger.get_job(job.job_id)
+    assert failed.state == "failed" and "without its instance and address" in failed.error

@@ -67,7 +67,7 @@ def test_a_job_failed_while_its_runner_works_ends_with_error_json_only(aws, monk
 
     def do_job_then_the_watchdog(*args, **kwargs):
         manifest = real_do_job(*args, **kwargs)
-        pipeline.watchdog(get_settings(), pipeline.Clients(), now=aws.job.deadline_at + 1)
+        pipeline.watchdog(pipeline.Services(get_settings()), now=aws.job.deadline_at + 1)
         return manifest
 
     monkeypatch.setattr(runner, "do_job", do_job_then_the_watchdog)
@@ -81,7 +81,7 @@ def test_a_job_failed_while_its_runner_works_ends_with_error_json_only(aws, monk
 
 def test_a_runner_that_finished_first_keeps_its_summary_and_the_late_failure_is_dropped(aws):
     assert runner.run(aws.job.job_id) == 0
-    pipeline.fail_job(get_settings(), pipeline.Clients(), aws.job.job_id, "deadline exceeded", "watchdog")
+    pipeline.fail_job(pipeline.Services(get_settings()), aws.job.job_id, "deadline exceeded", "watchdog")
     assert outputs(aws) >= {keys.SUMMARY} and keys.ERROR not in outputs(aws)
     assert aws.ledger.get_job(aws.job.job_id).state == "running"  # summary.csv's event finishes it
 
@@ -89,10 +89,10 @@ def test_a_runner_that_finished_first_keeps_its_summary_and_the_late_failure_is_
 def test_a_runner_that_claimed_success_and_died_is_failed_once_its_grace_is_over(aws):
     assert aws.ledger.claim_runner(aws.job.job_id, "host:1")
     assert aws.ledger.claim_outcome(aws.job.job_id, keys.SUMMARY)  # ... and then it died
-    settings, clients = get_settings(), pipeline.Clients()
-    pipeline.watchdog(settings, clients, now=aws.job.deadline_at + 1)
+    services = pipeline.Services(get_settings())
+    pipeline.watchdog(services, now=aws.job.deadline_at + 1)
     assert aws.ledger.get_job(aws.job.job_id).state == "running"  # its upload may still be coming
-    pipeline.watchdog(settings, clients, now=aws.job.deadline_at + pipeline.SUMMARY_GRACE_S + 1)
+    pipeline.watchdog(services, now=aws.job.deadline_at + pipeline.SUMMARY_GRACE_S + 1)
     job = aws.ledger.get_job(aws.job.job_id)
     assert job.state == "failed" and "summary.csv never came" in job.error
     assert outputs(aws) == {keys.ERROR}
