@@ -126,6 +126,8 @@ def test_stopping_the_instance_kills_the_detached_job(loopback_stack, tmp_path):
     job_id = _submit(target, _big_upload(tmp_path))
     running = wait_until(lambda: _runner_processes(job_id), 30, "the detached runner job")
     assert any(f" run {job_id}" in line for line in running)
+    # Started and handed back to the worker (the runner's process appears a moment before that).
+    wait_until(lambda: target.ledger().get_job(job_id).state == "running", 30, "the job marked running")
     client("ec2").stop_instances(InstanceIds=[_instance(target)["InstanceId"]])
 
     wait_until(lambda: _runner_processes(job_id) == [], 10, "the detached job to be killed")
