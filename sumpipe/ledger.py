@@ -150,20 +150,14 @@ class Ledger:
     def overdue_jobs(self, now: float) -> list[Job]:
         """Active jobs past their deadline, from the sparse index (no Scan: finished jobs aren't in it).
         The index lags writes slightly; every use re-checks with a conditional write."""
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": ACTIVE_INDEX,
-            "KeyConditionExpression": "#active = :active AND deadline_at < :now",
-            "ExpressionAttributeNames": {"#active": "active"},
-            "ExpressionAttributeValues": _to_item({":active": ACTIVE, ":now": now}),
-        }
-        while True:
-            resp = self._db.query(**kwargs)
-            items.extend(resp.get("Items", []))
-            if "LastEvaluatedKey" not in resp:
-                break
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        items = self._all_pages(
+            self._db.query,
+            TableName=self._table,
+            IndexName=ACTIVE_INDEX,
+            KeyConditionExpression="#active = :active AND deadline_at < :now",
+            ExpressionAttributeNames={"#active": "active"},
+            ExpressionAttributeValues=_to_item({":active": ACTIVE, ":now": now}),
+        )
         return [job for job in map(_job_from_item, items) if not job.terminal]
 
     def assign(self, job_id: str, instance_id: str, now: float | None = None) -> bool:
@@ -172,7 +166,7 @@ class Ledger:
         now = time.time() if now is None else now
         counted = self._inflight_update(instance_id, +1, now, count_start=True)
         counted["ConditionExpression"] = "attribute_not_exists(stopping_at) OR stopping_at < :stale"
-        counted["ExpressionAttributeValues"][":stale"] = _serialize(Decimal(str(now - STOP_LEASE_S)))
+        counted["ExpressionAttributeValues"].update(_to_item({":stale": now - STOP_LEASE_S}))
         failed = self._transact_failures(
             self._job_update(
                 job_id,
@@ -192,7 +186,7 @@ class Ledger:
         now = time.time() if now is None else now
         update = self._job_update(job_id, "SET updated_at = :now", {":now": now}, expect=(STARTING,))
         update["ConditionExpression"] += " AND updated_at < :expired"
-        update["ExpressionAttributeValues"][":expired"] = _serialize(Decimal(str(now - lease_s)))
+        update["ExpressionAttributeValues"].update(_to_item({":expired": now - lease_s}))
         return self._update(update)
 
     def claim_runner(self, job_id: str, runner: str, now: float | None = None) -> bool:
@@ -341,15 +335,20 @@ class Ledger:
         return {"pk": {"S": pk}}
 
     def _scan(self, filter_expression: str, values: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._all_pages(
+            self._db.scan,
+            TableName=self._table,
+            FilterExpression=filter_expression,
+            ExpressionAttributeValues=values,
+            ConsistentRead=True,
+        )
+
+    @staticmethod
+    def _all_pages(operation: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        """Every item a Scan or Query returns, page after page."""
         items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "FilterExpression": filter_expression,
-            "ExpressionAttributeValues": values,
-            "ConsistentRead": True,
-        }
         while True:
-            resp = self._db.scan(**kwargs)
+            resp = operation(**kwargs)
             items.extend(resp.get("Items", []))
             if "LastEvaluatedKey" not in resp:
                 return items

@@ -290,6 +290,7 @@ def start_job(services: Services, job_id: str) -> None:
         chosen = min(workers, key=lambda i: (ledger.instance_load(i.instance_id).inflight, i.instance_id))
         try:
             assigned = ledger.assign(job_id, chosen.instance_id)
+            break
         except InstanceStopping:
             # Its last job just ended and its stop is being made: wait the stop out (the instance
             # then restarts for this job), within the trigger's own wait budget.
@@ -299,8 +300,6 @@ def start_job(services: Services, job_id: str) -> None:
                 ec2.remaining(deadline),
                 f"the stop of {chosen.instance_id} to be made",
             )
-            continue
-        break
     if not assigned:
         logger.info("duplicate event: job already assigned")
         return
@@ -380,12 +379,22 @@ def wait_for_host_key(services: Services, instance_id: str, address: str, timeou
     published: list[str] = []
 
     def has_key() -> bool:
-        parameter = services.ssm.get_parameter(Name=services.settings.known_hosts_parameter)["Parameter"]
-        published[:] = [parameter["Value"]]
-        return remote.has_published_key(parameter["Value"], address, services.settings.ssh_port, instance_id)
+        text = published_known_hosts(services, instance_id, address)
+        if text is not None:
+            published.append(text)
+        return text is not None
 
     ec2.poll(has_key, timeout_s, f"{instance_id} to publish its host key")
     return published[0]
+
+
+def published_known_hosts(services: Services, instance_id: str, address: str) -> str | None:
+    """The known-hosts text if it holds the key the instance published for `address`, else None."""
+    known_hosts = services.ssm.get_parameter(Name=services.settings.known_hosts_parameter)["Parameter"][
+        "Value"
+    ]
+    port = services.settings.ssh_port
+    return known_hosts if remote.has_published_key(known_hosts, address, port, instance_id) else None
 
 
 # -- worker ------------------------------------------------------------------------------------
@@ -452,11 +461,8 @@ def still_ready(services: Services, message: JobMessage) -> ReadyInstance:
         raise ec2.InstanceError(f"instance {message.instance_id} is {instance.state}, not running")
     known_hosts = None
     if services.settings.transport == "ssh":
-        known_hosts = services.ssm.get_parameter(Name=services.settings.known_hosts_parameter)["Parameter"][
-            "Value"
-        ]
-        port = services.settings.ssh_port
-        if not remote.has_published_key(known_hosts, message.address, port, message.instance_id):
+        known_hosts = published_known_hosts(services, message.instance_id, message.address)
+        if known_hosts is None:
             raise remote.UnknownHostKey(
                 f"no host key published for {message.instance_id} at {message.address}"
             )

@@ -597,7 +597,7 @@ def start_hosts(
     private_ips = {
         i["InstanceId"]: i.get("PrivateIpAddress") for r in described["Reservations"] for i in r["Instances"]
     }
-    metadata_services = []
+    metadata = {}  # instance id -> its metadata service
     # The template pins instance i (in output order) at the i-th worker IP, which is host i's.
     for index, instance_id in enumerate(instance_ids):
         ip = network.host_ip(index)
@@ -605,7 +605,7 @@ def start_hosts(
             # Never connect to an address the emulator invented: only to hosts we created.
             raise StackError(f"instance {instance_id} is at {private_ips[instance_id]}, not at its host {ip}")
         role = instance_roles[instance_id]
-        metadata = InstanceMetadataService(
+        metadata[instance_id] = InstanceMetadataService(
             network.gateway_ip,
             instance_id=instance_id,
             private_ip=ip,
@@ -614,19 +614,19 @@ def start_hosts(
             credentials=role.credentials,
             allowed_client=ip if network.use_namespaces else None,
         )
-        metadata.start()
-        metadata_services.append(metadata)
+        metadata[instance_id].start()
     emulator = f"http://{network.gateway_ip}:{port}"
+    known_hosts_parameter = outputs["KnownHostsParameterName"]
     if network.use_namespaces:
-        hosts = _boot_instance_hosts(session, network, parameters, outputs, instance_ids, emulator,
-                                     metadata_services)  # fmt: skip
+        hosts = _boot_instance_hosts(session, network, parameters, known_hosts_parameter, metadata, emulator)
     else:
-        hosts = _loopback_hosts(session, network, parameters, outputs, instance_ids, emulator,
-                                metadata_services, settings_env)  # fmt: skip
+        hosts = _loopback_hosts(
+            session, network, parameters, known_hosts_parameter, metadata, emulator, settings_env
+        )
     ec2.stop_instances(InstanceIds=instance_ids)
     for host in hosts.values():
         host.stop()
-    return hosts, metadata_services
+    return hosts, list(metadata.values())
 
 
 # A first boot runs the whole user data but the bake: the project's install and the vectors' warm-up.
@@ -637,10 +637,9 @@ def _boot_instance_hosts(
     session: Any,
     network: Any,
     parameters: dict[str, str],
-    outputs: dict[str, str],
-    instance_ids: list[str],
+    known_hosts_parameter: str,
+    metadata: dict[str, Any],
     emulator: str,
-    metadata_services: list[Any],
 ) -> dict[str, Any]:
     """Hosts booted from their instances' user data (see start_hosts), each booted once."""
     from sumpipe import remote
@@ -649,9 +648,9 @@ def _boot_instance_hosts(
     ec2 = session.client("ec2")
     image_dir = image.image_path(parameters["WorkerPython"])
     hosts = {}
-    for instance_id, metadata in zip(instance_ids, metadata_services, strict=True):
+    for instance_id, service in metadata.items():
         # The machine's AWS endpoints: the emulator, and this host's metadata service.
-        endpoints = {"AWS_ENDPOINT_URL": emulator, "AWS_EC2_METADATA_SERVICE_ENDPOINT": metadata.endpoint}
+        endpoints = {"AWS_ENDPOINT_URL": emulator, "AWS_EC2_METADATA_SERVICE_ENDPOINT": service.endpoint}
         user_data = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
         hosts[instance_id] = network.add_instance_host(
             user_data=base64.b64decode(user_data["UserData"]["Value"]),
@@ -666,7 +665,7 @@ def _boot_instance_hosts(
         if time.monotonic() > deadline or not all(host.running for host in hosts.values()):
             raise StackError(f"the worker hosts did not boot in {FIRST_BOOT_TIMEOUT_S:.0f} s")
         time.sleep(0.05)
-    known_hosts = session.client("ssm").get_parameter(Name=outputs["KnownHostsParameterName"])
+    known_hosts = session.client("ssm").get_parameter(Name=known_hosts_parameter)
     for instance_id, host in hosts.items():
         if host.user_data_status != 0:
             problem = f"its user data (deploy/bootstrap.sh) exited with status {host.user_data_status}"
@@ -690,10 +689,9 @@ def _loopback_hosts(
     session: Any,
     network: Any,
     parameters: dict[str, str],
-    outputs: dict[str, str],
-    instance_ids: list[str],
+    known_hosts_parameter: str,
+    metadata: dict[str, Any],
     emulator: str,
-    metadata_services: list[Any],
     settings_env: dict[str, str],
 ) -> dict[str, Any]:
     """Loopback hosts, set up as deploy/bootstrap.sh sets up an instance: the stack's SshPublicKey may
@@ -716,13 +714,13 @@ def _loopback_hosts(
         "AWS_METADATA_SERVICE_NUM_ATTEMPTS": "3",
     }
     hosts = {}
-    for instance_id, metadata in zip(instance_ids, metadata_services, strict=True):
-        environment = {**host_env, "AWS_EC2_METADATA_SERVICE_ENDPOINT": metadata.endpoint}
+    for instance_id, service in metadata.items():
+        environment = {**host_env, "AWS_EC2_METADATA_SERVICE_ENDPOINT": service.endpoint}
         hosts[instance_id] = network.add_host(
             authorized_key=parameters["SshPublicKey"], forced_command=forced_command, environment=environment
         )
     session.client("ssm").put_parameter(
-        Name=outputs["KnownHostsParameterName"],
+        Name=known_hosts_parameter,
         # As deploy/bootstrap.sh publishes it: known_hosts line, then the instance id.
         Value="\n".join(f"{h.known_hosts_line()} {i}" for i, h in hosts.items()) + "\n",
         Type="String",
