@@ -132,6 +132,7 @@ SUMPIPE_JOB_TABLE=$JOB_TABLE
 SUMPIPE_OUTPUT_BUCKET=$OUTPUT_BUCKET
 SUMPIPE_JOB_DEADLINE_S=$JOB_DEADLINE
 SUMPIPE_RUNNER_LOG_DIR=/var/lib/sumpipe/runner-logs
+SUMPIPE_SHUTDOWN_SCHEDULER=$PREFIX/schedule-shutdown
 PYTHONPATH=$APP
 AWS_METADATA_SERVICE_TIMEOUT=5
 AWS_METADATA_SERVICE_NUM_ATTEMPTS=3
@@ -144,7 +145,7 @@ cat >"$PREFIX/job-runner" <<'SH'
 set -a
 . /etc/sumpipe/runner.env
 set +a
-exec /opt/sumpipe/venv/bin/python -m sumpipe.runner "$@"
+exec /opt/sumpipe/venv/bin/python -m sumpipe.instance.runner "$@"
 SH
 chmod 0755 "$PREFIX/job-runner"
 
@@ -208,9 +209,9 @@ set -euo pipefail
 marker=/var/lib/sumpipe/last-activity
 [ -e "$marker" ] || touch "$marker"
 # A job in flight is activity: a runner (however it was started: the venv script sumpipe-runner or
-# python -m sumpipe.runner) younger than the job deadline. An older one is past its hard limit (it
-# gets killed then, see sumpipe.runner.start) and must not keep the instance up.
-for pid in $(pgrep -u sumpipe -f 'sumpipe[.-]runner' || true); do
+# python -m sumpipe.instance.runner) younger than the job deadline. An older one is past its hard limit (it
+# gets killed then, see sumpipe.instance.runner.start) and must not keep the instance up.
+for pid in $(pgrep -u sumpipe -f 'sumpipe(-|\.instance\.)runner' || true); do
   age=$(ps -o etimes= -p "$pid" 2>/dev/null | tr -d ' ')
   if [ -n "$age" ] && [ "$age" -lt $(( JOB_DEADLINE + 60 )) ]; then
     touch "$marker"
@@ -224,6 +225,25 @@ if [ "$idle_s" -ge $(( IDLE_SHUTDOWN_MINUTES * 60 )) ]; then
 fi
 SH
 chmod 0755 "$PREFIX/publish-hostkey" "$PREFIX/idle-shutdown"
+
+# --- the job deadline backstop: at every job start the runner has the instance schedule its own
+# power-off (= stop on EC2) for when that job can no longer be running: its deadline, the runner's
+# kill grace (30 s, sumpipe.instance.runner.HARD_LIMIT_GRACE_S) and a minute to report. So a hung
+# instance stops with no Lambda involved. A later job moves the time later; nothing moves it earlier
+# (the idle shutdown and the pipeline's stop come first when all goes well). The runner may run this
+# script, with no arguments, as root, and nothing else.
+cat >"$PREFIX/schedule-shutdown" <<'SH'
+#!/bin/bash
+set -euo pipefail
+# shellcheck disable=SC1091
+. /etc/sumpipe/instance.env
+minutes=$(( (JOB_DEADLINE + 30 + 60 + 59) / 60 ))
+exec shutdown -h "+$minutes" "sumpipe: past the deadline of the last job started"
+SH
+chmod 0755 "$PREFIX/schedule-shutdown"
+install -d -m 0750 /etc/sudoers.d
+printf 'sumpipe ALL=(root) NOPASSWD: %s/schedule-shutdown\n' "$PREFIX" >/etc/sudoers.d/sumpipe-schedule-shutdown
+chmod 0440 /etc/sudoers.d/sumpipe-schedule-shutdown
 
 cat >/etc/systemd/system/sumpipe-publish-hostkey.service <<'UNIT'
 [Unit]

@@ -22,8 +22,8 @@ sys.path.insert(0, str(REPO))
 
 from sumpipe import keys  # noqa: E402
 from sumpipe.aws import client  # noqa: E402
-from sumpipe.commands import jobs as operator  # noqa: E402
 from sumpipe.local import stack  # noqa: E402
+from sumpipe.ops.commands import jobs as operator  # noqa: E402
 
 TARGET_S = 3.0
 

@@ -79,7 +79,7 @@ def start_server(port: int, workers: int) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-m",
-            "sumpipe.cli",
+            "sumpipe.ops.cli",
             "serve",
             "--host",
             "127.0.0.1",

@@ -50,11 +50,20 @@ class Settings(BaseSettings):
     job_deadline_s: int = 3600
     # The watchdog stops a worker instance left running with no job in flight for this long.
     idle_grace_s: int = 600
+    # On a worker instance: the root-run program (deploy/bootstrap.sh's schedule-shutdown, allowed to
+    # the runner through sudo) that schedules the instance's own power-off past a starting job's
+    # deadline. Empty: not on a worker instance, nothing scheduled.
+    shutdown_scheduler: str = ""
     summarizer_method: Literal["default", "kmeans"] = "default"
     # Inputs larger than this are refused by the trigger (error.json says the size and the limit)
     # before any instance starts: the worker's disk and the job's deadline are finite.
     max_input_bytes: int = 2 * 1024**3
     log_level: str = "INFO"
+
+
+# Settings only a worker instance has (its runner.env, from deploy/bootstrap.sh); the functions'
+# environment in the template holds every other one.
+INSTANCE_SETTINGS = frozenset({"shutdown_scheduler"})
 
 
 @lru_cache(maxsize=1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from mangum import Mangum
 
-from sumpipe.api import app, engine
+from sumpipe.api.app import app, engine
 
 # Init phase: load the vectors and warm the summarizer once per execution environment, before
 # the first invocation. Mangum's lifespan is off because it would run on every invocation.

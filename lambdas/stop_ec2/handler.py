@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sumpipe.events import invocation, process_s3_notifications
-from sumpipe.pipeline import ObjectCreated, Services, accept_output, watchdog
+from sumpipe.flow.events import invocation, process_s3_notifications
+from sumpipe.flow.pipeline import ObjectCreated, Services, accept_output, watchdog
 from sumpipe.settings import get_settings
 
 

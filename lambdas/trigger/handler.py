@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sumpipe.events import invocation, process_s3_notifications
-from sumpipe.pipeline import ObjectCreated, Services, accept_upload
+from sumpipe.flow.events import invocation, process_s3_notifications
+from sumpipe.flow.pipeline import ObjectCreated, Services, accept_upload
 from sumpipe.settings import get_settings
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from sumpipe.events import invocation, process_sqs
-from sumpipe.pipeline import Services, dispatch_message
+from sumpipe.flow.events import invocation, process_sqs
+from sumpipe.flow.pipeline import Services, dispatch_message
 from sumpipe.settings import get_settings
 
 

@@ -46,6 +46,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from sumpipe.local import boot
+
 logger = logging.getLogger(__name__)
 
 SSHD = "/usr/sbin/sshd"
@@ -316,6 +318,11 @@ class LocalHost:
     def running(self) -> bool:
         return self._sshd is not None and self._sshd.poll() is None
 
+    @property
+    def powered_off(self) -> bool:
+        """Whether the host shut itself down (only booted instance hosts can)."""
+        return False
+
     def _ensure_host_key(self) -> None:
         if self.host_key_path.exists():
             return
@@ -446,6 +453,13 @@ class InstanceHost(LocalHost):
         shim.parent.mkdir(exist_ok=True)
         shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m sumpipe.local.systemd "$@"\n')
         shim.chmod(0o755)
+        # Never the machine's own: a local host's `shutdown -h` must stop its instance, not the machine.
+        shutdown = self.state_dir / "root" / boot.SHUTDOWN_PROGRAM
+        shutdown.parent.mkdir(parents=True, exist_ok=True)
+        shutdown.write_text(
+            f'#!/bin/sh\nexec {sys.executable} -m sumpipe.local.boot shutdown {self.state_dir} "$@"\n'
+        )
+        shutdown.chmod(0o755)
         (self.state_dir / "root" / "etc" / "ssh" / "sshd_config").write_text(
             "\n".join(
                 [
@@ -479,9 +493,15 @@ class InstanceHost(LocalHost):
         """The exit status of the user data, once it has run (at the instance's first boot)."""
         return read_pid(self.state_dir / "user-data-status")
 
+    @property
+    def powered_off(self) -> bool:
+        """The host shut itself down (`shutdown -h`): its instance is to be stopped."""
+        return (self.state_dir / boot.POWERED_OFF).exists()
+
     def stop(self) -> None:
         super().stop()
-        (self.state_dir / "booted").unlink(missing_ok=True)
+        for mark in (boot.BOOTED, boot.SHUTDOWN_AT, boot.POWERED_OFF):
+            (self.state_dir / mark).unlink(missing_ok=True)
 
     def bootstrap_log(self, tail_chars: int = 3000) -> str:
         path = self.state_dir / "root" / "var" / "log" / "sumpipe-bootstrap.log"
@@ -707,7 +727,8 @@ class Reconciler:
     """Mirrors EC2 instance states (as the emulator reports them) onto local hosts, in a thread.
 
     `hosts` maps instance id -> LocalHost. running -> sshd started; stopping/stopped/terminated
-    (or the instance gone) -> everything on the host killed.
+    (or the instance gone) -> everything on the host killed; a host that powered itself off ->
+    its instance stopped, as EC2 stops an instance that shuts itself down.
     """
 
     def __init__(self, ec2: Any, hosts: Mapping[str, LocalHost], *, interval: float = 0.15) -> None:
@@ -737,7 +758,12 @@ class Reconciler:
                     states[instance["InstanceId"]] = instance["State"]["Name"]
         for instance_id, host in self.hosts.items():
             state = states.get(instance_id, "terminated")
-            if state in _UP_STATES and not host.running:
+            if state in _UP_STATES and host.powered_off:
+                # The instance shut itself down: EC2 stops it (the default shutdown behaviour).
+                logger.info("host powered off", extra={"instance_id": instance_id})
+                self.ec2.stop_instances(InstanceIds=[instance_id])
+                host.stop()
+            elif state in _UP_STATES and not host.running:
                 host.start()
             elif state in _DOWN_STATES and host.running:
                 host.stop()

@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sumpipe import package
 from sumpipe.local.boot import MACHINE_PATH
+from sumpipe.ops import package
 
 CACHE_ENV = "SUMPIPE_IMAGE_CACHE"
 BOOTSTRAP = package.REPO_ROOT / "deploy" / "bootstrap.sh"

@@ -4,7 +4,7 @@ The same rendered template as `sumpipe deploy` is created through moto's CloudFo
 cloud resources can't drift. moto's CloudFormation skips resource types it doesn't implement and
 ignores some properties; those are applied here by API, from the same template:
 
-- the SSH key's AWS::SecretsManager::Secret is created by API (in `sumpipe.deploy.deploy`) instead;
+- the SSH key's AWS::SecretsManager::Secret is created by API (in `sumpipe.ops.deploy.deploy`) instead;
 - AWS::SQS::QueuePolicy: put on the queues;
 - the buckets' NotificationConfiguration, VersioningConfiguration and PublicAccessBlockConfiguration
   (moto ignores them on AWS::S3::Bucket): put on the buckets;
@@ -32,9 +32,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sumpipe import deploy, package
 from sumpipe.local import image
 from sumpipe.local.hosts import DEFAULT_SUBNET, FIRST_HOST_OFFSET
+from sumpipe.ops import deploy, package
 
 # The template supports 1 to 3 worker instances.
 MAX_WORKERS = 3
@@ -266,7 +266,7 @@ def deploy_local_stack(
     progress: deploy.Progress = lambda _line: None,
 ) -> dict[str, str]:
     """Deploy the template into moto (`session` is a boto3 Session pointed at it) through the same
-    `sumpipe.deploy.deploy` as AWS, then apply what moto dropped; the stack outputs. Idempotent: an
+    `sumpipe.ops.deploy.deploy` as AWS, then apply what moto dropped; the stack outputs. Idempotent: an
     existing stack is updated and keeps its SSH key. `overrides` are more template parameters."""
     parameters = {**emulator_parameters(session.client("ec2"), network_cidr, workers), **(overrides or {})}
     baked = image.image_path(parameters["WorkerPython"])

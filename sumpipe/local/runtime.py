@@ -170,6 +170,10 @@ class Runtime:
     def start(self, warm_timeout_s: float = 60.0) -> None:
         """Starts the pollers and returns once each has warmed up (or failed to)."""
         self._sink.start()
+        # The handlers are imported here, one after the other: imports racing in the pollers' threads
+        # can deadlock on module locks (and each Lambda imports its handler once, before any event).
+        for source in self.sources:
+            load_handler(source.handler)
         pollers = sum(source.concurrency for source in self.sources)
         for source in self.sources:
             for n in range(source.concurrency):
@@ -206,10 +210,9 @@ class Runtime:
     def _poll(self, source: EventSource) -> None:
         if source.credentials is not None:
             use_session(source.credentials.session())
-        # Warm this thread's handler import and AWS session before the first event, as a
-        # provisioned Lambda environment would be: the first job shouldn't pay for it.
+        # Warm this thread's AWS session before the first event, as a provisioned Lambda environment
+        # would be: the first job shouldn't pay for it.
         try:
-            load_handler(source.handler)
             for service in ("s3", "ec2", "dynamodb", "secretsmanager", "ssm"):
                 client(service)
         finally:

@@ -17,7 +17,7 @@ State lives in the stack directory (default `.sumpipe/local/`):
   hosts-dir      where the worker hosts' files are (each host's private root, user data, logs)
   ready          written once everything is up; holds the timings of the start
 
-The stack is deployed by `sumpipe.deploy.deploy`, as in AWS (sumpipe/local/resources.py adds only
+The stack is deployed by `sumpipe.ops.deploy.deploy`, as in AWS (sumpipe/local/resources.py adds only
 the emulator's parameters and what moto drops). What AWS does and the emulator doesn't is done here,
 and only here: each host boots from its instance's user data on the cached worker image, with an
 instance metadata service of its own (start_hosts); the instances' states are mirrored onto the
@@ -333,10 +333,10 @@ def function_settings(
 
 def serve(config: StackConfig) -> None:
     """The daemon: bring everything up, write `ready`, run until SIGTERM, tear everything down."""
-    from sumpipe import deploy
     from sumpipe.local.hosts import HostNetwork, Reconciler
     from sumpipe.local.resources import apply_dropped_resources, deploy_local_stack, emulator_parameters
     from sumpipe.local.runtime import EventSource, Runtime
+    from sumpipe.ops import deploy
 
     state_dir = config.state_dir
     (state_dir / "stack.pid").write_text(str(os.getpid()))
@@ -507,15 +507,17 @@ def runner_command(user: str) -> tuple[str, dict[str, str]]:
         if RUNNER.exists():
             return str(RUNNER), {}
         path = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
-        return f"{sys.executable} -m sumpipe.runner", path
+        return f"{sys.executable} -m sumpipe.instance.runner", path
     if _runs_as(user, [sys.executable, "-c", "0"]):
         return str(RUNNER), {}
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     site_packages = Path(sys.prefix) / "lib" / version / "site-packages"
     env = {"PYTHONPATH": f"{REPO_ROOT}:{site_packages}"}
     for candidate in (Path("/usr/bin") / version, Path("/usr/local/bin") / version):
-        if candidate.exists() and _runs_as(user, [str(candidate), "-c", "import sumpipe.runner"], env):
-            return f"{candidate} -m sumpipe.runner", env
+        if not candidate.exists():
+            continue
+        if _runs_as(user, [str(candidate), "-c", "import sumpipe.instance.runner"], env):
+            return f"{candidate} -m sumpipe.instance.runner", env
     raise StackError(
         f"user {user} can't run {sys.executable} (is it under a private home?) and no system {version} "
         "can run the project instead; make the venv's interpreter readable by that user"
@@ -642,7 +644,7 @@ def _boot_instance_hosts(
     emulator: str,
 ) -> dict[str, Any]:
     """Hosts booted from their instances' user data (see start_hosts), each booted once."""
-    from sumpipe import remote
+    from sumpipe.flow import remote
     from sumpipe.local import image
 
     ec2 = session.client("ec2")

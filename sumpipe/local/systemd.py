@@ -9,9 +9,8 @@ deploy/bootstrap.sh writes are run from their own [Service] lines, not from a se
                                              after RestartSec= while Restart=on-failure and it fails
 
 At every later boot, the host's init (sumpipe/local/boot.py) starts what multi-user.target wants.
-Timers are linked but not run: a local host's idle-shutdown would `shutdown -h` the machine the
-whole stack runs on, where EC2 would stop just the instance; the stop_ec2 watchdog stops idle
-instances instead (docs/architecture.md).
+Timers are linked but not run (the stop_ec2 watchdog stops idle local instances); a `shutdown -h`
+on a local host is its own (sumpipe/local/boot.py), never the machine's.
 """
 
 from __future__ import annotations

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from sumpipe.commands import jobs as operator
 from sumpipe.local import stack
 from sumpipe.local.hosts import namespaces_available
+from sumpipe.ops.commands import jobs as operator
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

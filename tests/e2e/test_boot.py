@@ -3,6 +3,8 @@ cached worker image, with nothing set up for them from outside. A broken bootstr
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import subprocess
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sumpipe.aws import client
+from sumpipe.instance.runner import HARD_LIMIT_GRACE_S
 from sumpipe.local.hosts import namespaces_available
 
 from .conftest import DATA, ec2_state, run_job, wait_until
@@ -60,6 +63,35 @@ def test_every_start_publishes_the_host_key_again(running_stack):
     wait_until(lambda: ec2_state(target) == "stopped", what="the instance to stop")
 
 
+def test_each_job_schedules_a_backstop_shutdown_and_an_instance_that_shuts_down_is_stopped(running_stack):
+    target = running_stack.target
+    host_dir = running_stack.hosts_dir / running_stack.host_namespace
+    job = run_job(target, SAMPLE)
+    assert job.state == "succeeded", job.error
+    # The job's start scheduled the instance's own power-off (through sudo, as root), past its deadline.
+    requests = [json.loads(line) for line in (host_dir / "shutdown.log").read_text().splitlines()]
+    scheduled = [r for r in requests if job.created_at <= r["requested_at"] <= job.finished_at]
+    assert [r["args"][:2] for r in scheduled] == [["-h", f"+{backstop_minutes(running_stack)}"]]
+
+    wait_until(lambda: ec2_state(target) == "stopped", what="the instance to stop after its job")
+    client("ec2").start_instances(InstanceIds=[target.outputs["WorkerInstanceIds"].split(",")[0]])
+    booted = host_dir / "booted"
+    wait_until(booted.exists, what="the instance to boot")
+    # The instance's own `shutdown -h now` (what its idle shutdown runs): EC2 stops it.
+    subprocess.run([host_dir / "root/usr/local/sbin/shutdown", "-h", "now"], check=True, capture_output=True)
+    wait_until(lambda: ec2_state(target) == "stopped", what="the instance that shut itself down to stop")
+    wait_until(lambda: not booted.exists(), what="its host to go down")
+
+
+def backstop_minutes(stack) -> int:
+    """What deploy/bootstrap.sh's schedule-shutdown asks for: the job deadline, the runner's kill
+    grace and a minute to report, in whole minutes."""
+    runner_env = (stack.hosts_dir / stack.host_namespace / "root/etc/sumpipe/runner.env").read_text()
+    settings = dict(line.split("=", 1) for line in runner_env.splitlines() if "=" in line)
+    deadline = int(settings["SUMPIPE_JOB_DEADLINE_S"])
+    return math.ceil((deadline + HARD_LIMIT_GRACE_S + 60) / 60)
+
+
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> Path:
     """The project's files (what a commit of the working tree would hold), in a directory of its own."""
@@ -85,7 +117,7 @@ def test_demo_fails_naming_the_instance_when_the_bootstrap_exits_at_once(repo_co
     for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         env.pop(name, None)
     done = subprocess.run(
-        [sys.executable, "-m", "sumpipe.cli", "demo", "--file", str(SAMPLE)],
+        [sys.executable, "-m", "sumpipe.ops.cli", "demo", "--file", str(SAMPLE)],
         cwd=repo_copy, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     output = done.stdout + done.stderr

@@ -17,8 +17,8 @@ import pytest
 
 from sumpipe import keys
 from sumpipe.aws import client
-from sumpipe.commands import jobs as operator
 from sumpipe.local.hosts import namespace_pids
+from sumpipe.ops.commands import jobs as operator
 
 from .conftest import DATA, wait_until
 

@@ -19,9 +19,9 @@ import boto3
 import pandas as pd
 import pytest
 
-from sumpipe import cli
 from sumpipe.local import motoserver, stack
 from sumpipe.local.hosts import namespaces_available
+from sumpipe.ops import cli
 
 from .conftest import DATA, _free_subnet
 

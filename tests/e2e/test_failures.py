@@ -14,8 +14,8 @@ import pytest
 
 from sumpipe import keys
 from sumpipe.aws import client
-from sumpipe.commands import jobs as operator
 from sumpipe.local.hosts import generate_ed25519_keypair, namespace_pids
+from sumpipe.ops.commands import jobs as operator
 
 from .conftest import DATA, ec2_state, run_job, wait_until
 
@@ -46,7 +46,9 @@ def _job_pids(namespace: str, job_id: str, is_program: Callable[[list[bytes]], b
 
 def runner_pids(namespace: str, job_id: str) -> list[int]:
     return _job_pids(
-        namespace, job_id, lambda argv: any(b"sumpipe.runner" in a or b"sumpipe-runner" in a for a in argv)
+        namespace,
+        job_id,
+        lambda argv: any(b"sumpipe.instance.runner" in a or b"sumpipe-runner" in a for a in argv),
     )
 
 

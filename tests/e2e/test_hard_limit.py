@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from sumpipe import keys
-from sumpipe.commands import jobs as operator
+from sumpipe.ops.commands import jobs as operator
 
 from .conftest import DATA, ec2_state, wait_until
 from .test_failures import summarizer_pids

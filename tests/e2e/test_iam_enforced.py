@@ -19,7 +19,7 @@ import pytest
 
 from sumpipe import keys
 from sumpipe.aws import client
-from sumpipe.commands import jobs as operator
+from sumpipe.ops.commands import jobs as operator
 
 from .conftest import DATA, ec2_state, run_job, wait_until
 

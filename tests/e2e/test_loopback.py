@@ -22,10 +22,10 @@ import pytest
 
 from sumpipe import keys
 from sumpipe.aws import client
-from sumpipe.commands import jobs as operator
+from sumpipe.flow.remote import HostUnreachable, wait_port_open
 from sumpipe.local import stack
 from sumpipe.local.hosts import SSH_USER, pid_alive, read_pid
-from sumpipe.remote import HostUnreachable, wait_port_open
+from sumpipe.ops.commands import jobs as operator
 
 from .conftest import DATA, RunningStack, _free_loopback_subnet, ec2_state, stack_up, wait_until
 
@@ -187,7 +187,7 @@ def test_an_unprivileged_user_runs_the_whole_stack(monkeypatch):
 
     def sumpipe_as_user(*args: str) -> subprocess.CompletedProcess[str]:
         command = ["runuser", "-u", SSH_USER, "--", "env", *[f"{k}={v}" for k, v in env.items()],
-                   *argv, "-m", "sumpipe.cli", *args, "--dir", str(state_dir)]
+                   *argv, "-m", "sumpipe.ops.cli", *args, "--dir", str(state_dir)]
         return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=120)
 
     try:

@@ -19,7 +19,7 @@ import pytest
 from summarizer.split import split_sentences
 from sumpipe import keys
 from sumpipe.aws import client
-from sumpipe.commands import jobs as operator
+from sumpipe.ops.commands import jobs as operator
 
 from .conftest import DATA, ec2_state, run_job, stop_lines, wait_until
 
@@ -210,7 +210,7 @@ def test_writing_the_output_never_retriggers_the_pipeline(local_stack):
 
 def test_the_sumpipe_commands_submit_list_and_show_logs(local_stack, tmp_path):
     env = {**os.environ}  # AWS_ENDPOINT_URL etc. of this module's stack
-    sumpipe = [sys.executable, "-m", "sumpipe.cli"]
+    sumpipe = [sys.executable, "-m", "sumpipe.ops.cli"]
     out = tmp_path / "summary.csv"
 
     done = subprocess.run(

@@ -12,8 +12,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from sumpipe import deploy
-from sumpipe.ledger import Ledger
+from sumpipe.ledger import DynamoLedger
+from sumpipe.ops import deploy
 from sumpipe.settings import get_settings
 
 REGION = "us-east-1"
@@ -45,7 +45,7 @@ def pipeline_aws(monkeypatch: pytest.MonkeyPatch, **settings: str) -> Iterator[S
         get_settings.cache_clear()
         try:
             yield SimpleNamespace(
-                s3=s3, ledger=Ledger(db, "jobs"), ec2=boto3.client("ec2", region_name=REGION)
+                s3=s3, ledger=DynamoLedger(db, "jobs"), ec2=boto3.client("ec2", region_name=REGION)
             )
         finally:
             get_settings.cache_clear()

@@ -47,7 +47,7 @@ def _serve(env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
     """`sumpipe serve` as a user runs it, on a free loopback port: (its base URL, its pid)."""
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "sumpipe.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "sumpipe.ops.cli", "serve", "--port", str(port)],
         cwd=REPO,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,

@@ -12,8 +12,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from sumpipe import cli
 from sumpipe.local.resources import deploy_local_stack, emulator_parameters
+from sumpipe.ops import cli
 
 REGION = "us-east-1"
 

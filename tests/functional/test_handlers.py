@@ -21,7 +21,8 @@ from pipeline_aws import pipeline_aws
 from lambdas.stop_ec2.handler import lambda_handler as stop_ec2
 from lambdas.trigger.handler import lambda_handler as trigger
 from lambdas.worker.handler import lambda_handler as worker
-from sumpipe import ec2, keys, pipeline
+from sumpipe import keys
+from sumpipe.flow import ec2, pipeline
 from sumpipe.ledger import Job
 from sumpipe.settings import get_settings
 

@@ -14,8 +14,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from sumpipe.flow.remote import HostUnreachable, RemoteCommandFailed, SshTransport, wait_port_open
 from sumpipe.local.hosts import HostNetwork, LocalHost, Reconciler
-from sumpipe.remote import HostUnreachable, RemoteCommandFailed, SshTransport, wait_port_open
 
 ECHO = r"""#!/bin/sh
 printf '%s\n' "$SSH_ORIGINAL_COMMAND"

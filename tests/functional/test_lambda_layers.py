@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from cli_run import run_script
 
-from sumpipe import package
+from sumpipe.ops import package
 
 pytestmark = pytest.mark.slow
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -67,7 +67,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_pipeline_function_imports_from_its_zip_and_layer_alone(built: Path, function: str) -> None:
     out = _isolated(
         [built / "code" / function, built / "pipeline-deps"],
-        f"import lambdas.{function}.handler as h, sumpipe.remote, importlib.util\n"
+        f"import lambdas.{function}.handler as h, sumpipe.flow.remote, importlib.util\n"
         "print(callable(h.lambda_handler), importlib.util.find_spec('numpy') is None)",
     )
     assert out.split() == ["True", "True"]  # and numpy really is out of reach

@@ -12,8 +12,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from sumpipe.local.hosts import HostNetwork, LocalHost, generate_ed25519_keypair
-from sumpipe.remote import (
+from sumpipe.flow.remote import (
     HostKeyMismatch,
     HostUnreachable,
     RemoteCommandFailed,
@@ -21,6 +20,7 @@ from sumpipe.remote import (
     SshTransport,
     UnknownHostKey,
 )
+from sumpipe.local.hosts import HostNetwork, LocalHost, generate_ed25519_keypair
 
 # The forced command: the only program the test key may run. It dispatches on the command the
 # client asked for, exactly as the job runner does.

@@ -14,8 +14,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from sumpipe.flow.remote import SsmTransport
 from sumpipe.local.hosts import ensure_ssh_user
-from sumpipe.remote import SsmTransport
 
 CREDENTIALS = {"region_name": "us-east-1", "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 

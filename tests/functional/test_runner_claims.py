@@ -10,7 +10,9 @@ from types import SimpleNamespace
 import pytest
 from pipeline_aws import pipeline_aws
 
-from sumpipe import keys, pipeline, runner
+from sumpipe import keys
+from sumpipe.flow import pipeline
+from sumpipe.instance import runner
 from sumpipe.ledger import Job
 from sumpipe.settings import get_settings
 

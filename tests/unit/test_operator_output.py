@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sumpipe.commands.jobs import LogLine, format_line, shown
+from sumpipe.ops.commands.jobs import LogLine, format_line, shown
 
 
 def test_escape_sequences_and_controls_are_printed_as_text() -> None:

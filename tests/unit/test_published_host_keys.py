@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sumpipe.remote import has_published_key
+from sumpipe.flow.remote import has_published_key
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq0mYlJ3n3p1xw2y1z3QkTz1b1k8r0v8mR7xkY0o2nP"
 

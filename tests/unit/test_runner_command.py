@@ -3,7 +3,7 @@ anything (it is the SSH forced command: whatever the client asks arrives in SSH_
 
 import pytest
 
-from sumpipe import runner
+from sumpipe.instance import runner
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from sumpipe.remote import RemoteCommandFailed, SsmTransport
+from sumpipe.flow.remote import RemoteCommandFailed, SsmTransport
 
 COMMAND_ID = "0b3a3f5e-3c1d-4c3e-9a57-6f2d0c1e2a4b"
 CREDENTIALS = {"region_name": "us-east-1", "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}

@@ -16,15 +16,17 @@ from __future__ import annotations
 import json
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cached_property, partial
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import S3Event
 
-from sumpipe import ec2, keys, remote
+from sumpipe import keys
 from sumpipe.aws import client
-from sumpipe.ledger import FAILED, QUEUED, STARTING, SUCCEEDED, InstanceStopping, Job, Ledger
+from sumpipe.flow import ec2, remote
+from sumpipe.ledger import FAILED, QUEUED, STARTING, SUCCEEDED, DynamoLedger, InstanceStopping, Job, Ledger
 from sumpipe.logs import get_logger, job_context
 from sumpipe.settings import Settings
 
@@ -32,12 +34,23 @@ logger = get_logger()
 
 
 class Services:
-    """What the flow works with: the settings, the job ledger, and AWS clients (`services.s3`, ...),
-    each built on first use (a handler only pays for the ones it touches)."""
+    """What the flow works with: the settings, the job ledger, the transport to the instances, and
+    AWS clients (`services.s3`, ...), each built on first use (a handler only pays for the ones it
+    touches). The ledger and the transport are DynamoDB's and SSH's or SSM's unless given (the flow's
+    unit tests give in-memory ones)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        ledger: Ledger | None = None,
+        transport: Callable[[ReadyInstance], remote.Transport] | None = None,
+    ) -> None:
         self.settings = settings
         self._built: dict[str, Any] = {}
+        if ledger is not None:
+            self.ledger = ledger
+        self._transport = transport
 
     def __getattr__(self, service: str) -> Any:
         if service.startswith("_"):
@@ -48,7 +61,27 @@ class Services:
 
     @cached_property
     def ledger(self) -> Ledger:
-        return Ledger(self.dynamodb, self.settings.job_table)
+        return DynamoLedger(self.dynamodb, self.settings.job_table)
+
+    def transport(self, ready: ReadyInstance) -> remote.Transport:
+        """The way to the job runner on a ready instance (close it after use)."""
+        if self._transport is not None:
+            return self._transport(ready)
+        if self.settings.transport == "ssm":
+            return remote.SsmTransport(self.ssm, ready.instance.instance_id, run_as=self.settings.ssh_user)
+        assert ready.known_hosts is not None  # ready_instance waited for the host's published key
+        private_key = self.secretsmanager.get_secret_value(SecretId=self.settings.ssh_key_secret_id)[
+            "SecretString"
+        ]
+        return remote.SshTransport(
+            ready.address,
+            user=self.settings.ssh_user,
+            port=self.settings.ssh_port,
+            private_key=private_key,
+            known_hosts=ready.known_hosts,
+            timeout=self.settings.connect_timeout_s,
+            attempts=self.settings.connect_attempts,
+        )
 
 
 # -- events ------------------------------------------------------------------------------------
@@ -429,12 +462,11 @@ def dispatch_job(services: Services, message: JobMessage) -> None:
             logger.info("job not waiting to start there; message ignored", extra={"state": state})
             return
         try:
-            transport = transport_for(services, still_ready(services, message))
+            transport = services.transport(still_ready(services, message))
             try:
                 result = transport.run(f"start {message.job_id}", timeout=30.0)
             finally:
-                if isinstance(transport, remote.SshTransport):
-                    transport.close()
+                transport.close()
         except Exception as exc:
             reason = f"could not start the job on the worker: {exc}"
             if isinstance(exc, remote.RemoteCommandFailed) and exc.result.stderr:
@@ -467,26 +499,6 @@ def still_ready(services: Services, message: JobMessage) -> ReadyInstance:
                 f"no host key published for {message.instance_id} at {message.address}"
             )
     return ReadyInstance(instance, message.address, known_hosts)
-
-
-def transport_for(services: Services, ready: ReadyInstance) -> remote.SshTransport | remote.SsmTransport:
-    if services.settings.transport == "ssm":
-        return remote.SsmTransport(
-            services.ssm, ready.instance.instance_id, run_as=services.settings.ssh_user
-        )
-    assert ready.known_hosts is not None  # ready_instance waited for the host's published key
-    private_key = services.secretsmanager.get_secret_value(SecretId=services.settings.ssh_key_secret_id)[
-        "SecretString"
-    ]
-    return remote.SshTransport(
-        ready.address,
-        user=services.settings.ssh_user,
-        port=services.settings.ssh_port,
-        private_key=private_key,
-        known_hosts=ready.known_hosts,
-        timeout=services.settings.connect_timeout_s,
-        attempts=services.settings.connect_attempts,
-    )
 
 
 # -- stop_ec2 ----------------------------------------------------------------------------------

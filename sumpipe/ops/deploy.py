@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sumpipe import package
+from sumpipe.ops import package
 
 REPO_ROOT = package.REPO_ROOT
 TEMPLATE_PATH = REPO_ROOT / "deploy" / "template.yaml"

@@ -20,11 +20,11 @@ from typing import Any
 
 from sumpipe import keys
 from sumpipe.aws import client
-from sumpipe.commands import local
-from sumpipe.ledger import Job, Ledger
+from sumpipe.ledger import DynamoLedger, Job, Ledger
 from sumpipe.local import motoserver, stack
+from sumpipe.ops.commands import local
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 DEMO_SAMPLE = REPO_ROOT / "tests" / "data" / "reviews_sample.csv"
 FUNCTIONS = {"trigger": "TriggerFunctionName", "worker": "WorkerFunctionName", "stop_ec2": "StopFunctionName"}
 
@@ -112,11 +112,11 @@ class Stack:
         return self.outputs["OutputBucketName"]
 
     def ledger(self) -> Ledger:
-        return Ledger(client("dynamodb"), self.outputs["JobTableName"])
+        return DynamoLedger(client("dynamodb"), self.outputs["JobTableName"])
 
 
 def resolve_stack(name: str | None) -> Stack:
-    from sumpipe.deploy import stack_outputs
+    from sumpipe.ops.deploy import stack_outputs
 
     use_local_stack_if_up()
     stack_name = name or os.environ.get("SUMPIPE_STACK_NAME") or "sumpipe"

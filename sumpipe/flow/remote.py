@@ -22,7 +22,7 @@ import select
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import paramiko
 from botocore.client import BaseClient
@@ -64,6 +64,15 @@ class CommandResult:
     exit_status: int
     stdout: bytes
     stderr: bytes
+
+
+class Transport(Protocol):
+    """How the worker reaches a worker instance's job runner: SshTransport or SsmTransport (the
+    flow's unit tests pass their own in-memory one to Services)."""
+
+    def run(self, command: str, stdin: bytes = b"", timeout: float = 30.0) -> CommandResult: ...
+
+    def close(self) -> None: ...
 
 
 def check_command(command: str) -> str:
@@ -403,6 +412,9 @@ class SsmTransport:
                 result,
             )
         return result
+
+    def close(self) -> None:
+        """Nothing is held open between commands."""
 
     def _invocation(self, command_id: str) -> dict[str, Any] | None:
         """The invocation, or None while SSM has not registered it yet (right after send_command)."""

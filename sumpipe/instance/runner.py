@@ -80,20 +80,23 @@ def start(job_id: str) -> int:
     `run` lives at most the job deadline: `timeout` sends it SIGTERM then (it fails the job, with a
     report, and ends its summarizer), and SIGKILL HARD_LIMIT_GRACE_S later if it is wedged. So a
     hung job ends on the instance itself, whatever happens to the watchdog Lambda, and no longer
-    keeps the instance's idle shutdown away."""
+    keeps the instance's idle shutdown away. Before it starts, the instance's own power-off is moved
+    past its deadline (schedule_shutdown): the instance stops even if nothing else is left to stop it."""
     from sumpipe.settings import get_settings
 
-    limit = f"{get_settings().job_deadline_s}s"
+    settings = get_settings()
+    limit = f"{settings.job_deadline_s}s"
     directory = log_dir()
     with (
         open(directory / f"{job_id}.jsonl", "ab") as out,
         open(directory / f"{job_id}.stderr", "ab") as err,
     ):
+        shutdown_scheduled = schedule_shutdown(settings.shutdown_scheduler, err)
         # A new session and no inherited descriptors: sshd sees the session's output closed
         # when this process exits, and the job survives the session.
         hard_limit = ["timeout", f"--kill-after={HARD_LIMIT_GRACE_S}s", limit]
         process = subprocess.Popen(
-            [*hard_limit, *_program("sumpipe-runner", "sumpipe.runner"), "run", job_id],
+            [*hard_limit, *_program("sumpipe-runner", "sumpipe.instance.runner"), "run", job_id],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
@@ -101,8 +104,26 @@ def start(job_id: str) -> int:
             close_fds=True,
             env={k: v for k, v in os.environ.items() if not k.startswith("SSH_")},
         )
-    print(json.dumps({"job_id": job_id, "pid": process.pid, "log": str(directory / f"{job_id}.jsonl")}))
+    reply = {"job_id": job_id, "pid": process.pid, "log": str(directory / f"{job_id}.jsonl")}
+    print(json.dumps({**reply, "shutdown_scheduled": shutdown_scheduled}))
     return 0
+
+
+def schedule_shutdown(scheduler: str, log: BinaryIO) -> bool | None:
+    """Has the instance move its own power-off past this job's deadline (the bootstrap's
+    schedule-shutdown, run as root through sudo), so it stops by itself if everything else fails.
+    None when there is no scheduler (not on a worker instance); False when it failed (said in `log`:
+    the job still runs under its hard limit, and the watchdog still sweeps)."""
+    if not scheduler:
+        return None
+    try:
+        done = subprocess.run(
+            ["sudo", "-n", scheduler], stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=15
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.write(f"could not schedule the instance's shutdown: {exc}\n".encode())
+        return False
+    return done.returncode == 0
 
 
 class HardLimit(Exception):
@@ -134,7 +155,7 @@ def run(job_id: str) -> int:
 
 def _run(job_id: str, settings: Settings, workdir: Path, summarizer: subprocess.Popen[bytes]) -> int:
     from sumpipe.aws import client
-    from sumpipe.ledger import Ledger
+    from sumpipe.ledger import DynamoLedger
     from sumpipe.logs import get_logger, job_context
 
     logger = get_logger()
@@ -145,7 +166,7 @@ def _run(job_id: str, settings: Settings, workdir: Path, summarizer: subprocess.
         # Everything from here on ends in summary.csv or error.json: a failure as early as reading
         # the job (no credentials, a refused ledger read) fails the job at once, with its reason,
         # instead of leaving it `running` until the watchdog's deadline.
-        ledger = Ledger(client("dynamodb"), settings.job_table)
+        ledger = DynamoLedger(client("dynamodb"), settings.job_table)
         try:
             job = ledger.get_job(job_id)
             if job is not None and job.terminal:

@@ -12,10 +12,10 @@ import sys
 
 # module -> what it adds
 COMMAND_MODULES = (
-    "sumpipe.commands.local",    # local up / local down
-    "sumpipe.commands.jobs",     # submit, jobs, logs, demo
-    "sumpipe.commands.deploy",   # deploy, destroy, package
-    "sumpipe.commands.serve",    # serve
+    "sumpipe.ops.commands.local",    # local up / local down
+    "sumpipe.ops.commands.jobs",     # submit, jobs, logs, demo
+    "sumpipe.ops.commands.deploy",   # deploy, destroy, package
+    "sumpipe.ops.commands.serve",    # serve
 )
 
 

@@ -26,7 +26,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn  # deferred: `sumpipe --help` and the other commands don't need it
 
     uvicorn.run(
-        "sumpipe.api:app",
+        "sumpipe.api.app:app",
         host=args.host,
         port=args.port,
         workers=args.workers,

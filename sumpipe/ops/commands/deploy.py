@@ -11,7 +11,7 @@ from pathlib import Path
 
 import boto3
 
-from sumpipe import deploy, package
+from sumpipe.ops import deploy, package
 
 
 def _progress(line: str) -> None:

@@ -1,83 +1,37 @@
-"""The job ledger: one DynamoDB table, key `pk` (S).
-
-`job#<job_id>` holds a job; `instance#<instance_id>` holds how many jobs are in flight on an
-instance. The in-flight count only changes in the same transaction as a job state change, and every
-state change is conditional on the state it leaves, so a duplicate or racing event can neither
-double-start a job nor double-count an instance.
-
-Exclusions, each one conditional write:
-- stop vs assign: claim_stop marks the instance `stopping_at` (only with nothing in flight), and
-  assign requires no such mark, so a job is never given to an instance being stopped; the mark goes
-  once the stop was made (stop_done) or given up (release_stop), or after STOP_LEASE_S;
-- one starter per job: a job left `starting` (its trigger died) is taken over by one redelivered
-  event, once its start lease has run out (resume_start);
-- one runner per job: the runner claims the job before any work (claim_runner), for as long as the
-  job may run (its deadline);
-- one outcome per job: whoever writes the job's finishing file (the runner's summary.csv, anyone's
-  error.json) claims the outcome first (claim_outcome), so a job never ends with both.
+"""The ledger in one DynamoDB table, key `pk` (S): `job#<job_id>` holds a job, `instance#<instance_id>`
+an instance's in-flight count and stop marks. Job changes that move the count are transactions with
+the instance's item; every change is a conditional write (sumpipe/ledger/base.py has the contract).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-QUEUED, STARTING, RUNNING, SUCCEEDED, FAILED = "queued", "starting", "running", "succeeded", "failed"
-ACTIVE_STATES = (QUEUED, STARTING, RUNNING)
-TERMINAL_STATES = (SUCCEEDED, FAILED)
+from sumpipe.ledger.base import (
+    ACTIVE_STATES,
+    FINISHED_RETENTION_S,
+    QUEUED,
+    RUNNING,
+    STARTING,
+    STOP_LEASE_S,
+    TERMINAL_STATES,
+    InstanceLoad,
+    InstanceStopping,
+    Job,
+)
 
 _CONFLICT_RETRIES = 6
 # The table's sparse index of active jobs by deadline (deploy/template.yaml): only active jobs carry
 # the `active` attribute.
 ACTIVE_INDEX = "active-by-deadline"
 ACTIVE = "1"
-# Finished jobs expire from the table (DynamoDB's TTL on `expires_at`) after this long.
-FINISHED_RETENTION_S = 30 * 86400
-# A stop mark older than this is stale (its stopper died between the claim and the stop).
-STOP_LEASE_S = 120.0
 _serialize = TypeSerializer().serialize
 _deserialize = TypeDeserializer().deserialize
-
-
-@dataclass(frozen=True)
-class Job:
-    job_id: str
-    input_bucket: str
-    input_key: str
-    version: str  # the S3 version id, or the etag when the bucket is not versioned
-    etag: str = ""
-    state: str = QUEUED
-    instance_id: str | None = None
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    started_at: float | None = None
-    finished_at: float | None = None
-    deadline_at: float = 0.0
-    rows: int | None = None
-    error: str | None = None
-    runner: str | None = None  # who runs it: "<host>:<pid>" of the runner that claimed it
-    attempt: int = 0  # how many runners claimed it (1 when all went well)
-    outcome: str | None = None  # the finishing file claimed: summary.csv or error.json
-
-    @property
-    def terminal(self) -> bool:
-        return self.state in TERMINAL_STATES
-
-
-@dataclass(frozen=True)
-class InstanceLoad:
-    instance_id: str
-    inflight: int
-    updated_at: float
-    stopping_at: float | None = None
-
-
-class InstanceStopping(Exception):
-    """assign() was refused because the instance is being stopped: wait the stop out, then retry."""
 
 
 def _job_pk(job_id: str) -> str:
@@ -117,8 +71,8 @@ def _is_condition_failure(exc: Exception) -> bool:
     return code in ("ConditionalCheckFailedException", "TransactionCanceledException")
 
 
-class Ledger:
-    """The ledger over a DynamoDB client (boto3 low-level) and a table name."""
+class DynamoLedger:
+    """The ledger in one DynamoDB table (a boto3 low-level client and the table name)."""
 
     def __init__(self, dynamodb: Any, table: str) -> None:
         self._db = dynamodb

@@ -1,6 +1,6 @@
 """Build the Lambda deployment artifacts and check them against Lambda's size limits.
 
-- One zip per pipeline function: its handler (`lambdas/<name>/`) plus the shared `sumpipe` package.
+- One zip per pipeline function: its handler (`lambdas/<name>/`) plus the folders of `sumpipe` it runs.
   The zips are byte-for-byte reproducible (fixed timestamps, sorted entries), so their content hash
   names the S3 key and an unchanged function is not redeployed.
 - One layer with the pipeline functions' third-party dependencies, installed by pip for the Lambda
@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PIPELINE_FUNCTIONS = ("trigger", "worker", "stop_ec2")
 LAMBDA_PYTHON_VERSION = "3.12"
 LAMBDA_PLATFORM = "manylinux2014_x86_64"
@@ -56,8 +56,12 @@ API_LAYER_REQUIREMENTS = (
     "pydantic-settings>=2.2",
     "mangum>=0.17",
 )
-# The project packages in each function's zip (the pipeline functions need only `sumpipe`).
-FUNCTION_PACKAGES = {API_FUNCTION: ("sumpipe", "summarizer", "glove")}
+# What every function's zip takes of `sumpipe`: its settings, logging, AWS clients and S3 key contract.
+SHARED_MODULES = ("__init__.py", "settings.py", "logs.py", "aws.py", "keys.py", "py.typed")
+# The folders each function's zip takes besides those (sumpipe/ is split by where code runs: the
+# instance's runner, the operator's tooling and the local stack never go into a function).
+PIPELINE_FOLDERS = ("sumpipe/ledger", "sumpipe/flow")
+FUNCTION_FOLDERS = {API_FUNCTION: ("sumpipe/api", "summarizer", "glove")}
 # Where the GloVe layer's cache directory lands in the function (layers unpack into /opt).
 GLOVE_LAYER_DIR = "glove"
 
@@ -120,9 +124,9 @@ def build_function_zip(function: str, out_dir: Path, root: Path = REPO_ROOT) -> 
         raise PackageError(f"{function}: no handler at {handler}")
     entries = [(root / "lambdas" / "__init__.py", "lambdas/__init__.py")]
     entries += _python_files(root, f"lambdas/{function}")
-    for project_package in FUNCTION_PACKAGES.get(function, ("sumpipe",)):
-        # The local stack's code never runs in a Lambda.
-        entries += [e for e in _python_files(root, project_package) if not e[1].startswith("sumpipe/local/")]
+    entries += [(root / "sumpipe" / name, f"sumpipe/{name}") for name in SHARED_MODULES]
+    for folder in FUNCTION_FOLDERS.get(function, PIPELINE_FOLDERS):
+        entries += _python_files(root, folder)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{function}.zip"
     _write_zip(target, entries)

@@ -11,8 +11,8 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from sumpipe.flow.pipeline import ObjectCreated, s3_records
 from sumpipe.logs import get_logger, job_context
-from sumpipe.pipeline import ObjectCreated, s3_records
 
 logger = get_logger()
 

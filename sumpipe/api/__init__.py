@@ -1,0 +1,1 @@
+"""The realtime summarization API (its own Lambda function, and `sumpipe serve`)."""

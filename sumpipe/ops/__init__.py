@@ -1,0 +1,1 @@
+"""Operator tooling: the `sumpipe` command, packaging and deployment."""
