@@ -235,7 +235,8 @@ def test_key_the_host_does_not_accept_fails_at_once(host):
 
 class _SlowHost(paramiko.ServerInterface):
     """An SSH server that answers the first authentication or session request (`slow`) only after
-    `delay` seconds, like a host under load; accepts the one client key; runs any command as echo."""
+    `delay` seconds, like a host under load; accepts the one client key; answers any command by
+    echoing it once its stdin ends."""
 
     def __init__(self, client_key: paramiko.PKey, slow: str, delay: float) -> None:
         self.client_key, self.slow, self.delay = client_key, slow, delay
@@ -258,15 +259,19 @@ class _SlowHost(paramiko.ServerInterface):
         return paramiko.OPEN_SUCCEEDED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
-        # paramiko sends the exec request's success reply only after this method returns, so the
-        # reply thread may run first. Output, exit status and EOF may arrive before that reply,
-        # but a close may not: the client would take the closed channel for a refused exec
-        # ("Channel closed."). So this server ends with EOF and lets the client close, which
-        # it does once it has the exit status. (OpenSSH replies before it starts the command.)
+        # paramiko sends the exec request's success reply only after this method returns, so
+        # output sent from here could overtake it, and a close that overtakes it makes the client
+        # take the exec for refused ("Channel closed."): that ordering is the test server's, not a
+        # real host's. OpenSSH replies before the command starts. So the command here reads its
+        # stdin to the end first, as `cat` would: the client sends that EOF only once it has the
+        # reply. Then it ends as sshd does: output, exit status, EOF, close.
         def reply() -> None:
+            while channel.recv(1024):
+                pass
             channel.sendall(command)
             channel.send_exit_status(0)
             channel.shutdown_write()
+            channel.close()
 
         threading.Thread(target=reply, daemon=True).start()
         return True
@@ -278,7 +283,7 @@ def test_a_host_slow_to_answer_is_tried_again_not_taken_for_a_refusal(slow, clie
     implementation, over a real socket on loopback."""
     host_private, host_public = generate_ed25519_keypair()
     host_key = paramiko.Ed25519Key.from_private_key(io.StringIO(host_private))
-    server = _SlowHost(paramiko.Ed25519Key.from_private_key(io.StringIO(client_keypair[0])), slow, delay=4.0)
+    server = _SlowHost(paramiko.Ed25519Key.from_private_key(io.StringIO(client_keypair[0])), slow, delay=6.0)
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     sessions: list[paramiko.Transport] = []
@@ -298,7 +303,7 @@ def test_a_host_slow_to_answer_is_tried_again_not_taken_for_a_refusal(slow, clie
     try:
         ssh = SshTransport(
             "127.0.0.1", port=port, user="sumpipe", private_key=client_keypair[0],
-            known_hosts=f"[127.0.0.1]:{port} {host_public}", timeout=1.0, attempts=3, backoff=0.05,
+            known_hosts=f"[127.0.0.1]:{port} {host_public}", timeout=2.0, attempts=3, backoff=0.05,
         )  # fmt: skip
         with ssh:
             assert ssh.run("echo hi", timeout=5).stdout == b"echo hi"
