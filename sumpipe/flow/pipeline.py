@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from functools import cached_property, partial
 from typing import Any
@@ -36,8 +36,8 @@ logger = get_logger()
 class Services:
     """What the flow works with: the settings, the job ledger, the transport to the instances, and
     AWS clients (`services.s3`, ...), each built on first use (a handler only pays for the ones it
-    touches). The ledger and the transport are DynamoDB's and SSH's or SSM's unless given (the flow's
-    unit tests give in-memory ones)."""
+    touches). The ledger, the transport and any client are DynamoDB's, SSH's or SSM's, and boto3's
+    unless given (the flow's unit tests give in-memory ones, or a client pointed elsewhere)."""
 
     def __init__(
         self,
@@ -45,9 +45,10 @@ class Services:
         *,
         ledger: Ledger | None = None,
         transport: Callable[[ReadyInstance], remote.Transport] | None = None,
+        clients: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
-        self._built: dict[str, Any] = {}
+        self._built: dict[str, Any] = dict(clients or {})
         if ledger is not None:
             self.ledger = ledger
         self._transport = transport

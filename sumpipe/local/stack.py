@@ -14,6 +14,7 @@ State lives in the stack directory (default `.sumpipe/local/`):
   attach         a request to attach to a stack deployed by `sumpipe deploy` (its name)
   outputs.json   the CloudFormation stack outputs
   stack.pid      the daemon; moto.pid its emulator; stack.log / moto.log their logs
+  lambda/        the pid of each of the functions' execution environments (sumpipe.local.runtime)
   hosts-dir      where the worker hosts' files are (each host's private root, user data, logs)
   ready          written once everything is up; holds the timings of the start
 
@@ -53,6 +54,9 @@ from sumpipe.local.hosts import pid_alive, read_pid
 DEFAULT_DIR = Path(".sumpipe/local")
 RUNNER = Path(sys.prefix) / "bin" / "sumpipe-runner"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The functions' execution environments write their pids here (one file each).
+LAMBDA_PIDS = "lambda"
+LOCAL_START_LEASE_S = 30
 
 
 class StackError(RuntimeError):
@@ -264,9 +268,12 @@ def down(state_dir: Path = DEFAULT_DIR, timeout_s: float = 30.0) -> None:
             time.sleep(0.05)
         if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
-    moto_pid = read_pid(state_dir / "moto.pid")
-    if moto_pid is not None and pid_alive(moto_pid):
-        os.kill(moto_pid, signal.SIGKILL)
+    leftovers = [state_dir / "moto.pid", *sorted((state_dir / LAMBDA_PIDS).glob("*.pid"))]
+    for pid_file in leftovers:  # a daemon killed outright leaves its children
+        pid = read_pid(pid_file)
+        if pid is not None and pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        pid_file.unlink(missing_ok=True)
     config_path = state_dir / "config.json"
     hosts_dir = _hosts_dir(state_dir)
     if config_path.exists():
@@ -320,6 +327,8 @@ def function_settings(
         "SUMPIPE_KNOWN_HOSTS_PARAMETER": outputs["KnownHostsParameterName"],
         # Local hosts are up within milliseconds; a long wait only hides a broken host.
         "SUMPIPE_INSTANCE_READY_TIMEOUT_S": "20",
+        # Past that wait, as the template's 420 s is past the trigger's 360 s timeout.
+        "SUMPIPE_START_LEASE_S": str(LOCAL_START_LEASE_S),
     }
     # Locally the hosts exist only at the private IPs; moto's public IPs must never be contacted.
     return {
@@ -435,7 +444,11 @@ def serve(config: StackConfig) -> None:
             watchdog_interval_s=config.watchdog_interval_s,
             account=account,
             region=motoserver.REGION,
+            pid_dir=state_dir / LAMBDA_PIDS,
             retry_delay_s=config.retry_delay_s,
+            # A dead environment's batch comes back past the start lease, as AWS's visibility
+            # timeouts (6x the function's timeout) do: its trigger's job is then resumed.
+            crash_redelivery_s=int(float(settings_env["SUMPIPE_START_LEASE_S"])) + 5,
         )
         runtime.start()
         _write_env(state_dir, client_env, stack_name)

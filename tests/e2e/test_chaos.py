@@ -1,10 +1,12 @@
 """Chaos on the local stack: two workers, 30 uploads staggered over 20 s, one of their events delivered
-3 more times, one runner killed with SIGKILL mid-job. Sampled all along: no instance is ever stopped
+3 more times, one runner killed with SIGKILL mid-job, and every Lambda execution environment killed
+with SIGKILL mid-flight (the service starts new ones). Sampled all along: no instance is ever stopped
 under a job it runs. At the end: one job per upload, every job finished, exactly one of summary.csv
 and error.json per job, every instance stopped."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,7 +19,8 @@ import pytest
 
 from sumpipe import keys
 from sumpipe.aws import client
-from sumpipe.local.hosts import namespace_pids
+from sumpipe.local import stack
+from sumpipe.local.hosts import namespace_pids, pid_alive
 from sumpipe.ops.commands import jobs as operator
 
 from .conftest import DATA, wait_until
@@ -26,8 +29,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 UPLOADS = 30
 SPREAD_S = 20.0
 WORKERS = 2
-# Short enough that the job whose runner is killed is failed by the watchdog within the test.
-STACK_SETTINGS = {"SUMPIPE_JOB_DEADLINE_S": "45", "SUMPIPE_IDLE_GRACE_S": "5"}
+# Short enough that the job whose runner is killed is failed by the watchdog within the test; long
+# enough for a job whose trigger was killed to be resumed when its batch comes back, past the local
+# start lease (stack.LOCAL_START_LEASE_S), and finish.
+STACK_SETTINGS = {"SUMPIPE_JOB_DEADLINE_S": "90", "SUMPIPE_IDLE_GRACE_S": "5"}
+# The upload after which the environments are killed: mid-flight, with jobs starting and running.
+KILL_RUNTIME_AFTER = 12
 WATCHDOG_INTERVAL_S = 1.0
 ROWS = (DATA / "reviews_sample.csv").read_text().splitlines()
 
@@ -43,6 +50,20 @@ def _python_runner_pids(namespace: str) -> dict[int, str]:
         if argv and Path(argv[0]).name != "timeout" and "run" in argv and any("sumpipe" in a for a in argv):
             found[pid] = argv[-1]
     return found
+
+
+def _environment_pids(state_dir: Path) -> dict[str, int]:
+    """Each Lambda execution environment's pid, by its pid file's name (sumpipe.local.runtime)."""
+    found = {}
+    for pid_file in (state_dir / stack.LAMBDA_PIDS).glob("*.pid"):
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            found[pid_file.stem] = int(pid_file.read_text())
+    return found
+
+
+def _log_lines(group: str, phrase: str) -> int:
+    events = client("logs").filter_log_events(logGroupName=group).get("events", [])
+    return sum(phrase in event["message"] for event in events)
 
 
 def _s3_event(bucket: str, key: str) -> dict:
@@ -67,6 +88,7 @@ def test_thirty_staggered_uploads_with_duplicates_and_a_killed_runner(running_st
     uploads: list[operator.Submitted] = []
     violations: list[str] = []
     killed: list[str] = []
+    killed_environments: dict[str, int] = {}
     done = threading.Event()
 
     def upload_all() -> None:
@@ -92,6 +114,14 @@ def test_thirty_staggered_uploads_with_duplicates_and_a_killed_runner(running_st
                     return
             time.sleep(0.05)
 
+    def kill_the_lambda_runtime() -> None:
+        while not done.is_set() and len(uploads) < KILL_RUNTIME_AFTER:
+            time.sleep(0.05)
+        for name, pid in _environment_pids(running_stack.config.state_dir).items():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed_environments[name] = pid
+
     samples: list[float] = []
 
     def sample() -> None:
@@ -107,7 +137,9 @@ def test_thirty_staggered_uploads_with_duplicates_and_a_killed_runner(running_st
                     violations.append(f"{job.job_id} running on {job.instance_id}, {states[job.instance_id]}")
             time.sleep(0.2)
 
-    threads = [threading.Thread(target=f) for f in (upload_all, kill_one_runner, sample)]
+    threads = [
+        threading.Thread(target=f) for f in (upload_all, kill_one_runner, kill_the_lambda_runtime, sample)
+    ]
     for thread in threads:
         thread.start()
     try:
@@ -120,12 +152,27 @@ def test_thirty_staggered_uploads_with_duplicates_and_a_killed_runner(running_st
             thread.join()
 
     outcomes = [job.state for job in jobs]
+    trigger_group = f"/aws/lambda/{target.outputs['TriggerFunctionName']}"
     print(
         f"chaos: {UPLOADS} uploads over {SPREAD_S:.0f} s on {WORKERS} workers, 3 duplicate deliveries, "
-        f"runner of {killed} killed; {outcomes.count('succeeded')} succeeded, {outcomes.count('failed')} "
-        f"failed; {len(samples)} samples, {len(violations)} violations"
+        f"runner of {killed} killed, {len(killed_environments)} Lambda environments killed after upload "
+        f"{KILL_RUNTIME_AFTER} ({_log_lines(trigger_group, 'resuming a job left starting')} jobs left "
+        f"starting resumed); {outcomes.count('succeeded')} succeeded, {outcomes.count('failed')} failed; "
+        f"{len(samples)} samples, {len(violations)} violations"
     )
     assert violations == []
+    # Every environment was killed, and the service started a new one in its place.
+    state_dir = running_stack.config.state_dir
+    pid_files = {path.stem for path in (state_dir / stack.LAMBDA_PIDS).glob("*.pid")}
+    assert killed_environments and set(killed_environments) == pid_files
+
+    def all_restarted() -> bool:
+        pids = _environment_pids(state_dir)
+        return all(
+            pids.get(name, pid) != pid and pid_alive(pids[name]) for name, pid in killed_environments.items()
+        )
+
+    wait_until(all_restarted, 30, "new environments in place of the killed ones")
     # One job per upload (the duplicated event included), each finished.
     mine = {u.job_id for u in uploads}
     assert len(mine) == UPLOADS
@@ -140,7 +187,8 @@ def test_thirty_staggered_uploads_with_duplicates_and_a_killed_runner(running_st
         names = {item["Key"].rsplit("/", 1)[-1] for item in listed}
         assert len(names & {keys.SUMMARY, keys.ERROR}) == 1, (job.job_id, job.state, names)
         assert (keys.SUMMARY in names) == (job.state == "succeeded")
-    # The killed runner's job failed (the watchdog, at its deadline); all the others succeeded.
+    # The killed runner's job failed (the watchdog, at its deadline); all the others succeeded, those
+    # whose invocations died with their environments included.
     assert len(killed) == 1
     assert [j.job_id for j in jobs if j.state == "failed"] == killed
     # Every instance stops once idle.

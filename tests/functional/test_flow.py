@@ -85,10 +85,11 @@ class World:
     def instance_state(self) -> str:
         return ec2.describe(self.ec2, self.instance_id).state
 
-    def services_with(self, **settings: object) -> Services:
-        """Another function's Services over the same ledger and instance (e.g. other settings)."""
+    def services_with(self, clients: dict[str, object] | None = None, **settings: object) -> Services:
+        """Another function's Services over the same ledger and instance (e.g. other settings, or a
+        client of its own)."""
         changed = self.services.settings.model_copy(update=settings)
-        return Services(changed, ledger=self.ledger, transport=self.instance.connect)
+        return Services(changed, ledger=self.ledger, transport=self.instance.connect, clients=clients)
 
 
 @pytest.fixture
@@ -206,8 +207,8 @@ def test_a_job_arriving_during_a_stop_waits_it_out_and_restarts_the_instance(wor
 def test_a_finish_claims_the_stop_once_and_a_stop_that_fails_is_released(world: World) -> None:
     job_id = pipeline.accept_upload(world.services, world.upload())
     pipeline.dispatch_job(world.services, world.job_messages()[0])
-    wrong_ec2 = world.services_with()
-    wrong_ec2._built["ec2"] = boto3.client("ec2", region_name="eu-west-1")  # the instance isn't there
+    # An EC2 client for another region: the instance isn't there, so its stop fails.
+    wrong_ec2 = world.services_with(clients={"ec2": boto3.client("ec2", region_name="eu-west-1")})
     pipeline.accept_output(wrong_ec2, world.runner_finishes(job_id))
 
     assert world.ledger.get_job(job_id).state == SUCCEEDED
