@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-from collections import deque
+import os
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from itertools import chain, islice
 
@@ -25,9 +26,9 @@ import pyarrow as pa
 
 from summarizer import Budget, Summarizer, Summary
 from summarizer.group import summarize_groups
-from summarizer.io import ROW_ERROR, InputError, TableReader, TableWriter, decode_text
+from summarizer.io import DELIMITERS, ROW_ERROR, InputError, TableReader, TableWriter, decode_text
 
-DEFAULT_CHUNK_ROWS = 10_000
+DEFAULT_CHUNK_ROWS = 2_000
 # Longest real review is ~20k characters, a long news article ~30k; a cell far beyond that is
 # almost always a broken export (a whole file in one field), and costs seconds to summarize.
 DEFAULT_MAX_CHARS = 200_000
@@ -82,7 +83,77 @@ class TableOptions:
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     # Texts longer than this get status "error: text too long ..."; 0 means no limit.
     max_chars: int = DEFAULT_MAX_CHARS
+    # None: every core this process may use (usable_cores()).
+    workers: int | None = None
+
+
+def usable_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """The cores this process can keep busy: those its CPU affinity allows, fewer when a cgroup
+    CPU quota (a container's --cpus, systemd's CPUQuota) caps it lower. os.cpu_count() counts the
+    machine's cores, which in a container can be many times what the quota lets run."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _cgroup_cpu_quota(cgroup_root)
+    return max(1, min(cores, math.ceil(quota))) if quota is not None else max(1, cores)
+
+
+def _cgroup_cpu_quota(root: str) -> float | None:
+    """The tightest CPU quota, in cores, on this process's cgroup and its ancestors (v2 cpu.max,
+    v1 cpu.cfs_quota_us / cpu.cfs_period_us); None when there is none or it can't be read."""
+    try:
+        with open("/proc/self/cgroup", encoding="utf-8") as listing:
+            entries = [line.rstrip("\n").split(":", 2) for line in listing]
+    except OSError:
+        entries = []
+    quotas: list[float] = []
+    for _, controllers, path in (entry for entry in entries if len(entry) == 3):
+        if controllers == "":  # v2: one unified hierarchy
+            base, read = root, _cpu_max
+        elif "cpu" in controllers.split(","):
+            base, read = os.path.join(root, controllers), _cfs_quota
+        else:
+            continue
+        # A container sees its own cgroup as the root of the mount; the listed path may not exist.
+        parts = [part for part in path.split("/") if part]
+        for depth in range(len(parts), -1, -1):
+            quota = read(os.path.join(base, *parts[:depth]))
+            if quota is not None:
+                quotas.append(quota)
+    return min(quotas) if quotas else None
+
+
+def _cpu_max(directory: str) -> float | None:
+    try:
+        with open(os.path.join(directory, "cpu.max"), encoding="ascii") as limit:
+            quota, period = limit.read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else int(quota) / int(period)
+
+
+def _cfs_quota(directory: str) -> float | None:
+    try:
+        with open(os.path.join(directory, "cpu.cfs_quota_us"), encoding="ascii") as quota_file:
+            quota = int(quota_file.read())
+        with open(os.path.join(directory, "cpu.cfs_period_us"), encoding="ascii") as period_file:
+            period = int(period_file.read())
+    except (OSError, ValueError):
+        return None
+    return None if quota <= 0 or period <= 0 else quota / period
+
+
+@dataclass
+class TableReport:
+    """What a run did: rows in, rows out (one per group with group_by), each status's count
+    ("error: ..." statuses counted together as "error"), and the processes that summarized."""
+
+    rows_in: int = 0
+    rows_out: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
     workers: int = 1
+
+    def count(self, statuses: list[object]) -> None:
+        for status, n in Counter(statuses).items():
+            self.statuses["error" if str(status).startswith("error") else str(status)] += n
 
 
 def check_columns(available: list[str], options: TableOptions) -> None:
@@ -94,8 +165,15 @@ def check_columns(available: list[str], options: TableOptions) -> None:
     }
     for role, name in wanted.items():
         if name is not None and name not in available:
-            listing = ", ".join(available) if available else "(none)"
-            raise InputError(f"{role} {name!r} not found; available columns: {listing}")
+            # A name holding a tab or line break is shown quoted: the message is one line, and a
+            # tab in a name is the sign of a delimiter the reader wasn't told.
+            listing = ", ".join(n if n.isprintable() else repr(n) for n in available) or "(none)"
+            hint = ""
+            if len(available) == 1:
+                held = [d for d in DELIMITERS if d in available[0]]
+                if held:
+                    hint = f"; the header is one column holding {held[0]!r}: is that the delimiter? (--sep)"
+            raise InputError(f"{role} {name!r} not found; available columns: {listing}{hint}")
     if options.group_by is not None and options.group_by in group_schema(options.group_by).names[1:]:
         raise InputError(f"group-by column {options.group_by!r} clashes with an output column name")
 
@@ -110,14 +188,16 @@ def summarize_table(
     spec: SummarizerSpec,
     options: TableOptions,
     on_progress: Callable[[int], None] | None = None,
-) -> int:
-    """Summarize every row of `reader` into `writer`; returns the number of output rows.
+) -> TableReport:
+    """Summarize every row of `reader` into `writer`; returns what was done.
 
-    `on_progress` is called after each chunk with `reader.progress_position()`.
+    `on_progress` is called after each chunk with the number of input rows done so far.
     """
     check_columns(reader.columns, options)
+    report = TableReport()
     if options.group_by is not None:
-        return _summarize_groups(reader, writer, spec, options, on_progress)
+        _summarize_groups(reader, writer, spec, options, on_progress, report)
+        return report
     id_column = options.id_column
     if id_column is None and DEFAULT_ID_COLUMN in reader.columns:
         id_column = DEFAULT_ID_COLUMN
@@ -135,14 +215,15 @@ def summarize_table(
             first_row += len(chunk)
             yield ids, _texts_or_row_errors(chunk, options.text_column)
 
-    rows = 0
     task = partial(summarize_texts, max_chars=options.max_chars)
-    for ids, results in _summarize_in_order(jobs(), spec, options.workers, task):
+    for ids, results in _summarize_in_order(jobs(), spec, options.workers, task, report):
         writer.write({"id": ids, **results})
-        rows += len(ids)
+        report.rows_in += len(ids)
+        report.rows_out += len(ids)
+        report.count(results["status"])
         if on_progress is not None:
-            on_progress(reader.progress_position())
-    return rows
+            on_progress(report.rows_in)
+    return report
 
 
 def _summarize_groups(
@@ -151,7 +232,8 @@ def _summarize_groups(
     spec: SummarizerSpec,
     options: TableOptions,
     on_progress: Callable[[int], None] | None,
-) -> int:
+    report: TableReport,
+) -> None:
     """One summary per distinct `group_by` value, groups in order of first appearance.
 
     A group's rows can be anywhere in the input, so the text column is collected for the whole
@@ -180,8 +262,9 @@ def _summarize_groups(
                 errors.setdefault(key, _too_long_status(text, options.max_chars))
             elif key not in errors:
                 texts.append(text)
+        report.rows_in += len(chunk)
         if on_progress is not None:
-            on_progress(reader.progress_position())
+            on_progress(report.rows_in)
 
     def group_texts(key: str) -> list[str] | None:
         texts = texts_by_group.pop(key)  # freed as soon as it is handed over
@@ -193,16 +276,15 @@ def _summarize_groups(
             batch = keys[start : start + options.chunk_rows]
             yield batch, [group_texts(key) for key in batch]
 
-    rows = 0
     task = partial(summarize_group_texts, budget=spec.group_budget())
-    for keys, results in _summarize_in_order(jobs(), spec, options.workers, task):
+    for keys, results in _summarize_in_order(jobs(), spec, options.workers, task, report):
         for position, key in enumerate(keys):
             if key in errors:
                 results["status"][position] = errors[key]
         counts = [row_counts[key] for key in keys]
         writer.write({group_by: keys, GROUP_COUNT_COLUMN: counts, **results})
-        rows += len(keys)
-    return rows
+        report.rows_out += len(keys)
+        report.count(results["status"])
 
 
 # ---- per chunk ---------------------------------------------------------------------------------
@@ -348,12 +430,19 @@ def _summarize_in_worker(task: ChunkTask, values: list[object]) -> Results:
 
 
 def _summarize_in_order(
-    jobs: Iterator[tuple[list[str], list[object]]], spec: SummarizerSpec, workers: int, task: ChunkTask
+    jobs: Iterator[tuple[list[str], list[object]]],
+    spec: SummarizerSpec,
+    workers: int | None,
+    task: ChunkTask,
+    report: TableReport,
 ) -> Iterator[tuple[list[str], Results]]:
-    """(keys, task's results) for each (keys, values) job, in job order."""
+    """(keys, task's results) for each (keys, values) job, in job order; `report.workers` says how
+    many processes summarized."""
     summarizer = spec.build()
     head = list(islice(jobs, 2))
-    if workers <= 1 or len(head) < 2:  # one chunk: a pool would only add its start-up
+    workers = usable_cores() if workers is None else workers
+    report.workers = workers if workers > 1 and len(head) >= 2 else 1
+    if report.workers == 1:  # one chunk: a pool would only add its start-up
         for keys, values in chain(head, jobs):
             yield keys, task(summarizer, values)
         return

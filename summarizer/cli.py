@@ -10,25 +10,45 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import BinaryIO, TextIO
 
 from tqdm import tqdm
 
+from glove import GloveError
 from summarizer.batch import (
     DEFAULT_CHUNK_ROWS,
     DEFAULT_ID_COLUMN,
     DEFAULT_MAX_CHARS,
     SummarizerSpec,
     TableOptions,
+    TableReport,
     check_columns,
     output_schema,
     summarize_table,
+    usable_cores,
 )
-from summarizer.io import FORMATS, STDIO, InputError, TableReader, TableWriter, format_for_path, open_table
+from summarizer.io import (
+    EXTENSIONS,
+    FORMATS,
+    STDIO,
+    InputError,
+    TableReader,
+    TableWriter,
+    check_delimiter,
+    check_encoding,
+    format_for_path,
+    open_table,
+)
+from sumpipe import version
 
 EXIT_FAILURE = 1
 EXIT_INPUT_ERROR = 2
+# The order statuses are listed in the closing line.
+STATUS_ORDER = ("ok", "passthrough", "empty", "error")
+# Read as CSV with their delimiter; output CSV is always comma-separated, so not these names.
+INPUT_ONLY_EXTENSIONS = (".tsv", ".tab")
 
 EPILOG = """\
 examples:
@@ -36,6 +56,7 @@ examples:
   summarize reviews.csv --sentences 2 --workers 2 -o summaries.parquet
   summarize reviews.jsonl --text-column body --id-column review_id
   summarize reviews.csv --group-by ProductId -o products.csv
+  summarize export.tsv --encoding cp1252 -o summaries.csv
   cat reviews.csv | summarize - | head
 
 exit status: 0 success, 1 unexpected failure, 2 bad usage or unreadable input
@@ -56,6 +77,20 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _encoding(text: str) -> str:
+    try:
+        return check_encoding(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _delimiter(text: str) -> str:
+    try:
+        return check_delimiter(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _ratio(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
@@ -70,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("input", metavar="INPUT", help="input table (.csv, .jsonl, .parquet); - for stdin")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument(
+        "input", metavar="INPUT", help="input table (.csv, .tsv, .jsonl, .parquet); - for stdin"
+    )
     parser.add_argument(
         "-o",
         "--output",
@@ -80,6 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--input-format", choices=FORMATS, help="override the format guessed for INPUT")
     parser.add_argument("--output-format", choices=FORMATS, help="override the format guessed for OUTPUT")
+    parser.add_argument(
+        "--sep",
+        type=_delimiter,
+        metavar="CHAR",
+        help="CSV delimiter of INPUT, e.g. ';' or '\\t' (default: the one its header row uses: , tab ; |)",
+    )
+    parser.add_argument(
+        "--encoding",
+        type=_encoding,
+        metavar="NAME",
+        help="text encoding of INPUT, e.g. cp1252 or utf-16 (default: UTF-8, or UTF-16/32 when its "
+        "first bytes say so)",
+    )
     columns = parser.add_argument_group("columns")
     columns.add_argument(
         "--text-column", default="Text", metavar="NAME", help="column to summarize (default: Text)"
@@ -118,9 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--workers",
         type=_positive_int,
-        default=1,
         metavar="N",
-        help="processes summarizing in parallel (default: 1)",
+        help="processes summarizing in parallel (default: the usable cores, here "
+        f"{usable_cores()}; the output is the same for any N)",
     )
     run.add_argument(
         "--chunk-rows",
@@ -135,10 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
         dest="progress",
         action="store_true",
         default=None,
-        help="show a progress bar on stderr (default: when stderr is a terminal)",
+        help="show a progress bar, in rows, on stderr (default: when stderr is a terminal)",
     )
     progress.add_argument(
         "--no-progress", dest="progress", action="store_false", help="never show a progress bar"
+    )
+    progress.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bar and no closing line; only errors go to stderr",
     )
     return parser
 
@@ -151,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--method {args.method} does not apply to --group-by summaries")
     try:
         return run(args, stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, stderr=sys.stderr)
-    except InputError as exc:
+    except (InputError, GloveError) as exc:
         _fail(str(exc))
         return EXIT_INPUT_ERROR
     except KeyboardInterrupt:
@@ -171,9 +228,8 @@ def _fail(message: str) -> None:
 
 
 def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, stderr: TextIO) -> int:
-    output_format = (
-        args.output_format or (format_for_path(args.output) if args.output != STDIO else None) or "csv"
-    )
+    started = time.monotonic()
+    output_format = args.output_format or _output_format(args.output)
     if output_format == "parquet" and args.output == STDIO and stdout.isatty():
         raise InputError("refusing to write binary Parquet to a terminal; use -o FILE.parquet or a pipe")
     if (
@@ -194,15 +250,20 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, stderr: Tex
     spec = SummarizerSpec(
         method=args.method, sentences=args.sentences, ratio=args.ratio, vectors_path=args.vectors
     )
-    reader = open_table(args.input, args.input_format, stdin=stdin)
+    reader = open_table(
+        args.input, args.input_format, stdin=stdin, encoding=args.encoding, delimiter=args.sep
+    )
     try:
         check_columns(reader.columns, options)
         writer = TableWriter(args.output, output_format, output_schema(options), stdout=stdout)
-        bar = _progress_bar(reader, args.progress, stderr)
+        bar = None if args.quiet else _progress_bar(reader, args.progress, stderr)
         try:
-            summarize_table(
-                reader, writer, spec, options, on_progress=_updater(bar) if bar is not None else None
+            report = summarize_table(
+                reader, writer, spec, options, on_progress=_updater(bar, reader) if bar is not None else None
             )
+            if bar is not None:
+                bar.total = report.rows_in  # an estimate until now
+                bar.refresh()
         except BaseException:
             writer.abort()
             raise
@@ -212,18 +273,52 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, stderr: Tex
         writer.close()
     finally:
         reader.close()
+    if not args.quiet:
+        print(closing_line(report, args.group_by, time.monotonic() - started), file=stderr)
     return 0
 
 
+def _output_format(path: str) -> str:
+    """The format OUTPUT's extension names (CSV on stdout); InputError for any other extension,
+    rather than writing CSV into a file named for something else."""
+    if path == STDIO:
+        return "csv"
+    fmt = format_for_path(path)
+    if fmt is None or os.path.splitext(path)[1].lower() in INPUT_ONLY_EXTENSIONS:
+        extensions = ", ".join(name for name in EXTENSIONS if name not in INPUT_ONLY_EXTENSIONS)
+        raise InputError(
+            f"cannot tell the output format from {path!r}; name it {extensions}, or give --output-format"
+        )
+    return fmt
+
+
+def closing_line(report: TableReport, group_by: str | None, seconds: float) -> str:
+    """"7,567 rows: 6,346 ok, 1,221 passthrough in 3.1 s (2 workers)": what happened to the rows."""
+    counts = ", ".join(
+        _count(report.statuses[status], status, plural=status == "error")
+        for status in STATUS_ORDER
+        if report.statuses[status]
+    )
+    rows = _count(report.rows_in, "row")
+    if group_by is not None:
+        rows = f"{_count(report.rows_out, 'group')} of {group_by} from {rows}"
+    workers = _count(report.workers, "worker")
+    return f"{rows}: {counts or 'nothing to summarize'} in {seconds:.1f} s ({workers})"
+
+
+def _count(n: int, noun: str, plural: bool = True) -> str:
+    return f"{n:,} {noun}{'s' if plural and n != 1 else ''}"
+
+
 def _progress_bar(reader: TableReader, wanted: bool | None, stderr: TextIO) -> tqdm | None:
-    """A bar when asked (--progress), or by default when stderr is a terminal and the run is long:
-    `delay` keeps a run that finishes within a second from ever drawing one."""
+    """A bar counted in rows when asked (--progress), or by default when stderr is a terminal and
+    the run is long: `delay` keeps a run that finishes within a second from ever drawing one. Its
+    total is the reader's estimate (exact for Parquet), refined as the rows come."""
     if wanted is False or (wanted is None and not stderr.isatty()):
         return None
     return tqdm(
-        total=reader.progress_total,
-        unit=reader.progress_unit,
-        unit_scale=True,
+        total=reader.estimated_rows(),
+        unit=" rows",
         file=stderr,
         delay=0 if wanted else 1.0,
         dynamic_ncols=True,
@@ -231,9 +326,12 @@ def _progress_bar(reader: TableReader, wanted: bool | None, stderr: TextIO) -> t
     )
 
 
-def _updater(bar: tqdm) -> Callable[[int], None]:
-    def update(position: int) -> None:
-        bar.update(position - bar.n)
+def _updater(bar: tqdm, reader: TableReader) -> Callable[[int], None]:
+    def update(rows_done: int) -> None:
+        total = reader.estimated_rows()
+        if total is not None:
+            bar.total = total
+        bar.update(rows_done - bar.n)
 
     return update
 

@@ -7,10 +7,15 @@ column says so (with its line number and size), its other columns missing, and r
 appends chunks as they come; a file output is written under a temporary name and renamed into
 place only when the whole run succeeded, so a failed run never leaves a half-written file.
 
-Text decoding: input is read as UTF-8 (a leading BOM is ignored). Real exports mix encodings,
-so a byte sequence that is not valid UTF-8 is decoded byte by byte as Windows-1252 (Latin-1 for
-the five bytes cp1252 leaves undefined) instead of failing: the row is kept and the usual
-culprits (é, ’, “ ” from legacy Windows text) come out right.
+Text decoding: input is read as UTF-8 (a leading BOM is ignored) unless it says otherwise (a
+UTF-16 or UTF-32 byte-order mark, or UTF-16 without one) or the caller names its encoding; input
+in another encoding is transcoded to UTF-8 as it streams, so the readers only ever see UTF-8. Real
+exports mix encodings, so a byte sequence that is not valid UTF-8 is decoded byte by byte as
+Windows-1252 (Latin-1 for the five bytes cp1252 leaves undefined) instead of failing: the row is
+kept and the usual culprits (é, ’, “ ” from legacy Windows text) come out right.
+
+CSV delimiter: a comma, unless the caller names one or the header row holds more tabs,
+semicolons or pipes (outside quotes) than commas.
 """
 
 from __future__ import annotations
@@ -42,8 +47,13 @@ EXTENSIONS = {
     ".ndjson": "jsonl",
     ".parquet": "parquet",
     ".pq": "parquet",
+    ".tsv": "csv",
+    ".tab": "csv",
 }
 STDIO = "-"
+# The delimiters recognised in a CSV header when none is given; the first wins a tie.
+DELIMITERS = (",", "\t", ";", "|")
+UTF8 = "utf-8"
 
 # cp1252 has no characters at these five bytes; Latin-1 maps them to the C1 controls.
 _CP1252_UNDEFINED = frozenset({0x81, 0x8D, 0x8F, 0x90, 0x9D})
@@ -88,6 +98,48 @@ def format_for_path(path: str) -> str | None:
     return EXTENSIONS.get(Path(path).suffix.lower())
 
 
+def check_encoding(name: str) -> str:
+    """`name` as Python's codec name; InputError for an encoding Python doesn't know."""
+    try:
+        return codecs.lookup(name).name
+    except LookupError as exc:
+        raise InputError(f"unknown encoding {name!r}") from exc
+
+
+def check_delimiter(text: str) -> str:
+    """A one-character delimiter; `\\t` and `tab` mean a tab. InputError otherwise."""
+    delimiter = {"\\t": "\t", "tab": "\t"}.get(text.lower(), text)
+    if len(delimiter) != 1 or not delimiter.isascii() or delimiter in "\"\r\n" or delimiter.isalnum():
+        raise InputError(f"delimiter must be one ASCII punctuation character, tab or space; got {text!r}")
+    return delimiter
+
+
+def detect_encoding(head: bytes) -> str:
+    """UTF-8 unless the first bytes say otherwise: a UTF-32 or UTF-16 byte-order mark, or UTF-16
+    without one (text that is mostly ASCII has a NUL in every other byte; UTF-8 text has none)."""
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "utf-32"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    sample = head[: len(head) // 2 * 2]
+    pairs = len(sample) // 2
+    if pairs >= 2:
+        even, odd = sample[0::2].count(0), sample[1::2].count(0)
+        if odd >= pairs * 0.4 and even == 0:
+            return "utf-16-le"
+        if even >= pairs * 0.4 and odd == 0:
+            return "utf-16-be"
+    return UTF8
+
+
+# Magic numbers of files that are often handed over for a table, and what to do about them.
+_NOT_A_TABLE = (
+    (b"PK\x03\x04", "a zip archive (an Excel .xlsx workbook?); export the sheet as CSV"),
+    (b"\xd0\xcf\x11\xe0", "an old Excel .xls workbook; export the sheet as CSV"),
+    (b"\x1f\x8b", "gzip-compressed; decompress it first (gunzip -c FILE | summarize -)"),
+)
+
+
 def sniff_format(head: bytes) -> str:
     """Guess the format of a stream (stdin) from its first bytes; CSV unless it looks otherwise."""
     if head.startswith(b"PAR1"):
@@ -97,8 +149,8 @@ def sniff_format(head: bytes) -> str:
     return "csv"
 
 
-class _PeekableCountingStream(io.RawIOBase):
-    """A read-only byte stream that can be peeked at its start and counts the bytes consumed.
+class _PeekableStream(io.RawIOBase):
+    """A read-only byte stream that can be peeked at its start.
 
     Peeked bytes are replayed to the real reader, which is what lets the CLI read the header of
     (or sniff the format of) stdin and then hand the whole stream to pandas.
@@ -109,7 +161,6 @@ class _PeekableCountingStream(io.RawIOBase):
         self._raw = raw
         self._head = b""
         self._offset = 0
-        self.bytes_read = 0
 
     def readable(self) -> bool:
         return True
@@ -130,8 +181,47 @@ class _PeekableCountingStream(io.RawIOBase):
         else:
             data = self._raw.read(len(buffer))
         buffer[: len(data)] = data
-        self.bytes_read += len(data)
         return len(data)
+
+
+class _Utf8Transcoder(io.RawIOBase):
+    """A byte stream in `encoding`, read as UTF-8: decoded and re-encoded as it streams, so memory
+    holds one block of it. A byte sequence invalid in `encoding` is an InputError naming where."""
+
+    def __init__(self, raw: io.RawIOBase, encoding: str, where: str) -> None:
+        super().__init__()
+        self._raw = raw
+        self._encoding = encoding
+        self._where = where
+        self._decoder = codecs.getincrementaldecoder(encoding)("strict")
+        self._pending = memoryview(b"")
+        self._finished = False
+        self.bytes_in = 0  # of the input, decoded so far
+        self.bytes_out = 0  # of UTF-8, produced so far
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._pending and not self._finished:
+            block = self._raw.read(1 << 20)
+            held = len(self._decoder.getstate()[0])  # bytes of a character split by the last block
+            try:
+                text = self._decoder.decode(block, final=not block)
+            except UnicodeDecodeError as exc:
+                offset = self.bytes_in - held + exc.start
+                raise InputError(
+                    f"{self._where} is not valid {self._encoding} at byte {offset:,} ({exc.reason}); "
+                    "give its encoding with --encoding"
+                ) from exc
+            self.bytes_in += len(block)
+            self._finished = not block
+            self._pending = memoryview(text.encode(UTF8))
+            self.bytes_out += len(self._pending)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
 
 
 # (columns, chunk_rows) -> DataFrames of those columns, at most chunk_rows rows each
@@ -144,34 +234,54 @@ class TableReader:
 
     format: str
     columns: list[str]
-    # Progress accounting: `progress_total` in `progress_unit`s (None when unknown).
-    progress_unit: str
-    progress_total: int | None
     _chunk_source: ChunkSource = field(repr=False)
     _handles: list[IO[bytes]] = field(default_factory=list, repr=False)
-    _stream: _PeekableCountingStream | None = field(default=None, repr=False)
-    _rows_read: int = field(default=0, repr=False)
+    # The input's row count when the format records it (Parquet), else None.
+    _known_rows: int | None = field(default=None, repr=False)
+    # For estimating the rows of a file that doesn't record them: its size, and the share of the
+    # bytes the readers saw (UTF-8) per byte of it (2 bytes of UTF-16 ASCII are 1 of UTF-8).
+    _size: int | None = field(default=None, repr=False)
+    _transcoder: _Utf8Transcoder | None = field(default=None, repr=False)
+    rows_read: int = field(default=0, repr=False)
+    # Of the rows read so far, in the bytes the chunk source parsed (updated by the source).
+    bytes_of_rows_read: float = field(default=0.0, repr=False)
 
     def chunks(self, columns: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
         """The rows, `chunk_rows` at a time, restricted to `columns` (which must exist)."""
         wanted = list(dict.fromkeys(columns))
         for chunk in self._chunk_source(wanted, chunk_rows):
-            self._rows_read += len(chunk)
+            self.rows_read += len(chunk)
             yield chunk
 
-    def progress_position(self) -> int:
-        """How far the reader got, in `progress_unit`s."""
-        return self._stream.bytes_read if self._stream is not None else self._rows_read
+    def estimated_rows(self) -> int | None:
+        """The input's row count: exact when the format records it, else extrapolated from the
+        share of the file read so far; None for a stream of unknown size before its end."""
+        if self._known_rows is not None:
+            return self._known_rows
+        if self._size is None or not self.bytes_of_rows_read:
+            return None
+        size = self._size
+        if self._transcoder is not None and self._transcoder.bytes_in:
+            size = size * self._transcoder.bytes_out / self._transcoder.bytes_in
+        return max(self.rows_read, round(self.rows_read * size / self.bytes_of_rows_read))
 
     def close(self) -> None:
         for handle in self._handles:
             handle.close()
 
 
-def open_table(path: str, fmt: str | None = None, stdin: BinaryIO | None = None) -> TableReader:
+def open_table(
+    path: str,
+    fmt: str | None = None,
+    stdin: BinaryIO | None = None,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+) -> TableReader:
     """Open `path` (or standard input when it is "-") for reading as `fmt` (guessed if None).
 
-    Raises InputError for anything the user has to fix: unknown format, empty input, no header.
+    `encoding` (of CSV and JSON Lines; detected if None) and `delimiter` (of CSV; detected if None)
+    are as the module docstring says. Raises InputError for anything the user has to fix: unknown
+    format or encoding, empty input, no header, a file that is not a table.
     """
     if path == STDIO:
         raw: BinaryIO = stdin if stdin is not None else sys.stdin.buffer
@@ -182,23 +292,49 @@ def open_table(path: str, fmt: str | None = None, stdin: BinaryIO | None = None)
         except OSError as exc:
             raise InputError(f"cannot open {path}: {exc.strerror}") from exc
         size = os.fstat(raw.fileno()).st_size
-    stream = _PeekableCountingStream(raw)
-    if not stream.peek_head(1):
-        raw.close()
-        raise InputError(f"{_display(path)} is empty")
-    fmt = fmt or (format_for_path(path) if path != STDIO else None) or sniff_format(stream.peek_head(4096))
     try:
-        if fmt == "csv":
-            return _open_csv(stream, raw, size, path)
-        if fmt == "jsonl":
-            return _open_jsonl(stream, raw, size, path)
-        if fmt == "parquet":
-            return _open_parquet(stream, raw, path)
+        return _open_stream(raw, size, path, fmt, encoding, delimiter)
     except BaseException:
         raw.close()
         raise
-    raw.close()
-    raise InputError(f"unknown input format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def _open_stream(
+    raw: BinaryIO, size: int | None, path: str, fmt: str | None, encoding: str | None, delimiter: str | None
+) -> TableReader:
+    stream = _PeekableStream(raw)
+    head = stream.peek_head(4096)
+    if not head:
+        raise InputError(f"{_display(path)} is empty")
+    if fmt is None and path != STDIO:
+        fmt = format_for_path(path)
+    if fmt != "parquet" and not head.startswith(b"PAR1"):
+        for magic, what in _NOT_A_TABLE:
+            if head.startswith(magic):
+                raise InputError(f"{_display(path)} is {what}")
+    encoding = check_encoding(encoding) if encoding is not None else None
+    transcoder = None
+    if fmt != "parquet" and not (fmt is None and head.startswith(b"PAR1")):
+        encoding = encoding or detect_encoding(head)
+        if encoding not in (UTF8, "utf-8-sig"):
+            transcoder = _Utf8Transcoder(stream, encoding, _display(path))
+            stream = _PeekableStream(transcoder)  # type: ignore[arg-type]
+            head = stream.peek_head(4096)
+    fmt = fmt or sniff_format(head)
+    if fmt == "parquet" and encoding is not None:
+        raise InputError(f"{_display(path)} is Parquet, which has no text encoding to choose")
+    if fmt != "csv" and delimiter is not None:
+        raise InputError(f"{_display(path)} is {fmt}, not CSV: a delimiter does not apply")
+    if fmt == "csv":
+        reader = _open_csv(stream, raw, path, delimiter)
+    elif fmt == "jsonl":
+        reader = _open_jsonl(stream, raw, path)
+    elif fmt == "parquet":
+        return _open_parquet(stream, raw, path)
+    else:
+        raise InputError(f"unknown input format {fmt!r}; use one of {', '.join(FORMATS)}")
+    reader._size, reader._transcoder = size, transcoder
+    return reader
 
 
 def _display(path: str) -> str:
@@ -222,18 +358,24 @@ _CSV_OPTIONS = {
 }
 
 
-def _open_csv(stream: _PeekableCountingStream, raw: BinaryIO, size: int | None, path: str) -> TableReader:
-    columns = _csv_header(stream, path)
+def _open_csv(
+    stream: _PeekableStream, raw: BinaryIO, path: str, delimiter: str | None
+) -> TableReader:
+    columns, delimiter = _csv_header(stream, path, delimiter)
+    table: TableReader
 
     def chunks(wanted: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
         # A row too long to read becomes a row holding only `marker` (and where it was), in its
         # first field: unforgeable by the input, and one row in for one row out.
         marker = f"unread-{secrets.token_hex(8)}:"
-        rows = _CsvRows(io.BufferedReader(stream, buffer_size=1 << 20), marker.encode())
-        for segment, first_line in rows.segments(rows.header()):
+        rows = _CsvRows(io.BufferedReader(stream, buffer_size=1 << 20), marker.encode(), delimiter.encode())
+        for segment, first_line, row_count in rows.segments(rows.header()):
+            bytes_per_row = len(segment) / max(row_count, 1)
             # No `usecols`: with it pandas silently drops the extra fields of a malformed row, and
             # converting the other columns costs little next to summarizing.
-            reader = pd.read_csv(io.BytesIO(segment), chunksize=chunk_rows, engine="c", **_CSV_OPTIONS)
+            reader = pd.read_csv(
+                io.BytesIO(segment), chunksize=chunk_rows, engine="c", sep=delimiter, **_CSV_OPTIONS
+            )
             with reader:
                 while True:
                     try:
@@ -244,9 +386,11 @@ def _open_csv(stream: _PeekableCountingStream, raw: BinaryIO, size: int | None, 
                         raise InputError(
                             f"malformed CSV in {_display(path)}: {_csv_parser_message(exc, first_line)}"
                         ) from exc
+                    table.bytes_of_rows_read += len(chunk) * bytes_per_row
                     yield _with_row_errors(chunk, wanted, marker)
 
-    return TableReader("csv", columns, "B", size, chunks, [raw], stream)
+    table = TableReader("csv", columns, chunks, [raw])
+    return table
 
 
 def _csv_parser_message(exc: Exception, first_line: int) -> str:
@@ -290,8 +434,10 @@ class _CsvRows:
 
     _STOPS = re.compile(rb'[\r\n"]')
 
-    def __init__(self, stream: IO[bytes], marker: bytes) -> None:
+    def __init__(self, stream: IO[bytes], marker: bytes, delimiter: bytes = b",") -> None:
         self._marker = marker
+        self._delimiter = delimiter
+        self._field_starts = (delimiter, b"\r", b"\n")  # a quote right after one opens a quoted field
         self._blocks = iter(lambda: stream.read(1 << 20), b"")
         self._rows = self._split()
 
@@ -299,19 +445,23 @@ class _CsvRows:
         """The first row that is not blank (pandas skips blank lines before the header too)."""
         return next((row for row, _ in self._rows if row.strip()), b"")
 
-    def segments(self, header: bytes) -> Iterator[tuple[bytearray, int]]:
-        """(`header` and whole rows after it, the input line the first of those rows starts on)."""
-        segment, first_line = bytearray(header), 0
+    def segments(self, header: bytes) -> Iterator[tuple[bytearray, int, int]]:
+        """(`header` and whole rows after it, the input line the first of those rows starts on, how
+        many rows)."""
+        segment, first_line, count = bytearray(header), 0, 0
         for row, line in self._rows:
             # Never cut between a bare \r and a delimiter: pandas reads "\r," as one line break.
-            if len(segment) >= SEGMENT_BYTES and not (segment.endswith(b"\r") and row.startswith(b",")):
-                yield segment, first_line
-                segment = bytearray(header)
+            if len(segment) >= SEGMENT_BYTES and not (
+                segment.endswith(b"\r") and row.startswith(self._delimiter)
+            ):
+                yield segment, first_line, count
+                segment, count = bytearray(header), 0
             if len(segment) == len(header):
                 first_line = line
             segment += row
+            count += 1
         if len(segment) > len(header):
-            yield segment, first_line
+            yield segment, first_line, count
 
     def _split(self) -> Iterator[tuple[bytes, int]]:
         """Each row with its terminator (verbatim, or the marker row), and the line it starts on."""
@@ -346,7 +496,7 @@ class _CsvRows:
                 stop = match.start()
                 if block[stop] == 0x22:
                     before = block[stop - 1 : stop] if stop > 0 else previous
-                    quoted = stop == bom or before in (b",", b"\r", b"\n")
+                    quoted = stop == bom or before in self._field_starts
                     position = stop + 1
                     continue
                 # A line break outside quotes ends the row.
@@ -376,21 +526,26 @@ class _CsvRows:
         return b'"' + self._marker + f"{line}:{size}".encode() + b'"' + terminator
 
 
-def _csv_header(stream: _PeekableCountingStream, path: str) -> list[str]:
-    """The header's column names, read from a peek so the stream still starts at the top."""
+def _csv_header(
+    stream: _PeekableStream, path: str, delimiter: str | None
+) -> tuple[list[str], str]:
+    """The header's column names and the delimiter (`delimiter`, or the one the header uses), read
+    from a peek so the stream still starts at the top."""
     size = 64 * 1024
     while True:
         head = stream.peek_head(size)
         complete = len(head) < size  # the whole input fits in the peek
+        # (Where a header row ends doesn't depend on the delimiter: only quotes and line breaks.)
         header = _CsvRows(io.BytesIO(head), b"").header()
         if complete or header.endswith((b"\n", b"\r")):
+            delimiter = delimiter or _header_delimiter(header)
             try:
-                names = pd.read_csv(io.BytesIO(header), nrows=0, **_CSV_OPTIONS).columns
+                names = pd.read_csv(io.BytesIO(header), nrows=0, sep=delimiter, **_CSV_OPTIONS).columns
             except pd.errors.EmptyDataError as exc:
                 raise InputError(f"{_display(path)} has no header row (no columns)") from exc
             except pd.errors.ParserError as exc:
                 raise InputError(f"malformed CSV header in {_display(path)}: {exc}") from exc
-            return [str(name) for name in names]
+            return [str(name) for name in names], delimiter
         if size >= MAX_HEADER_BYTES:
             raise InputError(
                 f"{_display(path)}: no CSV header row in the first {MAX_HEADER_BYTES:,} bytes (no line "
@@ -399,10 +554,19 @@ def _csv_header(stream: _PeekableCountingStream, path: str) -> list[str]:
         size = min(size * 4, MAX_HEADER_BYTES)
 
 
+def _header_delimiter(header: bytes) -> str:
+    """The candidate delimiter the header row holds most of, outside quoted names; a comma when
+    it holds none (a one-column file)."""
+    unquoted = re.sub(rb'"[^"]*"', b"", header)
+    counts = [unquoted.count(candidate.encode()) for candidate in DELIMITERS]
+    best = max(range(len(DELIMITERS)), key=lambda i: (counts[i], -i))
+    return DELIMITERS[best] if counts[best] else ","
+
+
 # ---- JSON Lines --------------------------------------------------------------------------------
 
 
-def _open_jsonl(stream: _PeekableCountingStream, raw: BinaryIO, size: int | None, path: str) -> TableReader:
+def _open_jsonl(stream: _PeekableStream, raw: BinaryIO, path: str) -> TableReader:
     lines = io.BufferedReader(stream, buffer_size=1 << 20)
     records = _jsonl_records(lines, path)
     # The first readable record names the columns; a later record without one of them has it
@@ -431,12 +595,15 @@ def _open_jsonl(stream: _PeekableCountingStream, raw: BinaryIO, size: int | None
                 errors.append(None)
             batch_bytes += record.size
             if len(batch) == chunk_rows or batch_bytes >= SEGMENT_BYTES:
+                table.bytes_of_rows_read += batch_bytes
                 yield _jsonl_chunk(batch, wanted, errors)
                 batch, errors, batch_bytes = [], [], 0
         if batch:
+            table.bytes_of_rows_read += batch_bytes
             yield _jsonl_chunk(batch, wanted, errors)
 
-    return TableReader("jsonl", columns, "B", size, chunks, [raw], stream)
+    table = TableReader("jsonl", columns, chunks, [raw])
+    return table
 
 
 def _jsonl_chunk(batch: list[list[object]], wanted: list[str], errors: list[str | None]) -> pd.DataFrame:
@@ -498,7 +665,7 @@ def _jsonl_records(lines: IO[bytes], path: str) -> Iterator[_Record | _UnreadLin
 MAX_ROW_GROUP_BYTES = 256 << 20
 
 
-def _open_parquet(stream: _PeekableCountingStream, raw: BinaryIO, path: str) -> TableReader:
+def _open_parquet(stream: _PeekableStream, raw: BinaryIO, path: str) -> TableReader:
     # Parquet keeps its schema at the end of the file, so it needs a seekable file: a pipe is
     # spooled to a temporary file first.
     source: BinaryIO = raw if raw.seekable() else _spool(stream)
@@ -532,7 +699,7 @@ def _open_parquet(stream: _PeekableCountingStream, raw: BinaryIO, path: str) -> 
                 first_row += batch.num_rows
 
     handles = [raw] if source is raw else [raw, source]
-    return TableReader("parquet", columns, "rows", parquet.metadata.num_rows, chunks, handles)
+    return TableReader("parquet", columns, chunks, handles, _known_rows=parquet.metadata.num_rows)
 
 
 def _is_text(arrow_type: pa.DataType) -> bool:
@@ -593,7 +760,7 @@ def _parquet_frame(
     return frame
 
 
-def _spool(stream: _PeekableCountingStream) -> BinaryIO:
+def _spool(stream: _PeekableStream) -> BinaryIO:
     spooled = tempfile.TemporaryFile()  # noqa: SIM115 - closed by TableReader.close
     while block := stream.read(1 << 20):
         spooled.write(block)
@@ -627,6 +794,20 @@ def _csv_field(text: str, quote: bool) -> str:
     return text
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux /proc), else by setting it back."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 # A chunk of output rows: column name -> that column's values, all columns the same length.
 Columns = dict[str, list[object]]
 
@@ -651,6 +832,9 @@ class TableWriter:
                 )
             except OSError as exc:
                 raise InputError(f"cannot write {path}: {exc.strerror}") from exc
+            # mkstemp creates the file private (0600); the output is an ordinary new file, so it
+            # gets the mode any other program would give it: 0666 less the user's umask.
+            os.fchmod(descriptor, 0o666 & ~_umask())
             self._out = os.fdopen(descriptor, "wb")
             self._temporary = temporary
             self._final_path = path

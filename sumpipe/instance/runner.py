@@ -35,7 +35,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from sumpipe import keys
+from sumpipe import keys, version
 
 if TYPE_CHECKING:
     from sumpipe.ledger import Job
@@ -303,7 +303,7 @@ def download(s3: Any, job: Job, out: BinaryIO) -> int:
 
 def start_summarizer(workdir: Path, method: str) -> subprocess.Popen[bytes]:
     """The `summarize` CLI reading the job's input from its standard input (the format is
-    recognised from the content) into `workdir/summary.csv`, on every core.
+    recognised from the content) into `workdir/summary.csv`, on every core it may use (its default).
 
     A child process: if it dies (the kernel's out-of-memory killer, a signal, a crash in native
     code), this process survives to say so in the error report, and the job fails at once
@@ -311,7 +311,7 @@ def start_summarizer(workdir: Path, method: str) -> subprocess.Popen[bytes]:
     command line."""
     command = [
         *_program("summarize", "summarizer.cli"), "-", "-o", str(workdir / keys.SUMMARY), "--method", method,
-        "--workers", str(os.cpu_count() or 1), "--no-progress",
+        "--no-progress",
     ]  # fmt: skip
     with open(workdir / SUMMARIZER_STDERR, "wb") as stderr:
         return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -365,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     if not words:  # the SSH forced command: what the client asked for arrives in the environment
         words = os.environ.get("SSH_ORIGINAL_COMMAND", "").split()
+    if words == ["--version"]:
+        print(f"sumpipe-runner {version()}")
+        return 0
     if len(words) != 2 or words[0] not in ("start", "run") or not keys.is_job_id(words[1]):
         print("usage: sumpipe-runner start|run <job_id>", file=sys.stderr)
         return EXIT_USAGE

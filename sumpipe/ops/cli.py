@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from sumpipe import version
+
 # module -> what it adds
 COMMAND_MODULES = (
     "sumpipe.ops.commands.local",    # local up / local down
@@ -21,6 +23,7 @@ COMMAND_MODULES = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sumpipe", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)

@@ -20,8 +20,8 @@ OUTPUT_COLUMNS = ["id", "summary", "n_sentences_in", "n_sentences_out", "status"
 
 
 def run_main(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str]:
-    """main([...]) in this process: (exit code, stderr)."""
-    code = main([str(arg) for arg in args])
+    """main([..., "--quiet"]) in this process: (exit code, stderr), which holds only errors."""
+    code = main([*map(str, args), "--quiet"])
     return code, capsys.readouterr().err
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_run import OUTPUT_COLUMNS, REVIEWS, read_csv, run_main, run_script, write_csv
+from cli_run import OUTPUT_COLUMNS, REVIEWS, SUMMARIZE, read_csv, run_main, run_script, write_csv
 
 from summarizer import Summarizer, Summary
 from summarizer.batch import summarize_texts
@@ -225,11 +226,14 @@ def test_missing_input_file(tmp_path: Path) -> None:
     _assert_one_line_error(result.stderr, "nope.csv", "No such file")
 
 
-def test_unexpected_failure_is_one_line_with_nonzero_exit(tmp_path: Path) -> None:
-    result = run_script(REVIEWS, "--vectors", tmp_path / "missing.txt", "-o", tmp_path / "out.csv")
+def test_unexpected_failure_is_one_line_with_nonzero_exit() -> None:
+    """A full disk under standard output is nothing the input can fix: exit 1, one line."""
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(
+            [SUMMARIZE, REVIEWS], stdout=full, stderr=subprocess.PIPE, timeout=120, check=False
+        )
     assert result.returncode == 1
-    _assert_one_line_error(result.stderr, "missing.txt")
-    assert list(tmp_path.iterdir()) == []
+    _assert_one_line_error(result.stderr, "No space left on device")
 
 
 class _FailsOnMarker(Summarizer):
