@@ -1,8 +1,9 @@
 """boto3 client construction: one place for timeouts and retries.
 
 Endpoint, region and credentials come from boto3's own standard variables (AWS_ENDPOINT_URL,
-AWS_REGION, ...) and its default credential chain (a Lambda's role variables, an instance profile
-through the instance metadata service), so the same code talks to AWS or to the local emulator.
+AWS_DEFAULT_REGION, AWS_PROFILE...) and its default credential chain (a Lambda's role variables,
+an instance profile through the instance metadata service), so the same code talks to AWS or to
+the local emulator.
 Clients are built where they are used, never at import. Each thread keeps one boto3 session
 (sessions are not thread-safe) so that service models are parsed once per thread, not once per
 client: that is most of a client's construction time.

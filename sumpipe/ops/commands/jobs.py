@@ -88,9 +88,10 @@ def shown(text: object) -> str:
 # -- resolving the stack ---------------------------------------------------------------------------
 
 
-def use_local_stack_if_up(state_dir: Path = stack.DEFAULT_DIR) -> bool:
-    """Points boto3 at the local stack (its env file) when it is up and no endpoint is configured."""
-    if os.environ.get("AWS_ENDPOINT_URL") or not stack.is_up(state_dir):
+def use_local_stack_if_up(state_dir: Path = stack.DEFAULT_DIR, aws_named: bool = False) -> bool:
+    """Points boto3 at the local stack (its env file) when it is up, no endpoint is configured and
+    the command line named no AWS region or profile (`aws_named`: those mean AWS)."""
+    if aws_named or os.environ.get("AWS_ENDPOINT_URL") or not stack.is_up(state_dir):
         return False
     # The stack's administrator, not whatever AWS identity the shell has: the emulator knows only its own.
     for name in motoserver.OTHER_IDENTITY_VARIABLES:
@@ -115,12 +116,16 @@ class Stack:
         return DynamoLedger(client("dynamodb"), self.outputs["JobTableName"])
 
 
-def resolve_stack(name: str | None) -> Stack:
+def resolve_stack(name: str | None, aws_named: bool = False) -> Stack:
     from sumpipe.ops.deploy import stack_outputs
 
-    use_local_stack_if_up()
+    use_local_stack_if_up(aws_named=aws_named)
     stack_name = name or os.environ.get("SUMPIPE_STACK_NAME") or "sumpipe"
     return Stack(stack_outputs(client("cloudformation"), stack_name))
+
+
+def _target(args: argparse.Namespace) -> Stack:
+    return resolve_stack(args.stack, aws_named=bool(args.region or args.profile))
 
 
 # -- submit ----------------------------------------------------------------------------------------
@@ -171,7 +176,7 @@ def output_object(target: Stack, job_id: str, name: str) -> bytes:
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    target = resolve_stack(args.stack)
+    target = _target(args)
     submitted = submit_file(target, args.file, args.key)
     print(f"uploaded s3://{target.input_bucket}/{shown(submitted.key)} -> job {submitted.job_id}")
     if not (args.wait or args.output):
@@ -209,7 +214,7 @@ def report_outcome(target: Stack, job: Job, output: Path) -> int:
 
 
 def run_jobs(args: argparse.Namespace) -> int:
-    jobs = resolve_stack(args.stack).ledger().list_jobs()
+    jobs = _target(args).ledger().list_jobs()
     if args.json:
         for job in jobs:
             print(json.dumps(job.__dict__))
@@ -307,7 +312,7 @@ def format_line(line: LogLine) -> str:
 
 
 def run_logs(args: argparse.Namespace) -> int:
-    lines = job_log_lines(resolve_stack(args.stack), args.job_id)
+    lines = job_log_lines(_target(args), args.job_id)
     if not lines:
         print(f"no log lines for {args.job_id} (yet)", file=sys.stderr)
         return 1
