@@ -32,6 +32,8 @@ shape (points, clusters) in one batched k-means. ``summarize(text)`` is
 from __future__ import annotations
 
 import math
+import numbers
+import os
 import string
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -63,6 +65,8 @@ class Budget:
     ratio: float | None = None
 
     def __post_init__(self) -> None:
+        _check_type("Budget.sentences", self.sentences, numbers.Integral, "an int")
+        _check_type("Budget.ratio", self.ratio, numbers.Real, "a number")
         if self.sentences is not None and self.ratio is not None:
             raise ValueError("give Budget(sentences=...) or Budget(ratio=...), not both")
         if self.sentences is not None and self.sentences < 1:
@@ -76,6 +80,12 @@ class Budget:
         if self.ratio is not None:
             return max(1, math.ceil(self.ratio * n_sentences))
         return math.ceil(math.sqrt(n_sentences))
+
+
+def _check_type(name: str, value: object, kind: type, expected: str) -> None:
+    """TypeError unless `value` is None or a `kind` (numpy's numbers count; True and False don't)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+        raise TypeError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
 
 
 @dataclass
@@ -101,13 +111,31 @@ class _Doc:
 
 
 class Summarizer:
-    def __init__(self, method: Method = "default", budget: Budget | None = None, vectors: Any = None):
-        if method not in METHODS:
+    """Extractive summaries by ``method``, each ``budget`` sentences long, from ``vectors`` (a
+    ``glove.WordVectors``, a path ``glove.load`` reads, or None for the bundled GloVe 6B 50d).
+
+    Arguments of the wrong type fail here, with what was expected, not at the first text.
+    """
+
+    def __init__(
+        self, method: Method = "default", budget: Budget | None = None, vectors: Any = None
+    ) -> None:
+        if not isinstance(method, str) or method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-        if vectors is None:
+        if budget is not None and not isinstance(budget, Budget):
+            raise TypeError(
+                f"budget must be a Budget, e.g. Budget(sentences=3) or Budget(ratio=0.3); "
+                f"got {type(budget).__name__} {budget!r}"
+            )
+        if vectors is None or isinstance(vectors, str | os.PathLike):
             import glove
 
-            vectors = glove.load()
+            vectors = glove.load(vectors)
+        elif not (hasattr(vectors, "vectors") and hasattr(vectors, "index")):
+            raise TypeError(
+                "vectors must be a glove.WordVectors (glove.load(path)), a path, or None; "
+                f"got {type(vectors).__name__}"
+            )
         self.method = method
         self.budget = budget or Budget()
         self._vectors = np.asarray(vectors.vectors, dtype=np.float32)
@@ -116,6 +144,28 @@ class Summarizer:
 
     def summarize(self, text: str | None) -> Summary:
         return self.summarize_many([text])[0]
+
+    def summarize_column(self, data: Any, column: str = "Text") -> Any:
+        """Summaries of a pandas Series, or of a DataFrame's ``column``, as a DataFrame with the
+        same index and the `summarize` CLI's columns: summary, n_sentences_in, n_sentences_out,
+        status (missing cells are ``empty``, numbers are summarized as their text, a text over
+        200,000 characters gets ``error: text too long``)::
+
+            reviews.join(Summarizer().summarize_column(reviews, "Text"))
+        """
+        import pandas as pd
+
+        from summarizer.batch import DEFAULT_MAX_CHARS, summarize_texts
+
+        if isinstance(data, pd.DataFrame):
+            if column not in data.columns:
+                listing = ", ".join(map(str, data.columns)) or "(none)"
+                raise KeyError(f"column {column!r} not found; available columns: {listing}")
+            data = data[column]
+        if not isinstance(data, pd.Series):
+            raise TypeError(f"expected a pandas Series or DataFrame, got {type(data).__name__}")
+        results = summarize_texts(self, data.tolist(), max_chars=DEFAULT_MAX_CHARS)
+        return pd.DataFrame(results, index=data.index)
 
     def summarize_many(self, texts: Iterable[str | None]) -> list[Summary]:
         """Summaries of ``texts``, in order. Any iterable; consumed in chunks of _CHUNK texts so
