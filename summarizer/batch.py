@@ -144,16 +144,23 @@ def _cfs_quota(directory: str) -> float | None:
 @dataclass
 class TableReport:
     """What a run did: rows in, rows out (one per group with group_by), each status's count
-    ("error: ..." statuses counted together as "error"), and the processes that summarized."""
+    ("error: ..." statuses counted together as "error"), the sentences in and out, and the
+    processes that summarized."""
 
     rows_in: int = 0
     rows_out: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
+    sentences_in: int = 0
+    sentences_out: int = 0
     workers: int = 1
 
-    def count(self, statuses: list[object]) -> None:
-        for status, n in Counter(statuses).items():
+    def count(self, results: Results) -> None:
+        """Adds one chunk's output rows."""
+        self.rows_out += len(results["status"])
+        for status, n in Counter(results["status"]).items():
             self.statuses["error" if str(status).startswith("error") else str(status)] += n
+        self.sentences_in += sum(results["n_sentences_in"])  # type: ignore[arg-type]
+        self.sentences_out += sum(results["n_sentences_out"])  # type: ignore[arg-type]
 
 
 def check_columns(available: list[str], options: TableOptions) -> None:
@@ -219,8 +226,7 @@ def summarize_table(
     for ids, results in _summarize_in_order(jobs(), spec, options.workers, task, report):
         writer.write({"id": ids, **results})
         report.rows_in += len(ids)
-        report.rows_out += len(ids)
-        report.count(results["status"])
+        report.count(results)
         if on_progress is not None:
             on_progress(report.rows_in)
     return report
@@ -283,8 +289,7 @@ def _summarize_groups(
                 results["status"][position] = errors[key]
         counts = [row_counts[key] for key in keys]
         writer.write({group_by: keys, GROUP_COUNT_COLUMN: counts, **results})
-        report.rows_out += len(keys)
-        report.count(results["status"])
+        report.count(results)
 
 
 # ---- per chunk ---------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ id, summary, n_sentences_in, n_sentences_out, status (ok | passthrough | empty |
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 import time
@@ -191,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     progress.add_argument(
         "--no-progress", dest="progress", action="store_false", help="never show a progress bar"
     )
+    run.add_argument(
+        "--report",
+        metavar="PATH",
+        help="also write what became of the rows as JSON: rows_in, rows_out, statuses, sentences_in, "
+        "sentences_out, workers, seconds",
+    )
     progress.add_argument(
         "-q",
         "--quiet",
@@ -273,8 +281,17 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, stderr: Tex
         writer.close()
     finally:
         reader.close()
+    seconds = time.monotonic() - started
+    if args.report:
+        document = {
+            **dataclasses.asdict(report),
+            "statuses": dict(report.statuses),  # (asdict would rebuild the Counter from its pairs)
+            "seconds": round(seconds, 3),
+        }
+        with open(args.report, "w", encoding="utf-8") as out:
+            json.dump(document, out)
     if not args.quiet:
-        print(closing_line(report, args.group_by, time.monotonic() - started), file=stderr)
+        print(closing_line(report, args.group_by, seconds), file=stderr)
     return 0
 
 

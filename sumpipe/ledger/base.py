@@ -16,13 +16,13 @@ Exclusions, each one conditional write:
   event, once its start lease has run out (resume_start);
 - one runner per job: the runner claims the job before any work (claim_runner), for as long as the
   job may run (its deadline);
-- one outcome per job: whoever writes the job's finishing file (the runner's summary.csv, anyone's
+- one outcome per job: whoever writes the job's finishing file (the runner's summary, anyone's
   error.json) claims the outcome first (claim_outcome), so a job never ends with both.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 QUEUED, STARTING, RUNNING, SUCCEEDED, FAILED = "queued", "starting", "running", "succeeded", "failed"
@@ -53,7 +53,9 @@ class Job:
     error: str | None = None
     runner: str | None = None  # who runs it: "<host>:<pid>" of the runner that claimed it
     attempt: int = 0  # how many runners claimed it (1 when all went well)
-    outcome: str | None = None  # the finishing file claimed: summary.csv or error.json
+    outcome: str | None = None  # the finishing file claimed: the summary or error.json
+    # What the upload asked of its summary (sumpipe.options, as option name -> text); {} = defaults.
+    options: dict[str, str] = field(default_factory=dict)
 
     @property
     def terminal(self) -> bool:

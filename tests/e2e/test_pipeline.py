@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from summarizer.split import split_sentences
-from sumpipe import keys
+from sumpipe import keys, options
 from sumpipe.aws import client
 from sumpipe.ops.commands import jobs as operator
 
@@ -252,3 +252,51 @@ def test_the_sumpipe_commands_submit_list_and_show_logs(local_stack, tmp_path):
     )
     assert failed.returncode == 1
     assert "failed" in failed.stderr and '"reason"' in failed.stderr
+
+
+def test_job_options_chosen_at_upload_shape_the_summary(local_stack, tmp_path):
+    """`sumpipe submit` with a renamed text and id column, one sentence each, JSON Lines out."""
+    source = pd.read_csv(SAMPLE, dtype=str, keep_default_na=False).head(40)
+    path = tmp_path / "renamed.csv"
+    source.rename(columns={"Text": "Commentaire été", "Id": "review_id"}).to_csv(path, index=False)
+    out = tmp_path / "out.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "sumpipe.ops.cli", "submit", str(path), "-o", str(out),
+         "--text-column", "Commentaire été", "--id-column", "review_id", "--sentences", "1",
+         "--format", "jsonl"],
+        capture_output=True, text=True, env={**os.environ}, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == source["Id"].tolist()
+    assert {r["n_sentences_out"] for r in records} == {1}
+    job_id = done.stdout.split("-> job ")[1].split()[0]
+    manifest = json.loads(operator.output_object(local_stack, job_id, keys.MANIFEST))
+    assert manifest["summary"] == "summary.jsonl"
+    assert manifest["options"] == {
+        "text-column": "Commentaire été", "id-column": "review_id", "sentences": "1", "format": "jsonl"
+    }  # fmt: skip
+    assert manifest["rows"] == len(source)
+
+
+def test_group_summaries_in_parquet_and_a_bad_option_that_fails_at_once(local_stack, tmp_path):
+    chosen = options.JobOptions(group_by="ProductId", format="parquet")
+    submitted = operator.submit_file(local_stack, SAMPLE, f"groups-{uuid.uuid4().hex}.csv", chosen)
+    job = operator.wait_for_job(local_stack, submitted.job_id, 60)
+    assert job.state == "succeeded", job.error
+    table = pd.read_parquet(io.BytesIO(operator.output_object(local_stack, job.job_id, "summary.parquet")))
+    products = pd.read_csv(SAMPLE)["ProductId"]
+    assert table["ProductId"].tolist() == products.unique().tolist()
+    assert table["n_rows"].sum() == len(products)
+
+    key = f"bad-{uuid.uuid4().hex}.csv"
+    client("s3").put_object(
+        Bucket=local_stack.input_bucket, Key=key, Body=SAMPLE.read_bytes(), Metadata={"sumpipe-ratio": "2"}
+    )
+    def finished():
+        return next((j for j in local_stack.ledger().list_jobs() if j.input_key == key and j.terminal), None)
+
+    bad = wait_until(finished, what="the job with a bad option to fail")
+    assert bad.state == "failed" and bad.instance_id is None
+    report = json.loads(operator.output_object(local_stack, bad.job_id, keys.ERROR))
+    assert report["reason"] == "job option sumpipe-ratio: must be a fraction in (0, 1], got 2.0"

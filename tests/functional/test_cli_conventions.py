@@ -5,6 +5,7 @@ progress bar counted in rows, and the closing line. All through the installed co
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import re
@@ -329,3 +330,14 @@ def test_a_long_run_on_a_terminal_shows_rows_as_they_are_done(tmp_path: Path) ->
     assert any(done < total for done, total in counts), screen
     assert counts[-1] == (24_000, 24_000)
     assert CLOSING.search(screen)["rows"] == "24,000"  # type: ignore[index]
+
+
+def test_report_file_holds_the_closing_lines_counts(tmp_path: Path) -> None:
+    result = run_script(REVIEWS, "-q", "--report", tmp_path / "report.json", "-o", tmp_path / "out.csv")
+    assert (result.returncode, result.stderr) == (0, b"")
+    report = json.loads((tmp_path / "report.json").read_text())
+    out = read_csv(tmp_path / "out.csv")
+    assert report["rows_in"] == report["rows_out"] == len(out) == 50
+    assert report["statuses"] == out["status"].value_counts().to_dict()
+    assert report["sentences_in"] == out["n_sentences_in"].astype(int).sum()
+    assert report["sentences_out"] == out["n_sentences_out"].astype(int).sum()

@@ -372,3 +372,54 @@ def test_a_job_message_without_its_instance_fails_the_job_once_retries_are_spent
     }
     failed = aws.ledger.get_job(job.job_id)
     assert failed.state == "failed" and "without its instance and address" in failed.error
+
+
+def upload_with_options(aws, key: str, metadata: dict[str, str]) -> dict:
+    put = aws.s3.put_object(Bucket="in-bucket", Key=key, Body=b"Id,Text\n1,Hello.\n", Metadata=metadata)
+    return s3_event("in-bucket", key, put["VersionId"], put["ETag"].strip('"'))
+
+
+@pytest.mark.parametrize(
+    ("metadata", "reason"),
+    [
+        ({"sumpipe-sentences": "zero"}, "job option sumpipe-sentences: must be a whole number, got 'zero'"),
+        ({"sumpipe-ratio": "1.5"}, "job option sumpipe-ratio: must be a fraction in (0, 1], got 1.5"),
+        ({"sumpipe-format": "xlsx"}, "job option sumpipe-format: must be one of csv, jsonl, parquet, got"),
+        ({"sumpipe-colour": "red"}, "job option sumpipe-colour: unknown; the options are sumpipe-text-"),
+        (
+            {"sumpipe-group-by": "ProductId", "sumpipe-method": "kmeans"},
+            "job option sumpipe-method: kmeans does not apply to group-by summaries",
+        ),
+    ],
+)
+def test_bad_options_fail_the_job_at_once_naming_the_option(aws, metadata, reason):
+    instance_id = worker_instance(aws, state="stopped")
+    trigger(sqs_event(upload_with_options(aws, "opts.csv", metadata)), CONTEXT)
+    [job] = aws.ledger.list_jobs()
+    assert job.state == "failed" and job.error.startswith(reason)
+    report = json.loads(
+        aws.s3.get_object(Bucket="out-bucket", Key=keys.output_key(job.job_id, keys.ERROR))["Body"].read()
+    )
+    assert (report["step"], report["reason"]) == ("trigger", job.error)
+    assert state_of(aws, instance_id) == "stopped"  # no instance started for it
+
+
+def test_options_are_recorded_with_the_job_and_foreign_metadata_ignored(aws):
+    metadata = {
+        "sumpipe-text-column": quote_plus("Commentaire été").replace("+", "%20"),
+        "sumpipe-format": "jsonl",
+        "sumpipe-sentences": "2",
+        "owner": "data-team",  # the user's own metadata
+    }
+    trigger(sqs_event(upload_with_options(aws, "opts.csv", metadata)), CONTEXT)
+    [job] = aws.ledger.list_jobs()  # (failed: no worker instance; its options are what is tested)
+    assert job.options == {"text-column": "Commentaire été", "sentences": "2", "format": "jsonl"}
+
+
+def test_a_summary_in_another_format_finishes_its_job(aws):
+    instance_id = worker_instance(aws)
+    job = running_job(aws, instance_id)
+    key = keys.output_key(job.job_id, keys.summary_name("parquet"))
+    stop_ec2(sqs_event(s3_event("out-bucket", key, None, "e")), CONTEXT)
+    assert aws.ledger.get_job(job.job_id).state == "succeeded"
+    assert state_of(aws, instance_id) in ("stopping", "stopped")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from sumpipe import keys
 from sumpipe.ops import deploy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,6 +81,16 @@ def test_output_writes_never_reach_the_trigger(template: dict[str, Any]) -> None
     assert resources["StopEventSource"]["Properties"]["EventSourceArn"] == {
         "Fn::GetAtt": ["OutputEventsQueue", "Arn"]
     }
+
+
+def test_the_output_bucket_notifies_exactly_the_files_that_finish_a_job(template: dict[str, Any]) -> None:
+    configurations = template["Resources"]["OutputBucket"]["Properties"]["NotificationConfiguration"]
+    suffixes = []
+    for configuration in configurations["QueueConfigurations"]:
+        rules = {rule["Name"]: rule["Value"] for rule in configuration["Filter"]["S3Key"]["Rules"]}
+        assert rules["prefix"] == keys.JOBS_PREFIX
+        suffixes.append(rules["suffix"])
+    assert sorted(suffixes) == sorted(keys.FINISHING_FILES)
 
 
 def test_queue_visibility_outlasts_the_consumer(template: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sumpipe import keys
+from sumpipe import keys, options
 from sumpipe.aws import client
 from sumpipe.ledger import DynamoLedger, Job, Ledger
 from sumpipe.local import motoserver, stack
@@ -40,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     submit.add_argument(
         "--timeout", type=float, default=1800.0, help="seconds to wait (default: %(default)s)"
     )
+    _job_option_arguments(submit)
     _stack_argument(submit)
     submit.set_defaults(func=run_submit)
 
@@ -63,6 +64,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--keep", action="store_true", help="leave the local stack running afterwards")
     local.add_hosts_argument(demo)
     demo.set_defaults(func=run_demo)
+
+
+def _job_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """The job's options (sumpipe.options), stored as the upload's metadata; checked by the trigger."""
+    group = parser.add_argument_group("job options (the summarizer's defaults when left out)")
+    group.add_argument("--text-column", metavar="NAME", help="column to summarize (default: Text)")
+    group.add_argument("--id-column", metavar="NAME", help="column copied to the output id (default: Id)")
+    budget = group.add_mutually_exclusive_group()
+    budget.add_argument("--sentences", type=int, metavar="K", help="sentences per summary")
+    budget.add_argument("--ratio", type=float, metavar="R", help="fraction of the sentences to keep")
+    group.add_argument("--method", choices=options.METHODS, help="default: the stack's")
+    group.add_argument("--group-by", metavar="NAME", help="one summary per distinct value of this column")
+    group.add_argument(
+        "--format", choices=keys.SUMMARY_FORMATS, default="csv", help="the summary's format (default: csv)"
+    )
+
+
+def job_options(args: argparse.Namespace) -> options.JobOptions:
+    """The job options given on the command line; OptionError names a bad one."""
+    return options.JobOptions(
+        text_column=args.text_column,
+        id_column=args.id_column,
+        sentences=args.sentences,
+        ratio=args.ratio,
+        method=args.method,
+        group_by=args.group_by,
+        format=args.format,
+    )
 
 
 def _stack_argument(parser: argparse.ArgumentParser) -> None:
@@ -139,12 +168,16 @@ class Submitted:
     uploaded_at: float
 
 
-def submit_file(target: Stack, path: Path, key: str | None = None) -> Submitted:
-    """Uploads the file; its job id follows from the object version (see sumpipe.keys.job_id)."""
+def submit_file(
+    target: Stack, path: Path, key: str | None = None, job_options: options.JobOptions | None = None
+) -> Submitted:
+    """Uploads the file, with `job_options` as its metadata; its job id follows from the object
+    version (see sumpipe.keys.job_id)."""
     key = key or path.name
+    metadata = (job_options or options.JobOptions()).as_metadata()
     uploaded_at = time.time()
     with path.open("rb") as body:
-        resp = client("s3").put_object(Bucket=target.input_bucket, Key=key, Body=body)
+        resp = client("s3").put_object(Bucket=target.input_bucket, Key=key, Body=body, Metadata=metadata)
     version = resp.get("VersionId") or resp["ETag"].strip('"')
     return Submitted(keys.job_id(target.input_bucket, key, version), key, version, uploaded_at)
 
@@ -176,8 +209,13 @@ def output_object(target: Stack, job_id: str, name: str) -> bytes:
 
 
 def run_submit(args: argparse.Namespace) -> int:
+    try:
+        chosen = job_options(args)
+    except options.OptionError as error:
+        print(f"sumpipe submit: error: {error}", file=sys.stderr)
+        return 2
     target = _target(args)
-    submitted = submit_file(target, args.file, args.key)
+    submitted = submit_file(target, args.file, args.key, chosen)
     print(f"uploaded s3://{target.input_bucket}/{shown(submitted.key)} -> job {submitted.job_id}")
     if not (args.wait or args.output):
         print(f"follow it with: sumpipe jobs   /   sumpipe logs {submitted.job_id}")
@@ -188,12 +226,12 @@ def run_submit(args: argparse.Namespace) -> int:
         args.timeout,
         on_state=lambda j: print(f"  {_clock(time.time())}  {j.state}", file=sys.stderr),
     )
-    return report_outcome(target, job, args.output or Path(f"{args.file.stem}.summary.csv"))
+    return report_outcome(target, job, args.output or Path(f"{args.file.stem}.{chosen.summary_name}"))
 
 
 def report_outcome(target: Stack, job: Job, output: Path) -> int:
     if job.state == "succeeded":
-        output.write_bytes(output_object(target, job.job_id, keys.SUMMARY))
+        output.write_bytes(output_object(target, job.job_id, options.from_strings(job.options).summary_name))
         manifest = json.loads(output_object(target, job.job_id, keys.MANIFEST))
         print(
             f"job {job.job_id} succeeded: {manifest.get('rows')} rows, "
