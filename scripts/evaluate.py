@@ -2,14 +2,22 @@
 
 For each article the title (line 1) is dropped and the body is summarized with as many
 sentences as the reference summary has; every method is scored in the same run with
-rouge-score (ROUGE-1/2/L F1, Porter stemming), averaged over articles.
+rouge-score (ROUGE-1/2/L F1, Porter stemming), averaged over articles, with a 95% bootstrap
+confidence interval (articles resampled with replacement, percentile method).
 
 Methods:
   default, kmeans  summarizer.Summarizer(method=..., budget=Budget(sentences=k))
   lead             the first k sentences of the body (summarizer.split.split_sentences)
-  lexrank          sumy's LexRank on the same sentences (English stemmer and stop words)
+  lexrank, textrank, lsa, luhn
+                   sumy's summarizers on the same sentences, English stemmer, no stop-word list
+                   (sumy's default); "-stop" after the name (lexrank-stop) adds sumy's English
+                   stop words. A peer is judged at its best: `--peers` runs every peer both
+                   ways, and the closing lines compare `default` with each peer's better setting
+                   (chosen on these same articles, which favours the peer) by a paired bootstrap
+                   of the ROUGE-2 difference.
 
-    python scripts/evaluate.py                       # all articles, all methods, markdown table
+    python scripts/evaluate.py                       # all articles, default/kmeans/lead/lexrank
+    python scripts/evaluate.py --peers               # ... and every sumy peer, both settings
     python scripts/evaluate.py --limit 100 --methods lead,lexrank --json
     python scripts/evaluate.py --by-category         # also each news category on its own
 """
@@ -19,13 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from rouge_score.rouge_scorer import RougeScorer
 
 from summarizer import Budget, Summarizer, split_sentences
@@ -105,53 +113,106 @@ class _WordTokenizer:
         return tuple(self._WORD.findall(sentence))
 
 
-def summarize_lexrank(articles: list[Article]) -> list[str]:
-    from sumy.models.dom import ObjectDocumentModel, Paragraph, Sentence
-    from sumy.nlp.stemmers import Stemmer
-    from sumy.summarizers.lex_rank import LexRankSummarizer
-    from sumy.utils import get_stop_words
+# sumy's summarizers: module, class.
+SUMY_PEERS = {
+    "lexrank": ("sumy.summarizers.lex_rank", "LexRankSummarizer"),
+    "textrank": ("sumy.summarizers.text_rank", "TextRankSummarizer"),
+    "lsa": ("sumy.summarizers.lsa", "LsaSummarizer"),
+    "luhn": ("sumy.summarizers.luhn", "LuhnSummarizer"),
+}
+STOP_SUFFIX = "-stop"
 
-    tokenizer = _WordTokenizer()
-    lexrank = LexRankSummarizer(Stemmer("english"))
-    lexrank.stop_words = get_stop_words("english")
-    summaries = []
-    for article in articles:
-        sentences = [Sentence(text, tokenizer) for text in split_sentences(article.body)]
-        document = ObjectDocumentModel([Paragraph(sentences)])
-        summaries.append(" ".join(str(sentence) for sentence in lexrank(document, len(article.reference))))
-    return summaries
+
+def summarize_with_sumy(peer: str, stop_words: bool) -> Callable[[list[Article]], list[str]]:
+    def summarize(articles: list[Article]) -> list[str]:
+        import importlib
+
+        from sumy.models.dom import ObjectDocumentModel, Paragraph, Sentence
+        from sumy.nlp.stemmers import Stemmer
+        from sumy.utils import get_stop_words
+
+        module, name = SUMY_PEERS[peer]
+        tokenizer = _WordTokenizer()
+        summarizer = getattr(importlib.import_module(module), name)(Stemmer("english"))
+        if stop_words:
+            summarizer.stop_words = get_stop_words("english")
+        summaries = []
+        for article in articles:
+            sentences = [Sentence(text, tokenizer) for text in split_sentences(article.body)]
+            document = ObjectDocumentModel([Paragraph(sentences)])
+            chosen = summarizer(document, len(article.reference))
+            summaries.append(" ".join(str(sentence) for sentence in chosen))
+        return summaries
+
+    return summarize
 
 
 METHODS: dict[str, Callable[[list[Article]], list[str]]] = {
     "default": summarize_with_library("default"),
     "kmeans": summarize_with_library("kmeans"),
     "lead": summarize_lead,
-    "lexrank": summarize_lexrank,
+    **{
+        peer + suffix: summarize_with_sumy(peer, stop_words=bool(suffix))
+        for peer in SUMY_PEERS
+        for suffix in ("", STOP_SUFFIX)
+    },
 }
+DEFAULT_METHODS = ("default", "kmeans", "lead", "lexrank")
+BOOTSTRAP_SAMPLES = 1000
+
+
+def article_scores(articles: list[Article], summaries: list[str]) -> np.ndarray:
+    """(articles, ROUGE_TYPES) F1 of each summary against its reference."""
+    scorer = RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    return np.array(
+        [
+            [scores[kind].fmeasure for kind in ROUGE_TYPES]
+            for scores in (
+                scorer.score(" ".join(article.reference), summary)
+                for article, summary in zip(articles, summaries, strict=True)
+            )
+        ]
+    ).reshape(len(articles), len(ROUGE_TYPES))
 
 
 def score(articles: list[Article], summaries: list[str]) -> dict[str, float]:
-    scorer = RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
-    per_article = [
-        scorer.score(" ".join(article.reference), summary)
-        for article, summary in zip(articles, summaries, strict=True)
-    ]
-    return {kind: statistics.fmean(scores[kind].fmeasure for scores in per_article) for kind in ROUGE_TYPES}
+    means = article_scores(articles, summaries).mean(axis=0)
+    return {kind: float(mean) for kind, mean in zip(ROUGE_TYPES, means, strict=True)}
+
+
+def resamples(n: int, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> np.ndarray:
+    """(samples, n) article indices drawn with replacement: the same draws for every method, so
+    differences between methods are paired."""
+    return np.random.default_rng(seed).integers(0, n, size=(samples, n))
+
+
+def interval(values: np.ndarray, draws: np.ndarray) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean of `values` (per article) over `draws`."""
+    means = values[draws].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def evaluate(
     articles: list[Article], methods: list[str], by_category: bool = False
 ) -> list[dict[str, float | int | str]]:
-    """One row per method (and, with `by_category`, per method and category after them)."""
+    """One row per method (and, with `by_category`, per method and category after them); after
+    them, with `default` and peers among `methods`, one row per peer comparing `default` with the
+    peer's better setting (the ROUGE-2 difference and its paired bootstrap interval)."""
     rows: list[dict[str, float | int | str]] = []
     categories: list[dict[str, float | int | str]] = []
+    per_method: dict[str, np.ndarray] = {}
+    draws = resamples(len(articles))
     for method in methods:
         started = time.perf_counter()
         summaries = METHODS[method](articles)
         seconds = time.perf_counter() - started
-        rows.append(
-            {"method": method, **score(articles, summaries), "articles": len(articles), "seconds": seconds}
-        )
+        values = per_method[method] = article_scores(articles, summaries)
+        row: dict[str, float | int | str] = {"method": method}
+        for column, kind in enumerate(ROUGE_TYPES):
+            row[kind] = float(values[:, column].mean())
+            row[f"{kind}_ci"] = interval(values[:, column], draws)  # type: ignore[assignment]
+        rows.append({**row, "articles": len(articles), "seconds": seconds})
         if by_category:
             chosen: dict[str, list[int]] = defaultdict(list)
             for i, article in enumerate(articles):
@@ -161,7 +222,33 @@ def evaluate(
                 categories.append(
                     {"method": f"{method} ({category})", **scores, "articles": len(indices)}
                 )
-    return rows + sorted(categories, key=lambda row: str(row["method"]).split(" ", 1)[1])
+    comparisons = compare_with_peers(per_method, draws)
+    return rows + sorted(categories, key=lambda row: str(row["method"]).split(" ", 1)[1]) + comparisons
+
+
+def compare_with_peers(
+    per_method: dict[str, np.ndarray], draws: np.ndarray
+) -> list[dict[str, float | int | str]]:
+    """`default` against each sumy peer at its better setting (by mean ROUGE-2 here)."""
+    if "default" not in per_method:
+        return []
+    rouge2 = ROUGE_TYPES.index("rouge2")
+    rows: list[dict[str, float | int | str]] = []
+    for peer in SUMY_PEERS:
+        settings = [name for name in (peer, peer + STOP_SUFFIX) if name in per_method]
+        if not settings:
+            continue
+        best = max(settings, key=lambda name: per_method[name][:, rouge2].mean())
+        difference = per_method["default"][:, rouge2] - per_method[best][:, rouge2]
+        rows.append(
+            {
+                "method": f"default vs {best}",
+                "rouge2_difference": float(difference.mean()),
+                "rouge2_difference_ci": interval(difference, draws),  # type: ignore[dict-item]
+                "articles": len(difference),
+            }
+        )
+    return rows
 
 
 def markdown(rows: list[dict[str, float | int | str]]) -> str:
@@ -169,13 +256,27 @@ def markdown(rows: list[dict[str, float | int | str]]) -> str:
         "| method | ROUGE-1 F1 | ROUGE-2 F1 | ROUGE-L F1 | articles | seconds |",
         "|---|---|---|---|---|---|",
     ]
-    for row in rows:
+    for row in (row for row in rows if "rouge1" in row):
         seconds = f"{row['seconds']:.2f}" if "seconds" in row else ""  # a category has no time of its own
-        lines.append(
-            f"| {row['method']} | {row['rouge1']:.4f} | {row['rouge2']:.4f} | {row['rougeL']:.4f} "
-            f"| {row['articles']} | {seconds} |"
-        )
+        cells = [_score_cell(row, kind) for kind in ROUGE_TYPES]
+        lines.append(f"| {row['method']} | {' | '.join(cells)} | {row['articles']} | {seconds} |")
+    comparisons = [row for row in rows if "rouge2_difference" in row]
+    if comparisons:
+        lines += ["", "| comparison | ROUGE-2 difference | 95% CI | articles |", "|---|---|---|---|"]
+        for row in comparisons:
+            low, high = row["rouge2_difference_ci"]  # type: ignore[misc]
+            difference = f"{row['rouge2_difference']:+.4f} | [{low:+.4f}, {high:+.4f}]"
+            lines.append(f"| {row['method']} | {difference} | {row['articles']} |")
     return "\n".join(lines)
+
+
+def _score_cell(row: dict[str, float | int | str], kind: str) -> str:
+    """"0.6912 [0.6801, 0.7020]": the mean and, when there is one, its interval."""
+    cell = f"{row[kind]:.4f}"
+    if f"{kind}_ci" in row:
+        low, high = row[f"{kind}_ci"]  # type: ignore[misc]
+        cell += f" [{low:.4f}, {high:.4f}]"
+    return cell
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -190,8 +291,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--methods",
-        default=",".join(METHODS),
-        help=f"comma-separated, from {', '.join(METHODS)} (default all)",
+        default=",".join(DEFAULT_METHODS),
+        help=f"comma-separated, from {', '.join(METHODS)} (default {','.join(DEFAULT_METHODS)})",
+    )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="also every sumy peer with and without stop words, and default against each one's best",
     )
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a markdown table")
     parser.add_argument(
@@ -201,6 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     methods = [method.strip() for method in args.methods.split(",") if method.strip()]
+    if args.peers:
+        methods += [method for method in METHODS if method not in methods and method not in ("kmeans",)]
     unknown = [method for method in methods if method not in METHODS]
     if unknown or not methods:
         parser.error(

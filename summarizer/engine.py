@@ -14,7 +14,8 @@ sentence wins; sklearn leaves that to floating-point rounding.
 ``default``: SIF-weighted word vectors (a / (a + p(w))); k-means with k = ceil(sqrt(n)) finds the
 document's topics; every sentence gets a score (see ``_scores``: similarity to the whole
 document, position, length, the size of its topic) and the best ``budget`` sentences are kept.
-On BBC news (ROUGE-1/2/L F1) it beats LEAD and sumy's LexRank; ``kmeans`` loses to both.
+On BBC news (ROUGE-1/2/L F1) it beats LEAD and ties sumy's LexRank, but trails sumy's TextRank
+and Luhn at their best settings (scripts/evaluate.py --peers); ``kmeans`` loses to all of them.
 
 If fewer sentences than the budget are long enough to cluster, all of them are kept and the
 budget is filled with the earliest short ones.

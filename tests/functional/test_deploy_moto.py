@@ -12,6 +12,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from sumpipe import keys
 from sumpipe.local.resources import deploy_local_stack, emulator_parameters
 from sumpipe.ops import cli
 
@@ -77,7 +78,7 @@ def test_local_stack_deploys_the_template_and_destroy_removes_it(
         for rule in c["Filter"]["Key"]["FilterRules"]
         if rule["Name"] == "suffix"
     )
-    assert suffixes == ["error.json", "summary.csv"]
+    assert suffixes == sorted(keys.FINISHING_FILES)
     input_targets = s3.get_bucket_notification_configuration(Bucket=outputs["InputBucketName"])
     input_queue_arn = sqs.get_queue_attributes(
         QueueUrl=outputs["InputEventsQueueUrl"], AttributeNames=["QueueArn", "Policy", "RedrivePolicy"]

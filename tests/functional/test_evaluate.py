@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,11 +31,15 @@ def test_markdown_table_has_every_method_with_scores() -> None:
     assert run.returncode == 0, run.stderr
     lines = run.stdout.strip().splitlines()
     assert lines[0] == "| method | ROUGE-1 F1 | ROUGE-2 F1 | ROUGE-L F1 | articles | seconds |"
-    rows = [line.strip("|").split("|") for line in lines[2:]]
+    blank = lines.index("")  # then the comparison of default with lexrank
+    rows = [line.strip("|").split("|") for line in lines[2:blank]]
+    assert lines[blank + 1] == "| comparison | ROUGE-2 difference | 95% CI | articles |"
+    assert lines[blank + 3].startswith("| default vs lexrank | ")
     assert [row[0].strip() for row in rows] == METHODS
     for row in rows:
-        scores = [float(cell) for cell in row[1:4]]
-        assert all(0 < value <= 1 for value in scores), row
+        for cell in row[1:4]:  # "0.6912 [0.6801, 0.7020]": the mean, then its 95% interval
+            mean, low, high = map(float, re.fullmatch(r" (\S+) \[(\S+), (\S+)\] ", cell).groups())
+            assert 0 < low <= mean <= high <= 1, row
         assert int(row[4]) == 3
 
 
@@ -66,7 +71,7 @@ def test_by_category_scores_each_category_after_the_totals() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--methods", "lead,textrank"], "unknown method(s) textrank"),
+        (["--methods", "lead,bogus"], "unknown method(s) bogus"),
         (["--limit", "0"], "--limit must be at least 1"),
     ],
 )
@@ -85,3 +90,25 @@ def test_missing_dataset_says_where_it_looked(tmp_path: Path) -> None:
     )
     assert run.returncode == 1
     assert f"{tmp_path / 'nope'}: expected 'News Articles/' and 'Summaries/' folders" in run.stderr
+
+
+def test_every_peer_both_ways_with_intervals_and_default_against_each_best() -> None:
+    run = evaluate("--json", "--methods", "default", "--peers")
+    assert run.returncode == 0, run.stderr
+    rows = json.loads(run.stdout)
+    scored = {row["method"]: row for row in rows if "rouge1" in row}
+    peers = ["lexrank", "textrank", "lsa", "luhn"]
+    assert set(scored) == {"default", "lead", *peers, *(f"{peer}-stop" for peer in peers)}
+    for row in scored.values():
+        for kind in ("rouge1", "rouge2", "rougeL"):
+            low, high = row[f"{kind}_ci"]
+            assert 0 <= low <= row[kind] <= high <= 1
+    comparisons = [row for row in rows if "rouge2_difference" in row]
+    assert len(comparisons) == len(peers)
+    for peer, row in zip(peers, comparisons, strict=True):
+        best = row["method"].removeprefix("default vs ")
+        assert best in (peer, f"{peer}-stop")
+        assert scored[best]["rouge2"] == max(scored[peer]["rouge2"], scored[f"{peer}-stop"]["rouge2"])
+        assert row["rouge2_difference"] == pytest.approx(scored["default"]["rouge2"] - scored[best]["rouge2"])
+        low, high = row["rouge2_difference_ci"]
+        assert low <= row["rouge2_difference"] <= high
