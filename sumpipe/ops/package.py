@@ -57,7 +57,7 @@ API_LAYER_REQUIREMENTS = (
     "mangum>=0.17",
 )
 # What every function's zip takes of `sumpipe`: its settings, logging, AWS clients and S3 key contract.
-SHARED_MODULES = ("__init__.py", "settings.py", "logs.py", "aws.py", "keys.py", "py.typed")
+SHARED_MODULES = ("__init__.py", "settings.py", "logs.py", "aws.py", "keys.py", "options.py", "py.typed")
 # The folders each function's zip takes besides those (sumpipe/ is split by where code runs: the
 # instance's runner, the operator's tooling and the local stack never go into a function).
 PIPELINE_FOLDERS = ("sumpipe/ledger", "sumpipe/flow")

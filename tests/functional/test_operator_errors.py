@@ -103,8 +103,7 @@ def test_endpoint_nobody_answers(tmp_path: Path) -> None:
         "jobs",
         AWS_ENDPOINT_URL=closed,
         AWS_DEFAULT_REGION="us-east-1",
-        AWS_ACCESS_KEY_ID="placeholder",
-        AWS_SECRET_ACCESS_KEY="placeholder",
+        **motoserver.BOOTSTRAP_CREDENTIALS,  # any key: nothing answers
     )
     assert line.startswith(f"cannot reach AWS at {closed} (")
     assert line.endswith("check AWS_ENDPOINT_URL; for the local stack run `sumpipe local up`")
@@ -116,8 +115,7 @@ def test_rejected_credentials(emulator: Emulator, tmp_path: Path) -> None:
         "jobs",
         AWS_ENDPOINT_URL=emulator.endpoint,
         AWS_DEFAULT_REGION="us-east-1",
-        AWS_ACCESS_KEY_ID="AKIAUNKNOWNUNKNOWN00",
-        AWS_SECRET_ACCESS_KEY="placeholder",
+        **{**motoserver.BOOTSTRAP_CREDENTIALS, "AWS_ACCESS_KEY_ID": "no-such-key"},  # unknown key
     )
     assert line.startswith("AWS rejected the credentials (InvalidClientTokenId)")
 
