@@ -8,7 +8,6 @@ id, summary, n_sentences_in, n_sentences_out, status (ok | passthrough | empty |
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -29,7 +28,6 @@ from summarizer.batch import (
     check_columns,
     output_schema,
     summarize_table,
-    usable_cores,
 )
 from summarizer.io import (
     EXTENSIONS,
@@ -172,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=_positive_int,
         metavar="N",
-        help="processes summarizing in parallel (default: the usable cores, here "
-        f"{usable_cores()}; the output is the same for any N)",
+        help="processes summarizing in parallel (default: the cores this process may use, by its CPU "
+        "affinity and cgroup quota; the output is the same for any N)",
     )
     run.add_argument(
         "--chunk-rows",
@@ -284,8 +282,12 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, stderr: Tex
     seconds = time.monotonic() - started
     if args.report:
         document = {
-            **dataclasses.asdict(report),
-            "statuses": dict(report.statuses),  # (asdict would rebuild the Counter from its pairs)
+            "rows_in": report.rows_in,
+            "rows_out": report.rows_out,
+            "statuses": dict(report.statuses),
+            "sentences_in": report.sentences_in,
+            "sentences_out": report.sentences_out,
+            "workers": report.workers,
             "seconds": round(seconds, 3),
         }
         with open(args.report, "w", encoding="utf-8") as out:
