@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -111,9 +112,38 @@ def start(port: int, binds: list[str], log_path: Path, timeout_s: float = 20.0) 
     return process
 
 
+def make_dynamodb_requests_atomic() -> None:
+    """Each DynamoDB request applied whole, as DynamoDB does; moto doesn't, under concurrency.
+
+    The server answers each request on its own thread, and moto's DynamoDB holds nothing while
+    it works: an UpdateItem checks its condition and then writes, so two conditional writes can
+    both pass; and a TransactWriteItems that is cancelled restores a deep copy of the whole table
+    taken when it began, undoing every write other requests made meanwhile. The ledger's
+    exclusions rely on DynamoDB's guarantees (a conditional write is atomic, a cancelled
+    transaction writes nothing), so under the emulator a refused job assignment once brought back
+    a stop mark that its stopper had already removed, and the instance refused jobs until the
+    mark's lease ran out. One lock around every DynamoDB request, serialization of the answer
+    included, gives the emulator DynamoDB's behaviour. Other emulators fixed the same race in
+    themselves (floci-io/floci#572, stackshy/cloudemu#661)."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    if getattr(DynamoHandler.call_action, "serialized", False):
+        return
+    lock = threading.Lock()
+    handle = DynamoHandler.call_action
+
+    def call_action(self: DynamoHandler) -> object:
+        with lock:
+            return handle(self)
+
+    call_action.serialized = True  # type: ignore[attr-defined]
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign,assignment]
+
+
 def serve(port: int, binds: list[str]) -> None:
     from moto.server import ThreadedMotoServer
 
+    make_dynamodb_requests_atomic()
     servers = [ThreadedMotoServer(ip_address=address, port=port, verbose=False) for address in binds]
     for server in servers:
         server.start()
