@@ -12,10 +12,11 @@ members are equally near (a two-member cluster's centre is their midpoint), the 
 sentence wins; sklearn leaves that to floating-point rounding.
 
 ``default``: SIF-weighted word vectors (a / (a + p(w))); k-means with k = ceil(sqrt(n)) finds the
-document's topics; every sentence gets a score (see ``_scores``: similarity to the whole
-document, position, length, the size of its topic) and the best ``budget`` sentences are kept.
-On BBC news (ROUGE-1/2/L F1) it beats LEAD and ties sumy's LexRank, but trails sumy's TextRank
-and Luhn at their best settings (scripts/evaluate.py --peers); ``kmeans`` loses to all of them.
+document's topics; every sentence gets a learned score (``summarizer.scorer``: similarity to the
+whole document, position, length, how much of the document's repeated vocabulary it carries, the
+size of its topic) and the best ``budget`` sentences are kept. On BBC news (ROUGE, 5-fold
+cross-validated) it beats every sumy peer at its best setting (scripts/evaluate.py); ``kmeans``
+loses to all of them.
 
 If fewer sentences than the budget are long enough to cluster, all of them are kept and the
 budget is filled with the earliest short ones.
@@ -45,6 +46,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from summarizer import scorer
 from summarizer.kmeans import kmeans
 from summarizer.split import split_sentences
 from summarizer.tokens import SEPARATOR, tokenize_sentences
@@ -52,6 +54,8 @@ from summarizer.tokens import SEPARATOR, tokenize_sentences
 Method = Literal["default", "kmeans"]
 METHODS: tuple[str, ...] = ("default", "kmeans")
 MAX_CLUSTERS = 100
+# Sentences of at most this many words are not scored or clustered (they carry little content).
+_MAX_SHORT_WORDS = 2
 # Texts per internal batch: large enough to amortise numpy call overhead, small enough that the
 # batch's arrays stay a few MB.
 _CHUNK = 2048
@@ -119,8 +123,14 @@ class Summarizer:
     """
 
     def __init__(
-        self, method: Method = "default", budget: Budget | None = None, vectors: Any = None
+        self,
+        method: Method = "default",
+        budget: Budget | None = None,
+        vectors: Any = None,
+        weights: Any = None,
     ) -> None:
+        """``weights``: the default method's scorer weights, one per ``scorer.FEATURES`` (None: the
+        shipped ``scorer.WEIGHTS``); for evaluating weights learned on other data."""
         if not isinstance(method, str) or method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if budget is not None and not isinstance(budget, Budget):
@@ -142,6 +152,7 @@ class Summarizer:
         self._vectors = np.asarray(vectors.vectors, dtype=np.float32)
         self._index: dict[str, int] = vectors.index
         self._weights = _word_weights(vectors, method)
+        self._scorer_weights = scorer.WEIGHTS if weights is None else scorer.check_weights(weights)
 
     def summarize(self, text: str | None) -> Summary:
         return self.summarize_many([text])[0]
@@ -203,14 +214,40 @@ class Summarizer:
 
     def embed(self, sentences: list[str]) -> np.ndarray:
         """The sentences' embeddings (n, dim), as this method builds them."""
-        return self._embed([_Doc(sentences, k=len(sentences))])
+        return self._embed([_Doc(sentences, k=len(sentences))])[0]
 
-    def _embed(self, docs: Sequence[_Doc]) -> np.ndarray:
-        """Weighted mean word vector of every sentence of every doc, (n_sentences, dim)."""
+    def sentence_features(self, text: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """What the default method scores in ``text``: its sentences, the positions of those long
+        enough to be scored (m,), and their features (m, len(scorer.FEATURES)). For learning
+        ``weights`` (scripts/evaluate.py); the same computation as ``summarize``."""
+        sentences = split_sentences(text)
+        empty = np.zeros((0, len(scorer.FEATURES)), dtype=np.float32)
+        if not sentences:
+            return sentences, np.zeros(0, dtype=np.int64), empty
+        emb, salience = self._embed([_Doc(sentences, k=1)])
+        words = np.array([sentence.count(" ") + 1 for sentence in sentences])
+        positions = np.flatnonzero(words > _MAX_SHORT_WORDS)
+        if positions.size == 0:
+            return sentences, positions, empty
+        clusters = min(MAX_CLUSTERS, math.ceil(math.sqrt(positions.size)))
+        x = emb[positions][None]
+        labels, _ = kmeans(x, clusters)
+        lead = 1.0 - positions / len(sentences)
+        found = scorer.features(
+            x, labels, clusters, lead[None], words[positions][None], salience[positions][None]
+        )
+        return sentences, positions, found[0]
+
+    def _embed(self, docs: Sequence[_Doc]) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted mean word vector of every sentence of every doc, (n_sentences, dim), and each
+        sentence's salience (n_sentences,): the sum over its words of weight * (the word's count in
+        its doc - 1)."""
         sentences: list[str] = []
-        for doc in docs:
+        sentence_doc: list[int] = []
+        for d, doc in enumerate(docs):
             doc.first_row = len(sentences)
             sentences.extend(doc.sentences)
+            sentence_doc.extend(repeat(d, len(doc.sentences)))
         tokens = tokenize_sentences(sentences)
         rows = np.fromiter(map(self._index.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens))
         # every sentence ends with a separator token (out of vocabulary, like unknown words)
@@ -228,11 +265,19 @@ class Summarizer:
         slot = np.empty(len(self._weights), dtype=np.int64)
         slot[used] = np.arange(used.size)
         sums = _weighted_sums(weights, slot[rows], indptr, self._vectors[used])
-        wsum = np.add.reduceat(np.append(weights, 0.0), indptr[:-1]) * (np.diff(indptr) > 0)
-        return sums / np.maximum(wsum, 1e-12)[:, None].astype(np.float32)
+        lengths = np.diff(indptr)
+        wsum = np.add.reduceat(np.append(weights, 0.0), indptr[:-1]) * (lengths > 0)
+        # Each token's count in its own doc: one sort of (doc, word) keys for the whole batch.
+        token_doc = np.repeat(np.asarray(sentence_doc, dtype=np.int64), lengths)
+        _, where, counts = np.unique(
+            token_doc * len(self._weights) + rows, return_inverse=True, return_counts=True
+        )
+        repeated = weights * (counts[where] - 1)
+        salience = np.add.reduceat(np.append(repeated, 0.0), indptr[:-1]) * (lengths > 0)
+        return sums / np.maximum(wsum, 1e-12)[:, None].astype(np.float32), salience.astype(np.float32)
 
     def _pick(self, docs: list[_Doc]) -> None:
-        emb = self._embed(docs)
+        emb, salience = self._embed(docs)
         # Per-sentence and per-doc facts as arrays for the whole batch: per-doc numpy calls cost
         # more than the arithmetic at ~5 sentences a review.
         first = np.fromiter((doc.first_row for doc in docs), dtype=np.int64, count=len(docs))
@@ -244,7 +289,7 @@ class Summarizer:
         )
         # Sentences of <= 2 words carry little content; they are not clustered, but positions
         # always refer to the full sentence list.
-        eligible = spaces >= 2
+        eligible = spaces + 1 > _MAX_SHORT_WORDS
         eligible_rows = np.flatnonzero(eligible)
         n_eligible = np.add.reduceat(eligible.astype(np.int64), first)  # every doc has >= 2 sentences
         eligible_start = np.cumsum(n_eligible) - n_eligible  # each doc's first entry in eligible_rows
@@ -269,7 +314,8 @@ class Summarizer:
                 picks = _nearest_member_per_cluster(x, labels, centers, positions)
             else:
                 lead = 1.0 - positions / sizes[idx, None]
-                score = _scores(x, labels, clusters, lead, spaces[rows] + 1)
+                found = scorer.features(x, labels, clusters, lead, spaces[rows] + 1, salience[rows])
+                score = found @ self._scorer_weights
                 best = np.argsort(-score, axis=1, kind="stable")[:, :k]  # ties: the earliest
                 picks = np.take_along_axis(positions, best, axis=1)
             # k-means can leave a cluster empty (identical sentences): -1, filled in document order
@@ -356,37 +402,6 @@ def _nearest_members_in_turn(
     np.put_along_axis(rank, order, np.arange(n) - starts, axis=1)  # rank within its cluster
     chosen = np.lexsort((positions, labels, rank), axis=-1)[:, :k]
     return np.take_along_axis(positions, chosen, axis=1)
-
-
-# The default method ranks sentences by a score and keeps the best `budget` of them:
-#   similarity to the whole document (the centroid of its sentence embeddings)
-#   + _W_POSITION * how early it comes (news and reviews lead with the point)
-#   + _W_LENGTH * log length relative to the longest sentence (short fragments say little)
-#   + _W_TOPIC * the share of the document's sentences in its k-means cluster, k = ceil(sqrt(n))
-#     (a sentence about what the document mostly talks about beats a digression).
-# Weights tuned with ROUGE on BBC news (see the README's evaluation section).
-_W_POSITION = 0.3
-_W_LENGTH = 1.0
-_W_TOPIC = 0.5
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    num = (a * b).sum(axis=-1)
-    return num / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
-
-
-def _scores(
-    x: np.ndarray, labels: np.ndarray, clusters: int, lead: np.ndarray, words: np.ndarray
-) -> np.ndarray:
-    """The default method's score (B, n) of each sentence; lead in [0, 1] is 1 for the first."""
-    n = x.shape[1]
-    cluster_share = (labels[:, :, None] == np.arange(clusters)).sum(axis=1) / n  # (B, clusters)
-    return (
-        _cosine(x, x.mean(axis=1, keepdims=True))
-        + _W_POSITION * lead
-        + _W_LENGTH * np.log1p(words) / np.log1p(words.max(axis=1, keepdims=True))
-        + _W_TOPIC * np.take_along_axis(cluster_share, labels, axis=1)
-    )
 
 
 # SIF (Arora et al. 2017): weight a / (a + p(w)). GloVe rows are in frequency order, so p(w) is
