@@ -214,7 +214,7 @@ class Summarizer:
 
     def embed(self, sentences: list[str]) -> np.ndarray:
         """The sentences' embeddings (n, dim), as this method builds them."""
-        return self._embed([_Doc(sentences, k=len(sentences))])[0]
+        return self._embed([_Doc(sentences, k=len(sentences))], with_salience=False)[0]
 
     def sentence_features(self, text: str) -> tuple[list[str], np.ndarray, np.ndarray]:
         """What the default method scores in ``text``: its sentences, the positions of those long
@@ -224,30 +224,34 @@ class Summarizer:
         empty = np.zeros((0, len(scorer.FEATURES)), dtype=np.float32)
         if not sentences:
             return sentences, np.zeros(0, dtype=np.int64), empty
-        emb, salience = self._embed([_Doc(sentences, k=1)])
+        emb, salience = self._embed([_Doc(sentences, k=1)], with_salience=True)
+        assert salience is not None
         words = np.array([sentence.count(" ") + 1 for sentence in sentences])
         positions = np.flatnonzero(words > _MAX_SHORT_WORDS)
         if positions.size == 0:
             return sentences, positions, empty
-        clusters = min(MAX_CLUSTERS, math.ceil(math.sqrt(positions.size)))
+        clusters = _topics(positions.size)
         x = emb[positions][None]
         labels, _ = kmeans(x, clusters)
-        lead = 1.0 - positions / len(sentences)
         found = scorer.features(
-            x, labels, clusters, lead[None], words[positions][None], salience[positions][None]
+            x,
+            labels,
+            clusters,
+            positions[None],
+            len(sentences),
+            words[positions][None],
+            salience[positions][None],
         )
         return sentences, positions, found[0]
 
-    def _embed(self, docs: Sequence[_Doc]) -> tuple[np.ndarray, np.ndarray]:
-        """Weighted mean word vector of every sentence of every doc, (n_sentences, dim), and each
-        sentence's salience (n_sentences,): the sum over its words of weight * (the word's count in
-        its doc - 1)."""
+    def _embed(self, docs: Sequence[_Doc], *, with_salience: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Weighted mean word vector of every sentence of every doc, (n_sentences, dim), and, when
+        asked (only the default method scores it), each sentence's salience (n_sentences,): the sum
+        over its words of weight * (the word's count in its doc - 1)."""
         sentences: list[str] = []
-        sentence_doc: list[int] = []
-        for d, doc in enumerate(docs):
+        for doc in docs:
             doc.first_row = len(sentences)
             sentences.extend(doc.sentences)
-            sentence_doc.extend(repeat(d, len(doc.sentences)))
         tokens = tokenize_sentences(sentences)
         rows = np.fromiter(map(self._index.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens))
         # every sentence ends with a separator token (out of vocabulary, like unknown words)
@@ -267,17 +271,21 @@ class Summarizer:
         sums = _weighted_sums(weights, slot[rows], indptr, self._vectors[used])
         lengths = np.diff(indptr)
         wsum = np.add.reduceat(np.append(weights, 0.0), indptr[:-1]) * (lengths > 0)
+        emb = sums / np.maximum(wsum, 1e-12)[:, None].astype(np.float32)
+        if not with_salience:
+            return emb, None
         # Each token's count in its own doc: one sort of (doc, word) keys for the whole batch.
-        token_doc = np.repeat(np.asarray(sentence_doc, dtype=np.int64), lengths)
+        doc_sizes = [len(doc.sentences) for doc in docs]
+        token_doc = np.repeat(np.repeat(np.arange(len(docs)), doc_sizes), lengths)
         _, where, counts = np.unique(
             token_doc * len(self._weights) + rows, return_inverse=True, return_counts=True
         )
         repeated = weights * (counts[where] - 1)
         salience = np.add.reduceat(np.append(repeated, 0.0), indptr[:-1]) * (lengths > 0)
-        return sums / np.maximum(wsum, 1e-12)[:, None].astype(np.float32), salience.astype(np.float32)
+        return emb, salience.astype(np.float32)
 
     def _pick(self, docs: list[_Doc]) -> None:
-        emb, salience = self._embed(docs)
+        emb, salience = self._embed(docs, with_salience=self.method == "default")
         # Per-sentence and per-doc facts as arrays for the whole batch: per-doc numpy calls cost
         # more than the arithmetic at ~5 sentences a review.
         first = np.fromiter((doc.first_row for doc in docs), dtype=np.int64, count=len(docs))
@@ -300,7 +308,7 @@ class Summarizer:
                 short = rows[~eligible[rows]][: doc.k - m]
                 doc.picks = sorted((np.concatenate((rows[eligible[rows]], short)) - first[i]).tolist())
                 continue
-            clusters = min(MAX_CLUSTERS, doc.k if self.method == "kmeans" else math.ceil(math.sqrt(m)))
+            clusters = min(MAX_CLUSTERS, doc.k) if self.method == "kmeans" else _topics(m)
             groups[(m, clusters, doc.k)].append(i)
         for (m, clusters, k), members in groups.items():
             idx = np.array(members)
@@ -313,8 +321,10 @@ class Summarizer:
             elif self.method == "kmeans":
                 picks = _nearest_member_per_cluster(x, labels, centers, positions)
             else:
-                lead = 1.0 - positions / sizes[idx, None]
-                found = scorer.features(x, labels, clusters, lead, spaces[rows] + 1, salience[rows])
+                assert salience is not None
+                found = scorer.features(
+                    x, labels, clusters, positions, sizes[idx, None], spaces[rows] + 1, salience[rows]
+                )
                 score = found @ self._scorer_weights
                 best = np.argsort(-score, axis=1, kind="stable")[:, :k]  # ties: the earliest
                 picks = np.take_along_axis(positions, best, axis=1)
@@ -328,6 +338,11 @@ class Summarizer:
                 while len(chosen) < k:
                     chosen.add(next(spare))
                 docs[members[j]].picks = sorted(chosen)
+
+
+def _topics(m: int) -> int:
+    """The default method's k-means k for m scored sentences (its topics)."""
+    return min(MAX_CLUSTERS, math.ceil(math.sqrt(m)))
 
 
 @lru_cache(maxsize=1)

@@ -55,14 +55,17 @@ def features(
     x: np.ndarray,
     labels: np.ndarray,
     clusters: int,
-    lead: np.ndarray,
+    positions: np.ndarray,
+    n_sentences: np.ndarray | int,
     words: np.ndarray,
     salience: np.ndarray,
 ) -> np.ndarray:
-    """(B, n, len(FEATURES)) for B documents of n sentences each: embeddings x (B, n, d), their
-    k-means labels (B, n) among `clusters`, lead (B, n), word counts (B, n), and each sentence's
+    """(B, n, len(FEATURES)) for B documents of n scored sentences each: embeddings x (B, n, d),
+    their k-means labels (B, n) among `clusters`, their positions among the document's
+    `n_sentences` (B, n; n_sentences (B, 1) or one int), word counts (B, n), and each sentence's
     raw salience (B, n; see the module's docstring)."""
     n = x.shape[1]
+    lead = 1.0 - positions / n_sentences
     centroid = x.mean(axis=1, keepdims=True)
     centrality = (x * centroid).sum(axis=-1) / np.maximum(
         np.linalg.norm(x, axis=-1) * np.linalg.norm(centroid, axis=-1), 1e-12

@@ -1,4 +1,7 @@
-"""scripts/evaluate.py run as a user runs it, on five real BBC articles in tests/data/bbc_sample."""
+"""scripts/evaluate.py run as a user runs it, on five real BBC articles in tests/data/bbc_sample;
+and, where the shared data set is present, on the BBC dev half: the default scorer's shipped
+weights are what `--fit` learns there and, cross-validated, beat the best sumy peer by at least
+one ROUGE-2 point."""
 
 from __future__ import annotations
 
@@ -8,17 +11,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from summarizer import scorer
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "evaluate.py"
 SAMPLE = ROOT / "tests" / "data" / "bbc_sample"
 METHODS = ["default", "kmeans", "lead", "lexrank"]
+# The BBC dev half, in the shared data set (not in a fresh clone).
+DEV = ROOT.parent / "shared" / "data" / "bbc-news-summary-dev"
+needs_dev = pytest.mark.skipif(not DEV.is_dir(), reason=f"{DEV} not present (the shared data set)")
 
 
-def evaluate(*args: str) -> subprocess.CompletedProcess[str]:
+def evaluate(*args: str, data: Path = SAMPLE) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), "--data", str(SAMPLE), *args],
+        [sys.executable, str(SCRIPT), "--data", str(data), *args],
         capture_output=True,
         text=True,
         timeout=240,
@@ -112,3 +121,35 @@ def test_every_peer_both_ways_with_intervals_and_default_against_each_best() -> 
         assert row["rouge2_difference"] == pytest.approx(scored["default"]["rouge2"] - scored[best]["rouge2"])
         low, high = row["rouge2_difference_ci"]
         assert low <= row["rouge2_difference"] <= high
+
+
+def test_cross_validation_and_fit_run_on_any_dataset_folder() -> None:
+    run = evaluate("--json", "--methods", "default-cv,default", "--peers")
+    assert run.returncode == 0, run.stderr
+    rows = json.loads(run.stdout)
+    assert {row["method"] for row in rows if "rouge2" in row} >= {"default-cv", "default", "textrank-stop"}
+    comparisons = [row["method"] for row in rows if "rouge2_difference" in row]
+    assert comparisons and all(method.startswith("default-cv vs ") for method in comparisons)
+    fit = evaluate("--fit")
+    assert fit.returncode == 0, fit.stderr
+    assert fit.stdout.startswith("WEIGHTS = np.array([") and fit.stdout.count(",") == 5  # 5 weights, dtype
+
+
+@needs_dev
+def test_the_shipped_weights_are_what_fit_learns_on_the_dev_half() -> None:
+    run = evaluate("--fit", data=DEV)
+    assert run.returncode == 0, run.stderr
+    learned = [float(w) for w in run.stdout.split("[", 1)[1].split("]", 1)[0].split(",")]
+    np.testing.assert_allclose(learned, scorer.WEIGHTS, atol=1e-3)
+
+
+@needs_dev
+def test_cross_validated_default_beats_the_best_peer_by_a_rouge2_point() -> None:
+    # TextRank with stop words is the best sumy peer on the dev half (README: every peer both ways).
+    run = evaluate("--json", "--methods", "default-cv,textrank-stop", data=DEV)
+    assert run.returncode == 0, run.stderr
+    rows = json.loads(run.stdout)
+    (comparison,) = [row for row in rows if "rouge2_difference" in row]
+    assert comparison["method"] == "default-cv vs textrank-stop"
+    assert comparison["rouge2_difference"] >= 0.01, comparison
+    assert comparison["rouge2_difference_ci"][0] > 0, comparison
