@@ -59,11 +59,17 @@ class Settings(BaseSettings):
     # before any instance starts: the worker's disk and the job's deadline are finite.
     max_input_bytes: int = 2 * 1024**3
     log_level: str = "INFO"
+    # Where the page's reviewers' decisions go: the stack's DynamoDB table when deployed, else this
+    # SQLite file (`sumpipe serve`; relative to its working directory).
+    feedback_table: str = ""
+    feedback_db: str = ".sumpipe/feedback.sqlite3"
 
 
 # Settings only a worker instance has (its runner.env, from deploy/bootstrap.sh); the functions'
 # environment in the template holds every other one.
 INSTANCE_SETTINGS = frozenset({"shutdown_scheduler"})
+# Settings only the API (its function, or `sumpipe serve`) uses: where the review page's decisions go.
+API_SETTINGS = frozenset({"feedback_table", "feedback_db"})
 
 
 @lru_cache(maxsize=1)

@@ -1,6 +1,10 @@
-"""The realtime summarization API: `POST /summarize` and `GET /health`.
+"""The realtime summarization API (`POST /summarize`, `GET /health`) and the review page.
 
-One ASGI application serves both paths: `sumpipe serve` runs it under uvicorn, and the API
+The page (`GET /`, sumpipe/api/static) lets stakeholders summarize a text and approve, correct or
+reject the summary; `POST /feedback` records each decision in the feedback store (sumpipe/feedback)
+and `GET /feedback.csv` exports them all.
+
+One ASGI application serves every path: `sumpipe serve` runs it under uvicorn, and the API
 Lambda (`lambdas/api/handler.py`) wraps the same object with Mangum. The summarizer runs in the
 request path; the word vectors are memory-mapped and loaded once per process.
 
@@ -12,26 +16,33 @@ problem, never a 422 or a 500.
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 import glove
 from summarizer import Budget, Summarizer
 from summarizer.engine import Method
-from sumpipe.settings import get_settings
+from summarizer.split import split_sentences
+from sumpipe.feedback import CORRECT, Decision, FeedbackStore, export_rows, open_store
+from sumpipe.settings import Settings, get_settings
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_TEXT_CHARS = 100_000
 MAX_TEXTS = 100
 MAX_SENTENCES = 100
+MAX_REASON_CHARS = 2000
 # Requests up to this many characters in total are summarized on the event loop (a few ms at most).
 INLINE_MAX_CHARS = 10_000
 
@@ -52,6 +63,9 @@ class SummarizeRequest(BaseModel):
     method: Method | None = Field(None, description="Default: $SUMPIPE_SUMMARIZER_METHOD, else default.")
     sentences: int | None = Field(None, ge=1, le=MAX_SENTENCES, description="Sentences per summary.")
     ratio: float | None = Field(None, gt=0, le=1, description="Fraction of the input's sentences to keep.")
+    with_input_sentences: bool = Field(
+        False, description="Also answer every sentence of the input (`input_sentences`), for the page."
+    )
 
     @model_validator(mode="after")
     def _one_input_one_budget(self) -> SummarizeRequest:
@@ -69,10 +83,55 @@ class SummaryOut(BaseModel):
     n_sentences_in: int
     n_sentences_out: int
     status: str = Field(description='"ok", "passthrough", "empty" or "error: <reason>".')
+    input_sentences: list[str] | None = Field(
+        None, description="Every sentence of the input, when asked for (`positions` index them)."
+    )
 
 
 class BatchOut(BaseModel):
     results: list[SummaryOut] = Field(description="One summary per input text, in input order.")
+
+
+class FeedbackIn(BaseModel):
+    """A reviewer's decision on a summary they were shown (the page sends it)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    decision_id: str | None = Field(
+        None,
+        pattern=r"^[0-9A-Za-z-]{8,64}$",
+        description="Made by the client once per click, so a retried request is recorded once.",
+    )
+    text_id: str | None = Field(
+        None, max_length=200, description="The text's id (a batch row's); default: a hash of the text."
+    )
+    job_id: str = Field("", max_length=64, description="The batch job the text came from, if any.")
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    method: Method
+    summary_shown: str = Field(max_length=MAX_TEXT_CHARS)
+    decision: Literal["approve", "correct", "reject"]
+    corrected_summary: str = Field("", max_length=MAX_TEXT_CHARS)
+    reason: str = Field("", max_length=MAX_REASON_CHARS)
+    reviewer: str = Field("", max_length=200)
+
+    @model_validator(mode="after")
+    def _correction_only_with_correct(self) -> FeedbackIn:
+        if self.decision == CORRECT:
+            if not self.corrected_summary.strip():
+                raise ValueError('decision "correct" needs a corrected_summary')
+            if self.corrected_summary.strip() == self.summary_shown.strip():
+                raise ValueError("corrected_summary is the summary shown: nothing was corrected")
+        elif self.corrected_summary:
+            raise ValueError('corrected_summary is only for decision "correct"')
+        return self
+
+
+FEEDBACK_SCHEMA = FeedbackIn.model_json_schema()
+
+
+class FeedbackOut(BaseModel):
+    decision_id: str
+    recorded: bool = Field(description="False: a decision with this id was already recorded.")
 
 
 class HealthOut(BaseModel):
@@ -105,7 +164,12 @@ class Engine:
         return Summarizer(method=method, budget=budget, vectors=self.vectors())
 
     def summarize(
-        self, texts: Sequence[str], method: Method, sentences: int | None, ratio: float | None
+        self,
+        texts: Sequence[str],
+        method: Method,
+        sentences: int | None,
+        ratio: float | None,
+        with_input_sentences: bool = False,
     ) -> list[SummaryOut]:
         summaries = self.summarizer(method, sentences, ratio).summarize_many(list(texts))
         return [
@@ -116,8 +180,9 @@ class Engine:
                 n_sentences_in=s.n_input,
                 n_sentences_out=len(s.sentences),
                 status=s.status,
+                input_sentences=split_sentences(text) if with_input_sentences else None,
             )
-            for s in summaries
+            for text, s in zip(texts, summaries, strict=True)
         ]
 
     def warm(self) -> None:
@@ -153,7 +218,10 @@ def _reject(exc: ValidationError) -> HTTPException:
     return HTTPException(status, "; ".join(_describe(e) for e in errors))
 
 
-def _parse_request(body: bytes) -> SummarizeRequest:
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _parse_request(body: bytes, model: type[Model]) -> Model:
     """Body bytes -> a valid request, or an HTTPException (400/413) that names the problem."""
     try:
         decoded = body.decode("utf-8")
@@ -162,7 +230,7 @@ def _parse_request(body: bytes) -> SummarizeRequest:
     if not decoded.strip():
         raise HTTPException(400, 'request body is empty; send JSON like {"text": "..."}')
     try:
-        request = SummarizeRequest.model_validate_json(decoded)
+        request = model.model_validate_json(decoded)
     except ValidationError as exc:
         raise _reject(exc) from None
     return request
@@ -198,6 +266,7 @@ def health() -> HealthOut:
 @app.post(
     "/summarize",
     response_model=SummaryOut | BatchOut,
+    response_model_exclude_none=True,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -214,9 +283,10 @@ def health() -> HealthOut:
 )
 async def summarize(request: Request) -> SummaryOut | BatchOut:
     """Summarize `{"text": ...}` (answers one summary) or `{"texts": [...]}` (answers `results`)."""
-    parsed = _parse_request(await _read_body(request))
+    parsed = _parse_request(await _read_body(request), SummarizeRequest)
     texts = [parsed.text] if parsed.text is not None else parsed.texts
-    job = (texts, parsed.method or get_settings().summarizer_method, parsed.sentences, parsed.ratio)
+    method = parsed.method or get_settings().summarizer_method
+    job = (texts, method, parsed.sentences, parsed.ratio, parsed.with_input_sentences)
     # A review-sized request takes about a millisecond: handing it to a thread would cost a good
     # part of that again. A big one goes to a worker thread so the event loop keeps serving.
     if sum(map(len, texts)) <= INLINE_MAX_CHARS:
@@ -224,3 +294,75 @@ async def summarize(request: Request) -> SummaryOut | BatchOut:
     else:
         results = await run_in_threadpool(engine.summarize, *job)
     return results[0] if parsed.text is not None else BatchOut(results=results)
+
+
+STATIC = Path(__file__).with_name("static")
+# The page loads only its own files; the user's text is only ever inserted as text, and this keeps
+# any injected markup from running scripts or loading anything.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+
+@app.get("/", include_in_schema=False)
+def page() -> FileResponse:
+    return FileResponse(STATIC / "index.html", media_type="text/html", headers=PAGE_HEADERS)
+
+
+@lru_cache(maxsize=4)
+def _store_for(settings: Settings) -> FeedbackStore:
+    return open_store(settings)
+
+
+def feedback_store() -> FeedbackStore:
+    """The process's feedback store, opened on first use (settings are read then, not at import)."""
+    return _store_for(get_settings())
+
+
+def text_id_of(text: str) -> str:
+    """A pasted text's id: the same text gets the same id, so decisions on it can be grouped."""
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+@app.post(
+    "/feedback",
+    status_code=201,
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": FEEDBACK_SCHEMA}}}
+    },
+    responses={200: {"model": FeedbackOut, "description": "Already recorded (a retry): nothing written."}},
+)
+async def feedback(request: Request) -> Any:
+    """Record a reviewer's decision: approve, correct (with the corrected summary) or reject."""
+    parsed = _parse_request(await _read_body(request), FeedbackIn)
+    decision = Decision(
+        text_id=parsed.text_id or text_id_of(parsed.text),
+        text=parsed.text,
+        method=parsed.method,
+        summary_shown=parsed.summary_shown,
+        decision=parsed.decision,
+        corrected_summary=parsed.corrected_summary.strip(),
+        reason=parsed.reason.strip(),
+        reviewer=parsed.reviewer.strip(),
+        time=time.time(),
+        job_id=parsed.job_id,
+        **({"decision_id": parsed.decision_id} if parsed.decision_id else {}),
+    )
+    recorded = await run_in_threadpool(feedback_store().record, decision)
+    answer = FeedbackOut(decision_id=decision.decision_id, recorded=recorded)
+    return answer if recorded else JSONResponse(answer.model_dump(), status_code=200)
+
+
+@app.get("/feedback.csv", response_class=StreamingResponse)
+def feedback_export() -> StreamingResponse:
+    """Every decision as CSV (EXPORT_COLUMNS of sumpipe/feedback/base.py), oldest first."""
+    return StreamingResponse(
+        export_rows(feedback_store().decisions()),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="feedback.csv"'},
+    )

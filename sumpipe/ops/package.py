@@ -61,7 +61,7 @@ SHARED_MODULES = ("__init__.py", "settings.py", "logs.py", "aws.py", "keys.py", 
 # The folders each function's zip takes besides those (sumpipe/ is split by where code runs: the
 # instance's runner, the operator's tooling and the local stack never go into a function).
 PIPELINE_FOLDERS = ("sumpipe/ledger", "sumpipe/flow")
-FUNCTION_FOLDERS = {API_FUNCTION: ("sumpipe/api", "summarizer", "glove")}
+FUNCTION_FOLDERS = {API_FUNCTION: ("sumpipe/api", "sumpipe/feedback", "summarizer", "glove")}
 # Where the GloVe layer's cache directory lands in the function (layers unpack into /opt).
 GLOVE_LAYER_DIR = "glove"
 
@@ -88,12 +88,15 @@ class Artifact:
 
 
 def _python_files(root: Path, package: str) -> list[tuple[Path, str]]:
+    """A package's modules, its py.typed and its `static` files (the review page)."""
     base = root / package
     return [
         (path, path.relative_to(root).as_posix())
-        for path in sorted(base.rglob("*.py"))
-        if "__pycache__" not in path.parts
-    ] + [(path, path.relative_to(root).as_posix()) for path in sorted(base.rglob("py.typed"))]
+        for path in sorted(base.rglob("*"))
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and (path.suffix == ".py" or path.name == "py.typed" or "static" in path.relative_to(base).parts)
+    ]
 
 
 def _write_zip(target: Path, entries: Iterable[tuple[Path, str]]) -> None:

@@ -21,9 +21,16 @@ REGION = "us-east-1"
 _CREATE_TABLE_PROPERTIES = ("BillingMode", "AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes")
 
 
+def create_table(dynamodb: Any, resource: str, name: str) -> None:
+    """The template's table `resource` (keys and indexes as it declares them), named `name`."""
+    properties = deploy.render_template()["Resources"][resource]["Properties"]
+    dynamodb.create_table(
+        TableName=name, **{key: properties[key] for key in _CREATE_TABLE_PROPERTIES if key in properties}
+    )
+
+
 def create_job_table(dynamodb: Any, name: str = "jobs") -> None:
-    properties = deploy.render_template()["Resources"]["JobTable"]["Properties"]
-    dynamodb.create_table(TableName=name, **{key: properties[key] for key in _CREATE_TABLE_PROPERTIES})
+    create_table(dynamodb, "JobTable", name)
 
 
 @contextmanager

@@ -8,17 +8,15 @@ import copy
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from api_server import serve
 
 from summarizer import split_sentences
 
@@ -36,43 +34,9 @@ REVIEWS = _reviews()
 LONG_REVIEW = max(REVIEWS, key=len)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def _serve(env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
-    """`sumpipe serve` as a user runs it, on a free loopback port: (its base URL, its pid)."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sumpipe.ops.cli", "serve", "--port", str(port)],
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "sumpipe serve did not answer within 60 s"
-                time.sleep(0.05)
-        yield url, process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    with _serve() as (url, _):
+    with serve() as (url, _):
         yield url
 
 
@@ -162,6 +126,14 @@ def test_batch_answers_each_text_in_order_as_if_sent_alone(http: httpx.Client) -
     assert results == alone
     assert results[-2]["status"] == "empty"
     assert results[-1]["status"] == "passthrough"
+
+
+def test_input_sentences_on_request_are_what_positions_index(http: httpx.Client) -> None:
+    texts = [LONG_REVIEW, "Just one sentence.", ""]
+    results = http.post("/summarize", json={"texts": texts, "with_input_sentences": True}).json()["results"]
+    for text, result in zip(texts, results, strict=True):
+        assert result["input_sentences"] == split_sentences(text)
+        assert [result["input_sentences"][p] for p in result["positions"]] == result["sentences"]
 
 
 @pytest.mark.parametrize(
@@ -448,7 +420,7 @@ PATHOLOGICAL = {
 def one_thread_server() -> Iterator[tuple[str, int]]:
     """The server with one BLAS/OpenMP thread: on busy cores, idle pool threads spin and bill CPU
     time that is not the request's work (measured: 0.29 s of work read as 1.17 s beside two hogs)."""
-    with _serve(
+    with serve(
         {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     ) as served:
         yield served

@@ -78,6 +78,12 @@ def test_api_zip_holds_the_packages_the_api_imports(tmp_path: Path) -> None:
     names = zipfile.ZipFile(artifact.path).namelist()
     assert "lambdas/api/handler.py" in names and "sumpipe/api/app.py" in names
     assert "summarizer/engine.py" in names and "glove/cache.py" in names
+    # The review page and its feedback store are served by the same function.
+    assert {
+        "sumpipe/api/static/index.html",
+        "sumpipe/api/static/page.js",
+        "sumpipe/feedback/dynamodb.py",
+    } <= set(names)
     assert not [n for n in names if n.startswith(("lambdas/worker/", "sumpipe/local/"))]
 
 

@@ -104,12 +104,16 @@ def test_queue_visibility_outlasts_the_consumer(template: dict[str, Any]) -> Non
 
 
 def test_lambda_environment_is_exactly_the_settings(template: dict[str, Any]) -> None:
-    from sumpipe.settings import INSTANCE_SETTINGS, Settings
+    from sumpipe.settings import API_SETTINGS, INSTANCE_SETTINGS, Settings
 
-    expected = {f"SUMPIPE_{name.upper()}" for name in set(Settings.model_fields) - INSTANCE_SETTINGS}
+    pipeline = set(Settings.model_fields) - INSTANCE_SETTINGS - API_SETTINGS
+    expected = {f"SUMPIPE_{name.upper()}" for name in pipeline}
     for name in ("TriggerFunction", "WorkerFunction", "StopFunction"):
         variables = set(template["Resources"][name]["Properties"]["Environment"]["Variables"])
         assert variables - {"POWERTOOLS_SERVICE_NAME"} == expected, name
+    # The API keeps the page's decisions in the stack's table, not in a file of its own.
+    api = template["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert api["SUMPIPE_FEEDBACK_TABLE"] == {"Ref": "FeedbackTable"} and "SUMPIPE_FEEDBACK_DB" not in api
 
 
 def test_workers_are_reached_at_the_address_they_have(template: dict[str, Any]) -> None:

@@ -1,15 +1,18 @@
-"""`sumpipe serve`: the realtime API (`POST /summarize`, `GET /health`, docs at /docs) under uvicorn."""
+"""`sumpipe serve`: the review page (`/`) and the realtime API (`POST /summarize`, `GET /health`,
+docs at /docs) under uvicorn."""
 
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve",
-        help="serve the realtime summarization API locally",
-        description="Serve POST /summarize and GET /health; OpenAPI at /openapi.json, docs at /docs.",
+        help="serve the review page and the realtime summarization API locally",
+        description="Serve the review page at /, POST /summarize and GET /health; OpenAPI at "
+        "/openapi.json, docs at /docs. Reviewers' decisions go to a SQLite file (GET /feedback.csv).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8080, help="port to bind (default: %(default)s)")
@@ -19,11 +22,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--access-log", action="store_true", help="log every request (off by default: it costs throughput)"
     )
+    parser.add_argument(
+        "--feedback-db",
+        metavar="PATH",
+        help="the SQLite file the page's decisions are kept in "
+        "(default: $SUMPIPE_FEEDBACK_DB, else .sumpipe/feedback.sqlite3)",
+    )
     parser.set_defaults(func=serve)
 
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn  # deferred: `sumpipe --help` and the other commands don't need it
+
+    if args.feedback_db:
+        # The app reads its settings in its own process (uvicorn's workers are separate processes).
+        os.environ["SUMPIPE_FEEDBACK_DB"] = args.feedback_db
 
     uvicorn.run(
         "sumpipe.api.app:app",

@@ -1,0 +1,114 @@
+"use strict";
+// The review page: summarize a pasted text through POST /summarize, show the summary and its
+// sentences in place, and record the reviewer's decision through POST /feedback. User text is only
+// ever put in the page as text (textContent), never as HTML.
+
+const $ = (selector) => document.querySelector(selector);
+const form = $("#summarize-form");
+const result = $("#result");
+const statusLine = $("[data-testid=status]");
+const corrected = $("textarea[name=corrected]");
+const reason = $("input[name=reason]");
+const reviewer = $("input[name=reviewer]");
+const decisionButtons = document.querySelectorAll("button[data-decision]");
+let shown = null; // what the reviewer is deciding on: {text, method, summary, sentences, chosen}
+
+function say(message, isError = false) {
+  statusLine.textContent = message;
+  statusLine.classList.toggle("error", isError);
+}
+
+async function post(path, body) {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(answer.detail || `${response.status} ${response.statusText}`);
+  return answer;
+}
+
+function newId() {
+  if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function chosenText() {
+  return shown.sentences.filter((_, i) => shown.chosen.has(i)).join(" ");
+}
+
+function render(answer) {
+  $("[data-testid=summary]").textContent = answer.summary;
+  const original = $("[data-testid=original]");
+  original.replaceChildren();
+  answer.input_sentences.forEach((sentence, i) => {
+    const span = document.createElement("span");
+    span.className = "sentence";
+    span.dataset.index = i;
+    span.textContent = sentence;
+    span.classList.toggle("in-summary", answer.positions.includes(i));
+    span.classList.toggle("in-correction", shown.chosen.has(i));
+    span.title = "click to put it in your correction or take it out";
+    original.append(span, " ");
+  });
+  corrected.value = answer.summary;
+  reason.value = "";
+  result.hidden = false;
+  decisionButtons.forEach((button) => { button.disabled = false; });
+}
+
+$("[data-testid=original]").addEventListener("click", (event) => {
+  const span = event.target.closest(".sentence");
+  if (!span || !shown) return;
+  const i = Number(span.dataset.index);
+  if (shown.chosen.has(i)) shown.chosen.delete(i); else shown.chosen.add(i);
+  span.classList.toggle("in-correction", shown.chosen.has(i));
+  corrected.value = chosenText();
+});
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const data = new FormData(form);
+  const body = { text: data.get("text"), method: data.get("method"), with_input_sentences: true };
+  if (data.get("sentences")) body.sentences = Number(data.get("sentences"));
+  say("Summarizing…");
+  try {
+    const answer = await post("summarize", body);
+    shown = {
+      text: body.text, method: body.method, summary: answer.summary,
+      sentences: answer.input_sentences, chosen: new Set(answer.positions),
+    };
+    render(answer);
+    say(`${answer.n_sentences_out} of ${answer.n_sentences_in} sentences kept (${answer.status}).`);
+  } catch (error) {
+    result.hidden = true;
+    say(`Could not summarize: ${error.message}`, true);
+  }
+});
+
+decisionButtons.forEach((button) => button.addEventListener("click", async () => {
+  const decision = button.dataset.decision;
+  const correction = corrected.value.trim();
+  if (decision === "correct" && (!correction || correction === shown.summary)) {
+    say("To correct it, pick other sentences or edit the words of your correction first.", true);
+    corrected.focus();
+    return;
+  }
+  localStorage.setItem("reviewer", reviewer.value);
+  decisionButtons.forEach((b) => { b.disabled = true; });
+  try {
+    await post("feedback", {
+      decision_id: newId(), text: shown.text, method: shown.method, summary_shown: shown.summary,
+      decision, corrected_summary: decision === "correct" ? correction : "",
+      reason: reason.value.trim(), reviewer: reviewer.value.trim(),
+    });
+    const done = { approve: "Approved", correct: "Correction saved", reject: "Rejected" }[decision];
+    say(`${done}. Thank you: the decision is recorded.`);
+  } catch (error) {
+    decisionButtons.forEach((b) => { b.disabled = false; });
+    say(`The decision was not recorded: ${error.message}`, true);
+  }
+}));
+
+reviewer.value = localStorage.getItem("reviewer") || "";

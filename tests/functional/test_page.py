@@ -1,0 +1,244 @@
+"""The review page (`/` of `sumpipe serve`) in a real browser: summarize a text, see its summary
+highlighted in place, approve, correct or reject it, and export the decisions as CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import threading
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from api_server import serve
+from browser import chromium
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from sumpipe.feedback import EXPORT_COLUMNS
+
+REVIEW = (
+    "I bought these kettle chips for a party. They are thick and very crunchy. "
+    "The salt and vinegar flavour is sharp but not overpowering. My brother said they taste like "
+    "the ones from his childhood in Oregon. The bag arrived with half of the chips broken though. "
+    "Still, the crunch and the thickness make them the best chips I have had in years."
+)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    with serve() as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    with chromium() as driver:
+        driver.implicitly_wait(0)
+        yield driver
+
+
+def wait_for(browser: WebDriver, condition, what: str, timeout: float = 20):
+    return WebDriverWait(browser, timeout).until(lambda _: condition(), message=f"waiting for {what}")
+
+
+def status(browser: WebDriver) -> str:
+    return browser.find_element(By.CSS_SELECTOR, "[data-testid=status]").text
+
+
+def button(browser: WebDriver, label: str):
+    return browser.find_element(By.XPATH, f"//button[normalize-space()='{label}']")
+
+
+def summarize_on_page(browser: WebDriver, server: str, text: str, reviewer: str = "Ana") -> str:
+    """Open the page, paste `text`, press Summarize; the summary shown."""
+    browser.get(server + "/")
+    name = browser.find_element(By.NAME, "reviewer")
+    name.clear()
+    name.send_keys(reviewer)
+    box = browser.find_element(By.CSS_SELECTOR, "textarea[name=text]")
+    box.clear()
+    # Typed through the clipboard's way in, not key by key: send_keys of a long text is slow.
+    browser.execute_script("arguments[0].value = arguments[1]", box, text)
+    button(browser, "Summarize").click()
+    summary = browser.find_element(By.CSS_SELECTOR, "[data-testid=summary]")
+    wait_for(browser, lambda: summary.text.strip() and "kept" in status(browser), "the summary")
+    return summary.text
+
+
+def exported(server: str, text: str) -> list[dict[str, str]]:
+    answer = httpx.get(server + "/feedback.csv", timeout=30)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(answer.text)))
+    return [row for row in rows if row["text"] == text]
+
+
+def unique(text: str) -> str:
+    """The review with a marker sentence, so each test finds its own rows in the shared export."""
+    return f"{text} Reference {uuid.uuid4().hex[:8]} is here."
+
+
+def test_the_summary_is_the_apis_and_is_highlighted_in_the_text(browser: WebDriver, server: str) -> None:
+    shown = summarize_on_page(browser, server, REVIEW)
+    api = httpx.post(server + "/summarize", json={"text": REVIEW, "with_input_sentences": True}).json()
+    assert shown == api["summary"]
+    spans = browser.find_elements(By.CSS_SELECTOR, "[data-testid=original] .sentence")
+    assert [s.text for s in spans] == api["input_sentences"]
+    highlighted = [s.text for s in spans if "in-summary" in s.get_attribute("class")]
+    assert highlighted == api["sentences"] and 0 < len(highlighted) < len(spans)
+
+
+def test_approve_is_recorded_with_the_reviewer(browser: WebDriver, server: str) -> None:
+    text = unique(REVIEW)
+    shown = summarize_on_page(browser, server, text, reviewer="Ana Lima")
+    button(browser, "Approve").click()
+    wait_for(browser, lambda: "Approved" in status(browser), "the approval")
+    [row] = exported(server, text)
+    assert (row["decision"], row["reviewer"], row["summary_shown"], row["method"]) == (
+        "approve", "Ana Lima", shown, "default"
+    )  # fmt: skip
+    assert row["corrected_summary"] == "" and row["text_id"].startswith("sha256:")
+
+
+def test_correct_by_picking_other_sentences(browser: WebDriver, server: str) -> None:
+    text = unique(REVIEW)
+    shown = summarize_on_page(browser, server, text)
+    spans = browser.find_elements(By.CSS_SELECTOR, "[data-testid=original] .sentence")
+    picked = [s for s in spans if "in-summary" in s.get_attribute("class")]
+    other = next(s for s in spans if "in-summary" not in s.get_attribute("class"))
+    picked[0].click()  # out of the correction
+    other.click()  # into it
+    want = [s.text for s in spans if "in-correction" in s.get_attribute("class")]
+    assert picked[0].text not in want and other.text in want
+    corrected = browser.find_element(By.NAME, "corrected")
+    assert corrected.get_attribute("value") == " ".join(want)
+    button(browser, "Correct").click()
+    wait_for(browser, lambda: "Correction saved" in status(browser), "the correction")
+    [row] = exported(server, text)
+    assert (row["decision"], row["summary_shown"], row["corrected_summary"]) == (
+        "correct",
+        shown,
+        " ".join(want),
+    )
+
+
+def test_correct_by_editing_the_words(browser: WebDriver, server: str) -> None:
+    text = unique(REVIEW)
+    summarize_on_page(browser, server, text)
+    button(browser, "Correct").click()  # nothing changed yet: refused on the page, nothing sent
+    wait_for(browser, lambda: "pick other sentences or edit the words" in status(browser), "the refusal")
+    assert exported(server, text) == []
+    corrected = browser.find_element(By.NAME, "corrected")
+    corrected.clear()
+    corrected.send_keys("Thick, crunchy chips; half the bag arrived broken.")
+    button(browser, "Correct").click()
+    wait_for(browser, lambda: "Correction saved" in status(browser), "the correction")
+    [row] = exported(server, text)
+    assert row["corrected_summary"] == "Thick, crunchy chips; half the bag arrived broken."
+
+
+def test_reject_with_a_reason(browser: WebDriver, server: str) -> None:
+    text = unique(REVIEW)
+    summarize_on_page(browser, server, text, reviewer="Bo")
+    browser.find_element(By.NAME, "reason").send_keys("It leaves out the broken chips.")
+    button(browser, "Reject").click()
+    wait_for(browser, lambda: "Rejected" in status(browser), "the rejection")
+    assert not button(browser, "Approve").is_enabled()  # one decision per summary shown
+    [row] = exported(server, text)
+    assert (row["decision"], row["reason"], row["reviewer"]) == (
+        "reject",
+        "It leaves out the broken chips.",
+        "Bo",
+    )
+
+
+def test_the_reviewer_name_is_remembered(browser: WebDriver, server: str) -> None:
+    summarize_on_page(browser, server, REVIEW, reviewer="Carla")
+    button(browser, "Approve").click()
+    wait_for(browser, lambda: "Approved" in status(browser), "the approval")
+    browser.refresh()
+    assert browser.find_element(By.NAME, "reviewer").get_attribute("value") == "Carla"
+
+
+def test_a_refused_text_says_why_on_the_page(browser: WebDriver, server: str) -> None:
+    browser.get(server + "/")
+    box = browser.find_element(By.CSS_SELECTOR, "textarea[name=text]")
+    browser.execute_script("arguments[0].value = arguments[1]", box, "x" * 100_001)
+    button(browser, "Summarize").click()
+    wait_for(browser, lambda: "Could not summarize" in status(browser), "the error")
+    assert "100000" in status(browser)
+    assert not browser.find_element(By.ID, "result").is_displayed()
+
+
+def test_the_export_link_downloads_the_csv(browser: WebDriver, server: str) -> None:
+    browser.get(server + "/")
+    link = browser.find_element(By.LINK_TEXT, "Export the decisions (CSV)")
+    assert link.get_attribute("href") == server + "/feedback.csv"
+    header = httpx.get(link.get_attribute("href")).text.splitlines()[0]
+    assert header.split(",") == list(EXPORT_COLUMNS)
+
+
+def test_the_page_is_small_and_loads_nothing_from_elsewhere(server: str) -> None:
+    page = httpx.get(server + "/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assets = [httpx.get(f"{server}/static/{name}") for name in ("page.js", "page.css")]
+    assert all(asset.status_code == 200 for asset in assets)
+    total = len(page.content) + sum(len(asset.content) for asset in assets)
+    assert total < 100 * 1024, f"first load is {total} bytes"
+    assert "http" not in page.text.replace("http-equiv", ""), "the page loads only its own files"
+
+
+def test_two_reviewers_deciding_at_once_lose_nothing(server: str) -> None:
+    text = unique(REVIEW)
+    start = threading.Barrier(2)
+
+    def review(reviewer: str) -> None:
+        with httpx.Client(base_url=server, timeout=30) as client:
+            start.wait()
+            for n in range(30):
+                body = {"text": text, "method": "default", "summary_shown": "x", "decision": "reject"}
+                answer = client.post("/feedback", json={**body, "reviewer": reviewer, "reason": str(n)})
+                assert answer.status_code == 201, answer.text
+
+    threads = [threading.Thread(target=review, args=(name,)) for name in ("Ana", "Bo")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    rows = exported(server, text)
+    assert sorted((r["reviewer"], int(r["reason"])) for r in rows) == sorted(
+        (name, n) for name in ("Ana", "Bo") for n in range(30)
+    )
+
+
+def test_a_retried_decision_is_recorded_once(server: str) -> None:
+    text = unique(REVIEW)
+    body = {"decision_id": uuid.uuid4().hex, "text": text, "method": "kmeans", "summary_shown": "x"}
+    first = httpx.post(server + "/feedback", json={**body, "decision": "approve"})
+    again = httpx.post(server + "/feedback", json={**body, "decision": "approve"})
+    assert (first.status_code, first.json()["recorded"]) == (201, True)
+    assert (again.status_code, again.json()["recorded"]) == (200, False)
+    assert len(exported(server, text)) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"decision": "correct"}, "needs a corrected_summary"),
+        ({"decision": "correct", "corrected_summary": "x"}, "nothing was corrected"),
+        ({"corrected_summary": "y"}, 'only for decision "correct"'),
+        ({"decision": "maybe"}, "decision"),
+        ({"method": "gpt"}, "method"),
+        ({"text": ""}, "text"),
+        ({"reviewer": "r" * 201}, "reviewer"),
+        ({"decision_id": "../../x"}, "decision_id"),
+        ({"votes": 3}, "votes"),
+    ],
+)
+def test_a_bad_decision_is_refused_naming_the_field(server: str, change: dict, words: str) -> None:
+    body = {"text": "A text.", "method": "default", "summary_shown": "x", "decision": "approve", **change}
+    answer = httpx.post(server + "/feedback", json=body)
+    assert answer.status_code in (400, 413) and words in answer.json()["detail"], answer.text
