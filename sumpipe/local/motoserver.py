@@ -10,6 +10,8 @@ one process, so they serve the same emulated account. It never binds a wildcard 
 from __future__ import annotations
 
 import argparse
+import base64
+import hmac
 import ipaddress
 import json
 import os
@@ -20,7 +22,10 @@ import sys
 import threading
 import time
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import parse_qs, quote, urlencode, urlparse
 
 import boto3
 
@@ -140,10 +145,184 @@ def make_dynamodb_requests_atomic() -> None:
     DynamoHandler.call_action = call_action  # type: ignore[method-assign,assignment]
 
 
+# The SigV4 fields of a presigned URL's query and of a browser form's POST policy.
+_QUERY_SIGNATURE = "X-Amz-Signature"
+_FORM_SIGNATURE = "x-amz-signature"
+# Form fields a POST policy needn't name (AWS: the signature, the policy, the file, x-ignore-*).
+_UNCONDITIONED_FIELDS = frozenset({"policy", "x-amz-signature", "file"})
+
+
+def authenticate_presigned_s3_requests() -> None:
+    """S3's two ways of handing a browser a signed request, presigned URLs and POST policies,
+    checked as S3 checks them once IAM is enforced.
+
+    moto reads only the Authorization header: with IAM enforced, a presigned GET or a browser's
+    form POST fails with an internal error (there is no header to read), so the review page's
+    upload and download could not be rehearsed. Here each is checked as S3 does: the SigV4
+    signature (over the canonical query of a URL, over the policy document of a form) with the
+    signer's secret; the expiry; for a form, every policy condition against the form's fields and
+    the file's size, and every field against the conditions; then the signer's IAM permission for
+    the action on the object, as for any request. A request with no signature at all is anonymous,
+    and refused."""
+    from moto.core.authorization import ActionAuthenticatorMixin
+
+    authorize = ActionAuthenticatorMixin._authenticate_and_authorize_s3_action
+    if getattr(authorize, "presigned", False):
+        return
+
+    def authenticate(self: Any, bucket_name: str | None = None, key_name: str | None = None) -> None:
+        from moto import settings
+
+        enforced = ActionAuthenticatorMixin.request_count >= settings.INITIAL_NO_AUTH_ACTION_COUNT
+        if not enforced or "Authorization" in self.headers:
+            return authorize(self, bucket_name=bucket_name, key_name=key_name)
+        query = parse_qs(urlparse(self.uri).query, keep_blank_values=True)
+        if _QUERY_SIGNATURE in query:
+            return _check_presigned_url(self, {k: v[0] for k, v in query.items()}, bucket_name, key_name)
+        # The form's own fields (moto adds names of its own to its querystring).
+        form = {k.lower(): v for k, v in (getattr(self, "form_data", None) or {}).items()}
+        if _FORM_SIGNATURE in form:
+            return _check_post_policy(self, form, bucket_name)
+        _deny("Anonymous access is not allowed: the request is not signed")
+
+    authenticate.presigned = True  # type: ignore[attr-defined]
+    ActionAuthenticatorMixin._authenticate_and_authorize_s3_action = authenticate  # type: ignore[method-assign]
+
+
+def _deny(message: str) -> NoReturn:
+    from moto.s3.exceptions import S3ClientError
+
+    raise S3ClientError("AccessDenied", message)
+
+
+def _signer_request(response: Any, credential: str, token: str | None, action: str) -> Any:
+    """moto's own IAM request for the signer named by `credential` (AKID/date/region/s3/aws4_request):
+    it finds the signer's secret and policies, as for a request signed in its header."""
+    from moto.iam.access_control import S3IAMRequest
+
+    if len(credential.split("/")) != 5:
+        _deny("The credential is not an access key id and a scope (AKID/date/region/s3/aws4_request)")
+    headers = {"Authorization": f"AWS4-HMAC-SHA256 Credential={credential}, SignedHeaders=host, Signature=-"}
+    if token:
+        headers["X-Amz-Security-Token"] = token
+    return S3IAMRequest(
+        account_id=response.current_account,
+        method=response.method,
+        path=response.raw_path,
+        data=response.data,
+        body=b"",
+        headers=headers,
+        action=action,
+    )
+
+
+def _check_expiry(signed_at: datetime, expires_at: datetime) -> None:
+    now = datetime.now(UTC)
+    if now > expires_at:
+        _deny(f"Request has expired ({expires_at:%Y-%m-%dT%H:%M:%SZ})")
+    if signed_at > now + timedelta(minutes=15):  # S3's allowance for clock skew
+        _deny("Request is signed for a time in the future")
+
+
+def _check_presigned_url(response: Any, query: dict[str, str], bucket: str | None, key: str | None) -> None:
+    from botocore.auth import S3SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+
+    if query.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256":
+        _deny("Only AWS4-HMAC-SHA256 presigned URLs are supported")
+    try:
+        signed_at = datetime.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        expires_in = int(query["X-Amz-Expires"])
+        credential = query["X-Amz-Credential"]
+    except (KeyError, ValueError):
+        _deny("The presigned URL lacks X-Amz-Date, X-Amz-Expires or X-Amz-Credential")
+    if not 1 <= expires_in <= 604800:
+        _deny("X-Amz-Expires must be between 1 second and 7 days")
+    _check_expiry(signed_at, signed_at + timedelta(seconds=expires_in))
+    iam = _signer_request(response, credential, query.get("X-Amz-Security-Token"), response._get_action())
+    # Recomputed as the signer computed it: the same URL (the signature left out) and timestamp,
+    # with the signer's secret, by botocore's own query signer.
+    unsigned = urlencode([(k, v) for k, v in query.items() if k != _QUERY_SIGNATURE], quote_via=quote)
+    signed_headers = query.get("X-Amz-SignedHeaders", "host").split(";")
+    headers = {name: response.headers.get(name, "") for name in signed_headers if name != "host"}
+    request = AWSRequest(
+        method=response.method,
+        url=f"http://{response.headers['Host']}{response.raw_path}?{unsigned}",
+        headers=headers,
+    )
+    request.context["timestamp"] = query["X-Amz-Date"]
+    signer = S3SigV4QueryAuth(iam._access_key.create_credentials(), "s3", iam._region, expires=expires_in)
+    expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
+    if not hmac.compare_digest(expected, query[_QUERY_SIGNATURE]):
+        iam._raise_signature_does_not_match()
+    arn = f"{bucket or '*'}/{key}" if key else (bucket or "*")
+    iam.check_action_permitted(f"arn:aws:s3:::{arn}")
+
+
+def _check_post_policy(response: Any, form: dict[str, str], bucket: str | None) -> None:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    if form.get("x-amz-algorithm") != "AWS4-HMAC-SHA256" or "policy" not in form:
+        _deny("A POST upload needs a policy signed with AWS4-HMAC-SHA256")
+    try:
+        policy = json.loads(base64.b64decode(form["policy"], validate=True))
+        expires_at = datetime.fromisoformat(policy["expiration"].replace("Z", "+00:00"))
+        signed_at = datetime.strptime(form["x-amz-date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        conditions = list(policy["conditions"])
+    except (KeyError, ValueError, TypeError):
+        _deny("Invalid Policy: the policy, its expiration, its conditions or x-amz-date is malformed")
+    _check_expiry(signed_at, expires_at)
+    iam = _signer_request(
+        response, form.get("x-amz-credential", ""), form.get("x-amz-security-token"), "PutObject"
+    )
+    signer = SigV4Auth(iam._access_key.create_credentials(), "s3", iam._region)
+    request = AWSRequest(method="POST", url="http://s3")
+    request.context["timestamp"] = form["x-amz-date"]
+    if not hmac.compare_digest(signer.signature(form["policy"], request), form[_FORM_SIGNATURE]):
+        iam._raise_signature_does_not_match()
+    fields = {**form, "bucket": bucket or ""}
+    conditioned = _check_conditions(conditions, fields, len(response.body or b""))
+    unnamed = sorted(
+        name
+        for name in form
+        if name not in conditioned | _UNCONDITIONED_FIELDS and not name.startswith("x-ignore-")
+    )
+    if unnamed:
+        _deny(f"Invalid according to Policy: Extra input fields: {', '.join(unnamed)}")
+    iam.check_action_permitted(f"arn:aws:s3:::{bucket}/{form.get('key', '')}")
+
+
+def _check_conditions(conditions: list[Any], fields: dict[str, str], size: int) -> set[str]:
+    """Every condition holds for the form's fields (lowercased names) and the file's size; the
+    names of the fields the conditions cover."""
+    covered: set[str] = set()
+    for condition in conditions:
+        if isinstance(condition, dict) and len(condition) == 1:
+            [(name, value)] = condition.items()
+            operator, name = "eq", name.lower()
+        elif isinstance(condition, list) and len(condition) == 3 and condition[0] == "content-length-range":
+            if not int(condition[1]) <= size <= int(condition[2]):
+                _deny(f"Your proposed upload size {size} is outside the policy's content-length-range")
+            continue
+        elif isinstance(condition, list) and len(condition) == 3 and str(condition[1]).startswith("$"):
+            operator, name, value = str(condition[0]).lower(), str(condition[1])[1:].lower(), condition[2]
+        else:
+            _deny(f"Invalid Policy: unknown condition {json.dumps(condition)}")
+        actual = fields.get(name)
+        if actual is None or not (
+            actual == value if operator == "eq" else operator == "starts-with" and actual.startswith(value)
+        ):
+            _deny(f"Invalid according to Policy: Policy Condition failed: {json.dumps(condition)}")
+        covered.add(name)
+    return covered
+
+
 def serve(port: int, binds: list[str]) -> None:
     from moto.server import ThreadedMotoServer
 
     make_dynamodb_requests_atomic()
+    authenticate_presigned_s3_requests()
     servers = [ThreadedMotoServer(ip_address=address, port=port, verbose=False) for address in binds]
     for server in servers:
         server.start()
