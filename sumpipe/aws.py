@@ -25,7 +25,8 @@ _SESSION_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "AWS_PROFILE", "
 _local = threading.local()
 
 
-def client(service: str) -> Any:
+def client(service: str, **config: Any) -> Any:
+    """A client of `service`; `config` adds botocore Config settings (e.g. signature_version)."""
     session = getattr(_local, "session", None)
     if getattr(_local, "pinned", False):
         assert session is not None
@@ -34,7 +35,7 @@ def client(service: str) -> Any:
         if session is None or environment != getattr(_local, "environment", None):
             session = _local.session = boto3.session.Session()
             _local.environment = environment
-    return session.client(service, config=_CONFIG)  # type: ignore[call-overload]
+    return session.client(service, config=_CONFIG.merge(Config(**config)) if config else _CONFIG)  # type: ignore[call-overload]
 
 
 def use_session(session: boto3.session.Session) -> None:

@@ -2,15 +2,14 @@
 
 The page (`GET /`, sumpipe/api/static) lets stakeholders summarize a text and approve, correct or
 reject the summary; `POST /feedback` records each decision in the feedback store (sumpipe/feedback)
-and `GET /feedback.csv` exports them all.
+and `GET /feedback.csv` exports them all. On a stack, the page also uploads tables and lists and
+downloads their jobs (sumpipe/api/batch.py).
 
 One ASGI application serves every path: `sumpipe serve` runs it under uvicorn, and the API
 Lambda (`lambdas/api/handler.py`) wraps the same object with Mangum. The summarizer runs in the
 request path; the word vectors are memory-mapped and loaded once per process.
 
-The body is read and parsed here rather than by FastAPI's body parameters, so that the size
-limit is enforced while the body streams in (a 1 GB upload is refused after 1 MiB, not buffered),
-non-UTF-8 bytes get their own clear 400, and every bad input maps to a 400 or 413 that names the
+Bodies are read and checked by sumpipe/api/bodies.py: bad input is a 400 or 413 that names the
 problem, never a 422 or a 500.
 """
 
@@ -23,31 +22,29 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 import glove
 from summarizer import Budget, Summarizer
 from summarizer.engine import Method
 from summarizer.split import split_sentences
+from sumpipe.api import batch
+from sumpipe.api.bodies import MAX_BODY_BYTES, parse_body
 from sumpipe.feedback import CORRECT, Decision, FeedbackStore, export_rows, open_store
 from sumpipe.settings import Settings, get_settings
 
-MAX_BODY_BYTES = 1024 * 1024
 MAX_TEXT_CHARS = 100_000
 MAX_TEXTS = 100
 MAX_SENTENCES = 100
 MAX_REASON_CHARS = 2000
 # Requests up to this many characters in total are summarized on the event loop (a few ms at most).
 INLINE_MAX_CHARS = 10_000
-
-# pydantic error types that mean "too large" rather than "malformed": answered with 413.
-_SIZE_ERRORS = frozenset({"string_too_long", "too_long"})
 
 
 class SummarizeRequest(BaseModel):
@@ -193,49 +190,6 @@ class Engine:
 engine = Engine()
 
 
-async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise HTTPException(413, f"request body is {declared} bytes; the limit is {MAX_BODY_BYTES}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise HTTPException(413, f"request body is over the limit of {MAX_BODY_BYTES} bytes")
-    return bytes(body)
-
-
-def _describe(error: Any) -> str:
-    """One pydantic error as `where: what`, without echoing the (possibly huge) input back."""
-    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
-
-
-def _reject(exc: ValidationError) -> HTTPException:
-    errors = exc.errors(include_input=False, include_url=False)
-    status = 413 if any(e["type"] in _SIZE_ERRORS for e in errors) else 400
-    return HTTPException(status, "; ".join(_describe(e) for e in errors))
-
-
-Model = TypeVar("Model", bound=BaseModel)
-
-
-def _parse_request(body: bytes, model: type[Model]) -> Model:
-    """Body bytes -> a valid request, or an HTTPException (400/413) that names the problem."""
-    try:
-        decoded = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise HTTPException(400, f"request body is not valid UTF-8 (byte {exc.start})") from None
-    if not decoded.strip():
-        raise HTTPException(400, 'request body is empty; send JSON like {"text": "..."}')
-    try:
-        request = model.model_validate_json(decoded)
-    except ValidationError as exc:
-        raise _reject(exc) from None
-    return request
-
-
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # The local server warms up before accepting connections; the Lambda handler warms up in its
@@ -283,7 +237,7 @@ def health() -> HealthOut:
 )
 async def summarize(request: Request) -> SummaryOut | BatchOut:
     """Summarize `{"text": ...}` (answers one summary) or `{"texts": [...]}` (answers `results`)."""
-    parsed = _parse_request(await _read_body(request), SummarizeRequest)
+    parsed = await parse_body(request, SummarizeRequest)
     texts = [parsed.text] if parsed.text is not None else parsed.texts
     method = parsed.method or get_settings().summarizer_method
     job = (texts, method, parsed.sentences, parsed.ratio, parsed.with_input_sentences)
@@ -301,12 +255,14 @@ STATIC = Path(__file__).with_name("static")
 # any injected markup from running scripts or loading anything.
 PAGE_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+        # No form-action: the upload form is posted to the input bucket's own address.
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-cache",
 }
 app.mount("/static", StaticFiles(directory=STATIC), name="static")
+app.include_router(batch.router)
 
 
 @app.get("/", include_in_schema=False)
@@ -339,7 +295,7 @@ def text_id_of(text: str) -> str:
 )
 async def feedback(request: Request) -> Any:
     """Record a reviewer's decision: approve, correct (with the corrected summary) or reject."""
-    parsed = _parse_request(await _read_body(request), FeedbackIn)
+    parsed = await parse_body(request, FeedbackIn)
     decision = Decision(
         text_id=parsed.text_id or text_id_of(parsed.text),
         text=parsed.text,

@@ -242,3 +242,13 @@ def test_a_bad_decision_is_refused_naming_the_field(server: str, change: dict, w
     body = {"text": "A text.", "method": "default", "summary_shown": "x", "decision": "approve", **change}
     answer = httpx.post(server + "/feedback", json=body)
     assert answer.status_code in (400, 413) and words in answer.json()["detail"], answer.text
+
+
+def test_without_a_stack_the_page_says_how_to_get_batch_jobs(browser: WebDriver, server: str) -> None:
+    browser.get(server + "/")
+    note = browser.find_element(By.CSS_SELECTOR, "[data-testid=batch-off]")
+    wait_for(browser, lambda: note.is_displayed(), "the note")
+    assert "sumpipe serve --stack" in note.text
+    assert not browser.find_element(By.ID, "upload-form").is_displayed()
+    answer = httpx.post(server + "/uploads", json={"filename": "reviews.csv"})
+    assert answer.status_code == 503 and "needs a stack" not in answer.text and "need a stack" in answer.text

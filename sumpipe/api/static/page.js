@@ -112,3 +112,104 @@ decisionButtons.forEach((button) => button.addEventListener("click", async () =>
 }));
 
 reviewer.value = localStorage.getItem("reviewer") || "";
+
+// Batch jobs: the upload goes straight to the input bucket (a presigned POST, sent as a plain form
+// so no cross-origin request is needed); S3 sends the browser back here when it has the file.
+const uploadForm = $("#upload-form");
+const jobsTable = $("[data-testid=jobs]");
+const ACTIVE = new Set(["queued", "starting", "running"]);
+let awaited = null; // the input key just uploaded, until its job is listed
+
+function cell(row, text, className) {
+  const td = row.insertCell();
+  td.textContent = text;
+  if (className) td.className = className;
+  return td;
+}
+
+function when(epoch) {
+  return epoch ? new Date(epoch * 1000).toLocaleString() : "";
+}
+
+async function showJobs() {
+  const response = await fetch("jobs");
+  if (!response.ok) {
+    setTimeout(showJobs, 15000);
+    return;
+  }
+  const jobs = await response.json();
+  const body = jobsTable.tBodies[0];
+  body.replaceChildren();
+  for (const job of jobs) {
+    const row = body.insertRow();
+    row.dataset.jobId = job.job_id;
+    cell(row, job.input_key.replace(/^uploads\//, ""));
+    cell(row, job.state === "failed" && job.error ? `failed: ${job.error}` : job.state, `state-${job.state}`);
+    cell(row, job.rows === null ? "" : job.rows.toLocaleString());
+    cell(row, when(job.created_at));
+    cell(row, job.took_s === null ? "" : `${job.took_s.toFixed(1)} s`);
+    const link = cell(row, "");
+    if (job.summary) {
+      const a = document.createElement("a");
+      a.href = job.summary;
+      a.textContent = "Download";
+      link.append(a);
+    }
+  }
+  jobsTable.hidden = jobs.length === 0;
+  if (awaited && jobs.some((job) => job.input_key === awaited)) awaited = null;
+  // Often while a job is on its way (or the one just uploaded isn't listed yet), else now and then.
+  const busy = awaited || jobs.some((job) => ACTIVE.has(job.state));
+  setTimeout(showJobs, busy ? 2000 : 15000);
+}
+
+uploadForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const file = uploadForm.elements.file;
+  const options = {};
+  for (const name of ["text-column", "group-by"]) {
+    const value = uploadForm.elements[name].value.trim();
+    if (value) options[name] = value;
+  }
+  say(`Uploading ${file.files[0].name}…`);
+  try {
+    const signed = await post("uploads", { filename: file.files[0].name, options });
+    const form = document.createElement("form");
+    form.method = "post";
+    form.enctype = "multipart/form-data";
+    form.action = signed.url;
+    form.hidden = true;
+    for (const [name, value] of Object.entries(signed.fields)) {
+      const input = document.createElement("input");
+      input.type = "hidden";
+      input.name = name;
+      input.value = value;
+      form.append(input);
+    }
+    form.append(file); // S3 reads the fields before the file, which must come last
+    document.body.append(form);
+    form.submit();
+  } catch (error) {
+    say(`Could not upload: ${error.message}`, true);
+  }
+});
+
+async function startBatch() {
+  const info = await (await fetch("batch")).json();
+  if (!info.enabled) {
+    const off = $("[data-testid=batch-off]");
+    off.textContent = "Batch jobs need a stack: run sumpipe serve --stack NAME, or sumpipe local up first.";
+    off.hidden = false;
+    return;
+  }
+  uploadForm.hidden = false;
+  if (new URLSearchParams(location.search).has("uploaded")) {
+    const key = new URLSearchParams(location.search).get("key") || "";
+    awaited = key;
+    say(`Uploaded ${key.replace(/^uploads\//, "")}: its job is below.`);
+    history.replaceState(null, "", location.pathname);
+  }
+  showJobs();
+}
+
+startBatch();

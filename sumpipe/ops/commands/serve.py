@@ -28,15 +28,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the SQLite file the page's decisions are kept in "
         "(default: $SUMPIPE_FEEDBACK_DB, else .sumpipe/feedback.sqlite3)",
     )
+    parser.add_argument(
+        "--stack",
+        metavar="NAME",
+        help="the stack whose batch jobs the page uploads, lists and downloads "
+        "(default: the local stack when it is up; without one, the page has no batch section)",
+    )
     parser.set_defaults(func=serve)
 
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn  # deferred: `sumpipe --help` and the other commands don't need it
 
+    # The app reads its settings in its own process (uvicorn's workers are separate processes).
     if args.feedback_db:
-        # The app reads its settings in its own process (uvicorn's workers are separate processes).
         os.environ["SUMPIPE_FEEDBACK_DB"] = args.feedback_db
+    os.environ.update(batch_settings(args))
 
     uvicorn.run(
         "sumpipe.api.app:app",
@@ -46,3 +53,21 @@ def serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
     )
     return 0
+
+
+def batch_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The SUMPIPE_* settings that give the page a stack's batch jobs: the named stack's, else the
+    local stack's when it is up (its endpoint and administrator then go into this environment, as
+    for `sumpipe jobs`), else none."""
+    from sumpipe.ops.commands import jobs
+
+    aws_named = bool(args.region or args.profile)
+    if args.stack is None and not jobs.use_local_stack_if_up(aws_named=aws_named):
+        return {}
+    target = jobs.resolve_stack(args.stack, aws_named=aws_named)
+    return {
+        "SUMPIPE_STACK_NAME": args.stack or os.environ.get("SUMPIPE_STACK_NAME") or "sumpipe",
+        "SUMPIPE_INPUT_BUCKET": target.input_bucket,
+        "SUMPIPE_OUTPUT_BUCKET": target.output_bucket,
+        "SUMPIPE_JOB_TABLE": target.outputs["JobTableName"],
+    }

@@ -1,0 +1,183 @@
+"""The page's batch jobs, on the stack the API serves: upload a table to the input bucket through a
+presigned POST the browser sends itself (the file never passes through the API, whatever its
+size), list the jobs from the ledger, and download a job's summary through a presigned GET.
+
+Both presigned requests are signed with the API's own credentials (its role when deployed), so
+they can do only what that role may: put objects in the input bucket, read the jobs' outputs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import RedirectResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from sumpipe import aws, keys, options
+from sumpipe.api.bodies import parse_body
+from sumpipe.ledger import DynamoLedger, Job
+from sumpipe.settings import Settings, get_settings
+
+router = APIRouter()
+
+UPLOAD_EXPIRES_S = 900
+DOWNLOAD_EXPIRES_S = 300
+MAX_JOBS_LISTED = 200
+# A file name the input bucket keeps as it is: no folders, no characters a URL or a shell would
+# treat specially. The job's summary is named after it.
+FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ ()+-]{0,199}")
+INPUT_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".json", ".parquet")
+
+
+def batch_enabled(settings: Settings) -> bool:
+    return bool(settings.input_bucket and settings.output_bucket and settings.job_table)
+
+
+def _require_batch() -> Settings:
+    settings = get_settings()
+    if not batch_enabled(settings):
+        raise HTTPException(
+            503, "batch jobs need a stack: run `sumpipe serve --stack NAME`, or `sumpipe local up` first"
+        )
+    return settings
+
+
+def _s3() -> Any:
+    return aws.client("s3", signature_version="s3v4")  # presigned POSTs exist only in SigV4
+
+
+class BatchInfo(BaseModel):
+    enabled: bool
+    max_input_bytes: int
+    input_suffixes: list[str]
+
+
+class UploadIn(BaseModel):
+    """The file's name, and the job options (sumpipe.options: text-column, id-column, sentences,
+    ratio, method, group-by, format) as text, as `sumpipe submit` takes them."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    filename: str = Field(max_length=200)
+    options: dict[str, str] = Field(default_factory=dict, max_length=10)
+
+
+UPLOAD_SCHEMA = UploadIn.model_json_schema()
+
+
+class UploadOut(BaseModel):
+    url: str = Field(description="Where the browser POSTs the form.")
+    fields: dict[str, str] = Field(description="The form's fields, before the file (which goes last).")
+    key: str
+
+
+class JobOut(BaseModel):
+    job_id: str
+    state: str
+    input_key: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    took_s: float | None
+    rows: int | None
+    error: str | None
+    options: dict[str, str]
+    summary: str | None = Field(description="Where to download the summary (succeeded jobs).")
+
+
+@router.get("/batch")
+def batch() -> BatchInfo:
+    """Whether this server has a stack to run batch jobs on, and what an upload may be."""
+    settings = get_settings()
+    return BatchInfo(
+        enabled=batch_enabled(settings),
+        max_input_bytes=settings.max_input_bytes,
+        input_suffixes=list(INPUT_SUFFIXES),
+    )
+
+
+def input_key_for(filename: str) -> str:
+    if not FILENAME.fullmatch(filename):
+        raise HTTPException(
+            400, "filename: a bare file name of letters, digits, spaces and . _ - ( ) + (at most 200)"
+        )
+    if not filename.lower().endswith(INPUT_SUFFIXES):
+        raise HTTPException(400, f"filename: a table is one of {', '.join(INPUT_SUFFIXES)}")
+    return f"uploads/{filename}"
+
+
+@router.post(
+    "/uploads",
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": UPLOAD_SCHEMA}}}
+    },
+)
+async def upload(request: Request) -> UploadOut:
+    """A presigned POST for one upload to the input bucket, with the job options as its metadata
+    (the trigger checks them again); the browser comes back to the page when S3 has the file."""
+    settings = _require_batch()
+    body = await parse_body(request, UploadIn)
+    key = input_key_for(body.filename)
+    try:
+        metadata = options.from_strings(body.options).as_metadata()
+    except options.OptionError as error:
+        raise HTTPException(400, str(error)) from None
+    back = str(request.url_for("page")) + "?uploaded=1"
+    fields = {"success_action_redirect": back, **{f"x-amz-meta-{k}": v for k, v in metadata.items()}}
+    conditions: list[Any] = [{name: value} for name, value in fields.items()]
+    conditions.append(["content-length-range", 1, settings.max_input_bytes])
+    post = _s3().generate_presigned_post(
+        settings.input_bucket, key, Fields=fields, Conditions=conditions, ExpiresIn=UPLOAD_EXPIRES_S
+    )
+    return UploadOut(url=post["url"], fields=post["fields"], key=key)
+
+
+def _job_out(job: Job) -> JobOut:
+    took = job.finished_at - job.created_at if job.finished_at is not None else None
+    return JobOut(
+        job_id=job.job_id,
+        state=job.state,
+        input_key=job.input_key,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        took_s=took,
+        rows=job.rows,
+        error=job.error,
+        options=job.options,
+        summary=f"jobs/{job.job_id}/summary" if job.state == "succeeded" else None,
+    )
+
+
+@router.get("/jobs")
+def jobs() -> list[JobOut]:
+    """The most recent jobs first, at most MAX_JOBS_LISTED."""
+    settings = _require_batch()
+    listed = DynamoLedger(aws.client("dynamodb"), settings.job_table).list_jobs()
+    return [_job_out(job) for job in reversed(listed[-MAX_JOBS_LISTED:])]
+
+
+@router.get("/jobs/{job_id}/summary", response_class=RedirectResponse, status_code=303)
+def summary(job_id: str) -> RedirectResponse:
+    """303 to a short-lived presigned GET of the job's summary, named after its input."""
+    settings = _require_batch()
+    if not keys.is_job_id(job_id):
+        raise HTTPException(404, "not a job id")
+    job = DynamoLedger(aws.client("dynamodb"), settings.job_table).get_job(job_id)
+    if job is None or job.state != "succeeded":
+        raise HTTPException(404, f"job {job_id} has no summary" + (f" (it is {job.state})" if job else ""))
+    name = options.from_strings(job.options).summary_name
+    download = f"{PurePosixPath(job.input_key).stem}.{name}"
+    url = _s3().generate_presigned_url(
+        "get_object",
+        Params={
+            "Bucket": settings.output_bucket,
+            "Key": keys.output_key(job_id, name),
+            "ResponseContentDisposition": f'attachment; filename="{download}"',
+        },
+        ExpiresIn=DOWNLOAD_EXPIRES_S,
+    )
+    return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,111 @@
+"""The review page's batch section against the local stack, IAM enforced, in a real browser: a
+table uploaded from the page (a presigned POST straight to the input bucket, with the job options
+as its metadata) becomes a job in the list, and its summary downloads through a presigned GET."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from api_server import serve
+from browser import chromium
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from sumpipe import keys
+from sumpipe.ops.commands import jobs as operator
+
+from .conftest import DATA, RunningStack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+SAMPLE = DATA / "reviews_sample.csv"
+
+
+@pytest.fixture(scope="module")
+def page(running_stack: RunningStack) -> Iterator[str]:
+    # The stack's endpoint and administrator are in os.environ (as after `sumpipe local up`).
+    with serve(dict(os.environ), "--stack", "sumpipe") as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    with chromium() as driver:
+        yield driver
+
+
+def _upload(browser: WebDriver, page: str, path: str, **job_options: str) -> None:
+    browser.get(page + "/")
+    form = browser.find_element(By.ID, "upload-form")
+    WebDriverWait(browser, 20).until(lambda _: form.is_displayed(), "the upload form")
+    form.find_element(By.NAME, "file").send_keys(path)
+    for name, value in job_options.items():
+        form.find_element(By.NAME, name).send_keys(value)
+    form.find_element(By.XPATH, ".//button[normalize-space()='Upload']").click()
+    # The browser goes to the bucket and is sent back: a new page.
+    _wait(browser, 30).until(
+        lambda d: "Uploaded" in d.find_element(By.CSS_SELECTOR, "[data-testid=status]").text,
+        "back from the bucket",
+    )
+
+
+def _job_row(browser: WebDriver, name: str, state: str) -> list[str]:
+    def row() -> list[str] | None:
+        for tr in browser.find_elements(By.CSS_SELECTOR, "[data-testid=jobs] tbody tr"):
+            cells = [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            if cells and cells[0] == name and cells[1].startswith(state):
+                return cells
+        return None
+
+    return _wait(browser, 90).until(lambda _: row(), f"{name} {state} in the job list")
+
+
+def _wait(browser: WebDriver, timeout: float) -> WebDriverWait:
+    # The page loads anew after the upload, and the job list is redrawn while jobs run.
+    return WebDriverWait(
+        browser, timeout, ignored_exceptions=(StaleElementReferenceException, NoSuchElementException)
+    )
+
+
+def test_a_table_uploaded_from_the_page_is_summarized_and_downloads(
+    browser: WebDriver, page: str, running_stack: RunningStack, tmp_path
+) -> None:
+    upload = tmp_path / "page upload.csv"
+    upload.write_bytes(SAMPLE.read_bytes())
+    _upload(browser, page, str(upload), **{"text-column": "Text"})
+    cells = _job_row(browser, "page upload.csv", "succeeded")
+    assert cells[2] == "300"  # rows
+    [job] = [j for j in running_stack.target.ledger().list_jobs() if j.input_key == "uploads/page upload.csv"]
+    assert job.options == {"text-column": "Text"}  # the page's option reached the job
+    link = browser.find_element(By.LINK_TEXT, "Download")
+    download = httpx.get(link.get_attribute("href"), follow_redirects=True, timeout=30)
+    assert download.status_code == 200, download.text
+    assert download.headers["content-disposition"] == 'attachment; filename="page upload.summary.csv"'
+    assert download.content == operator.output_object(running_stack.target, job.job_id, keys.SUMMARY)
+
+
+def test_a_bad_job_option_from_the_page_fails_the_job_naming_it(
+    browser: WebDriver, page: str, tmp_path
+) -> None:
+    upload = tmp_path / "wrong column.csv"
+    upload.write_bytes(SAMPLE.read_bytes())
+    _upload(browser, page, str(upload), **{"text-column": "Body"})
+    cells = _job_row(browser, "wrong column.csv", "failed")
+    assert "Body" in cells[1]
+
+
+def test_an_upload_link_cannot_be_reused_for_another_file_or_place(page: str) -> None:
+    signed = httpx.post(page + "/uploads", json={"filename": "reviews.csv"}).json()
+    assert signed["key"] == "uploads/reviews.csv"
+    elsewhere = {**signed["fields"], "key": "jobs/j-00000000000000000000/summary.csv"}
+    answer = httpx.post(signed["url"], data=elsewhere, files={"file": ("x.csv", b"Id,Text\n1,x\n")})
+    assert answer.status_code == 403, answer.text
+    for bad in ("../etc/passwd.csv", "a\nb.csv", "reviews.exe", ""):
+        refused = httpx.post(page + "/uploads", json={"filename": bad})
+        assert refused.status_code == 400 and "filename" in refused.text, (bad, refused.text)
+    refused = httpx.post(page + "/uploads", json={"filename": "r.csv", "options": {"sentences": "many"}})
+    assert refused.status_code == 400 and "sumpipe-sentences" in refused.text
