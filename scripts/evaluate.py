@@ -21,29 +21,45 @@ Methods:
                    (chosen on these same articles, which favours the peer) by a paired bootstrap
                    of the ROUGE-2 difference.
 
+With `--feedback FILE` (the review page's export, GET /feedback.csv) the texts are the export's
+instead of the BBC articles, and a text's reference is what its stakeholders wanted: the summary
+shown when approved, the corrected summary when corrected, split into sentences like the texts
+(summarizer.split_sentences); the budget is again the reference's sentence count. A text is one
+text_id with one text (two batch files' row ids may collide). When a text has several decisions,
+the latest by time is its decision: a reviewer's later decision supersedes (ties: the later row).
+A text whose latest decision is a rejection has no reference and is left out. stderr accounts
+for every row: used (approved, corrected), rejected, without reference sentences, superseded.
+default-cv, --fit and --by-category need the BBC articles (their extractive references' labels,
+their categories), so they are refused with --feedback.
+
     python scripts/evaluate.py                       # all articles, default/kmeans/lead/lexrank
     python scripts/evaluate.py --peers               # ... and every sumy peer, both settings
     python scripts/evaluate.py --limit 100 --methods lead,lexrank --json
     python scripts/evaluate.py --by-category         # also each news category on its own
     python scripts/evaluate.py --methods default-cv --peers   # the README's table
     python scripts/evaluate.py --fit                 # the scorer's weights (summarizer/scorer.py)
+    python scripts/evaluate.py --feedback feedback.csv --peers   # against stakeholders' summaries
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from rouge_score.rouge_scorer import RougeScorer
 
 from summarizer import Budget, Summarizer, scorer, split_sentences
+from sumpipe.feedback import APPROVE, CORRECT, DECISIONS, EXPORT_COLUMNS, REJECT
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "bbc-news-summary-dev"
 # Reference summaries are article sentences glued together with no separator.
@@ -53,7 +69,7 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 @dataclass(frozen=True)
 class Article:
-    name: str  # "<category>/NNN"
+    name: str  # "<category>/NNN", or a feedback text's text_id
     body: str
     reference: list[str]  # the reference summary's sentences
 
@@ -80,6 +96,63 @@ def read_articles(data: Path, limit: int | None = None) -> list[Article]:
         reference = [sentence.strip() for sentence in REFERENCE_SPLIT.split(summary) if sentence.strip()]
         articles.append(Article(f"{path.parent.name}/{path.stem}", body.strip(), reference))
     return articles
+
+
+class FeedbackError(ValueError):
+    """The --feedback file can't be evaluated (the message is one line, for stderr)."""
+
+
+def read_feedback(path: Path, limit: int | None = None) -> tuple[list[Article], str]:
+    """The export's texts that have a reference (see the module docstring), in the order of their
+    first row, and one line accounting for every row read."""
+    csv.field_size_limit(2**31 - 1)  # a pasted text may exceed csv's default 128 KB field
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as file:
+            reader = csv.DictReader(file)
+            missing = [column for column in EXPORT_COLUMNS if column not in (reader.fieldnames or ())]
+            if missing:
+                raise FeedbackError(f"{path}: not a feedback export, missing column(s) {', '.join(missing)}")
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError) as error:
+        raise FeedbackError(f"{path}: can't read it ({error})") from None
+    if not rows:
+        raise FeedbackError(f"{path}: no decisions in the export")
+    latest: dict[tuple[str, str], tuple[datetime, dict[str, str]]] = {}
+    for number, row in enumerate(rows, start=1):
+        if row["decision"] not in DECISIONS:
+            raise FeedbackError(
+                f"{path}: decision {number}: decision {row['decision']!r} is not one of {DECISIONS}"
+            )
+        try:
+            when = datetime.fromisoformat(row["time"])
+        except ValueError:
+            raise FeedbackError(f"{path}: decision {number}: time {row['time']!r} is not ISO 8601") from None
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        key = (row["text_id"], row["text"])
+        if key not in latest or when >= latest[key][0]:
+            latest[key] = (when, row)
+    articles, used = [], {APPROVE: 0, CORRECT: 0}
+    rejected = empty = 0
+    for (text_id, text), (_, row) in latest.items():
+        if row["decision"] == REJECT:
+            rejected += 1
+            continue
+        summary = row["summary_shown"] if row["decision"] == APPROVE else row["corrected_summary"]
+        reference = split_sentences(summary)
+        if not reference:
+            empty += 1
+            continue
+        used[row["decision"]] += 1
+        articles.append(Article(text_id, text, reference))
+    counts = (
+        f"{path}: {len(rows)} decisions on {len(latest)} texts: {len(articles)} texts used "
+        f"({used[APPROVE]} approved, {used[CORRECT]} corrected), {rejected} rejected (its latest decision), "
+        f"{empty} without reference sentences; {len(rows) - len(latest)} decisions superseded by a later "
+        "one on the same text"
+    )
+    if not articles:
+        raise FeedbackError(f"{counts}: no text has a reference to evaluate against")
+    return articles[:limit], counts
 
 
 def summarize_with_library(method: str) -> Callable[[list[Article]], list[str]]:
@@ -335,11 +408,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
         "--data", type=Path, default=DEFAULT_DATA, help=f"dataset folder (default {DEFAULT_DATA})"
     )
+    source.add_argument(
+        "--feedback",
+        type=Path,
+        metavar="FILE",
+        help="evaluate on a feedback export's texts (GET /feedback.csv) against stakeholders' summaries",
+    )
     parser.add_argument(
-        "--limit", type=int, help="evaluate only the first N articles (categories interleaved)"
+        "--limit",
+        type=int,
+        help="evaluate only the first N articles (categories interleaved) or feedback texts",
     )
     parser.add_argument(
         "--methods",
@@ -375,14 +457,30 @@ def main(argv: list[str] | None = None) -> None:
         )
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
-
-    articles = read_articles(args.data, args.limit)
-    if not articles:
-        raise SystemExit(f"{args.data}: no articles found")
-    if args.fit:
-        weights = scorer.fit(*training_set(articles))
-        print(f"WEIGHTS = np.array([{', '.join(f'{w:.4f}' for w in weights)}], dtype=np.float32)")
-        return
+    if args.feedback is not None:
+        refused = [
+            name for name, given in (("--fit", args.fit), ("--by-category", args.by_category)) if given
+        ]
+        refused += ["--methods default-cv"] if "default-cv" in methods else []
+        if refused:
+            parser.error(
+                f"{', '.join(refused)}: not with --feedback (they need the BBC articles' extractive "
+                "references and categories)"
+            )
+        try:
+            articles, counts = read_feedback(args.feedback, args.limit)
+        except FeedbackError as error:
+            print(error, file=sys.stderr)
+            raise SystemExit(2) from None
+        print(counts + (f"; evaluating the first {len(articles)}" if args.limit else ""), file=sys.stderr)
+    else:
+        articles = read_articles(args.data, args.limit)
+        if not articles:
+            raise SystemExit(f"{args.data}: no articles found")
+        if args.fit:
+            weights = scorer.fit(*training_set(articles))
+            print(f"WEIGHTS = np.array([{', '.join(f'{w:.4f}' for w in weights)}], dtype=np.float32)")
+            return
     rows = evaluate(articles, methods, args.by_category)
     print(json.dumps(rows, indent=1) if args.json else markdown(rows))
 
