@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from sumpipe import aws, keys, options
+from sumpipe import keys, options
 from sumpipe.api.bodies import parse_body
-from sumpipe.ledger import DynamoLedger, Job
 from sumpipe.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from sumpipe.ledger import Job, Ledger
 
 router = APIRouter()
 
@@ -45,8 +47,18 @@ def _require_batch() -> Settings:
     return settings
 
 
+# boto3 is imported only when a batch route is used: it costs the API's cold start a few hundred ms.
 def _s3() -> Any:
+    from sumpipe import aws
+
     return aws.client("s3", signature_version="s3v4")  # presigned POSTs exist only in SigV4
+
+
+def _ledger(settings: Settings) -> Ledger:
+    from sumpipe import aws
+    from sumpipe.ledger import DynamoLedger
+
+    return DynamoLedger(aws.client("dynamodb"), settings.job_table)
 
 
 class BatchInfo(BaseModel):
@@ -156,7 +168,7 @@ def _job_out(job: Job) -> JobOut:
 def jobs() -> list[JobOut]:
     """The most recent jobs first, at most MAX_JOBS_LISTED."""
     settings = _require_batch()
-    listed = DynamoLedger(aws.client("dynamodb"), settings.job_table).list_jobs()
+    listed = _ledger(settings).list_jobs()
     return [_job_out(job) for job in reversed(listed[-MAX_JOBS_LISTED:])]
 
 
@@ -166,7 +178,7 @@ def summary(job_id: str) -> RedirectResponse:
     settings = _require_batch()
     if not keys.is_job_id(job_id):
         raise HTTPException(404, "not a job id")
-    job = DynamoLedger(aws.client("dynamodb"), settings.job_table).get_job(job_id)
+    job = _ledger(settings).get_job(job_id)
     if job is None or job.state != "succeeded":
         raise HTTPException(404, f"job {job_id} has no summary" + (f" (it is {job.state})" if job else ""))
     name = options.from_strings(job.options).summary_name

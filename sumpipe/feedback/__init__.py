@@ -12,7 +12,6 @@ from sumpipe.feedback.base import (
     FeedbackStore,
     export_rows,
 )
-from sumpipe.feedback.dynamodb import DynamoFeedbackStore
 from sumpipe.feedback.sqlite import SqliteFeedbackStore
 from sumpipe.settings import Settings
 
@@ -20,7 +19,9 @@ from sumpipe.settings import Settings
 def open_store(settings: Settings) -> FeedbackStore:
     """The stack's table when the settings name one (deployed), else the SQLite file."""
     if settings.feedback_table:
+        # Imported here: boto3 costs the API's cold start a few hundred ms, and only this needs it.
         from sumpipe import aws
+        from sumpipe.feedback.dynamodb import DynamoFeedbackStore
 
         return DynamoFeedbackStore(aws.client("dynamodb"), settings.feedback_table)
     return SqliteFeedbackStore(settings.feedback_db)
@@ -33,7 +34,6 @@ __all__ = [
     "EXPORT_COLUMNS",
     "REJECT",
     "Decision",
-    "DynamoFeedbackStore",
     "FeedbackStore",
     "SqliteFeedbackStore",
     "export_rows",

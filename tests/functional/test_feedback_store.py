@@ -16,14 +16,8 @@ import pytest
 from moto import mock_aws
 from pipeline_aws import REGION, create_table
 
-from sumpipe.feedback import (
-    EXPORT_COLUMNS,
-    Decision,
-    DynamoFeedbackStore,
-    FeedbackStore,
-    SqliteFeedbackStore,
-    export_rows,
-)
+from sumpipe.feedback import EXPORT_COLUMNS, Decision, FeedbackStore, SqliteFeedbackStore, export_rows
+from sumpipe.feedback.dynamodb import DynamoFeedbackStore
 
 
 def decision(n: int = 0, **fields: object) -> Decision:

@@ -58,7 +58,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for function in (*package.PIPELINE_FUNCTIONS, package.API_FUNCTION):
         _unpack(package.build_function_zip(function, root / "zips"), root / "code" / function)
     _install(package.PIPELINE_LAYER_REQUIREMENTS + RUNTIME_PROVIDED, root / "pipeline-deps")
-    _install(package.API_LAYER_REQUIREMENTS, root / "api-deps")
+    # The API imports boto3 only for the page's decisions (when in DynamoDB) and batch jobs.
+    _install(package.API_LAYER_REQUIREMENTS + RUNTIME_PROVIDED, root / "api-deps")
     _unpack(package.build_glove_layer(root / "zips"), root / "opt")
     return root
 
@@ -100,6 +101,55 @@ def test_the_api_function_answers_from_its_zip_and_layers_alone_as_the_cli_does(
     assert cli.returncode == 0, cli.stderr
     [row] = list(csv.DictReader(io.StringIO(cli.stdout.decode())))
     assert answer["summary"] == row["summary"]
+
+
+def test_the_api_function_serves_the_review_page_from_its_zip_and_layers_alone(
+    built: Path, tmp_path: Path
+) -> None:
+    """The page's files are in the zip (not only *.py), and a decision is recorded and exported."""
+    template = json.loads((DATA / "api_gateway_v2_event.json").read_text())
+
+    def event(method: str, path: str, body: dict | None = None) -> dict:
+        copy = json.loads(json.dumps(template))
+        copy["rawPath"] = copy["requestContext"]["http"]["path"] = path
+        copy["requestContext"]["http"]["method"] = method
+        copy["body"] = json.dumps(body) if body is not None else ""
+        copy["headers"]["content-length"] = str(len(copy["body"].encode()))
+        return copy
+
+    decision = {
+        "text": "A text. It is short.",
+        "method": "default",
+        "summary_shown": "A text.",
+        "decision": "approve",
+    }
+    events = [event("GET", "/"), event("GET", "/static/page.js"), event("POST", "/feedback", decision)]
+    events.append(event("GET", "/feedback.csv"))
+    script = (
+        "import json\n"
+        "from lambdas.api.handler import lambda_handler\n"
+        f"for e in json.loads({json.dumps(events)!r}):\n"
+        "    r = lambda_handler(e, None)\n"
+        "    print(json.dumps([r['statusCode'], r['body']]))"
+    )
+    env = {
+        "SUMPIPE_GLOVE": str(built / "opt" / package.GLOVE_LAYER_DIR),
+        "SUMPIPE_FEEDBACK_DB": str(tmp_path / "feedback.sqlite3"),
+        "PATH": "/usr/bin:/bin",
+    }
+    out = _isolated([built / "code" / "api", built / "api-deps"], script, env).splitlines()[-4:]
+    (page, page_status), (js, js_status), (recorded, _), (export, export_status) = [
+        (body, status) for status, body in map(json.loads, out)
+    ]
+    assert (page_status, js_status, export_status) == (200, 200, 200)
+    assert "textarea" in page and "data-testid" in page and "fetch(" in js
+    assert json.loads(recorded)["recorded"] is True
+    [row] = list(csv.DictReader(io.StringIO(export)))
+    assert (row["text"], row["decision"], row["summary_shown"]) == (
+        "A text. It is short.",
+        "approve",
+        "A text.",
+    )
 
 
 def _reviews() -> list[str]:
