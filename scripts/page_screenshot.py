@@ -101,6 +101,7 @@ def main() -> None:
                 WebDriverWait(browser, 120).until(
                     lambda d: d.find_elements(By.LINK_TEXT, "Download"), "a finished job"
                 )
+                browser.set_window_size(1100, 720)
                 browser.execute_script("document.getElementById('batch').scrollIntoView()")
                 browser.save_screenshot(str(args.out / "page-batch.png"))
                 print(f"wrote {args.out / 'page-batch.png'}")

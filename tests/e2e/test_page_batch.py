@@ -48,7 +48,7 @@ def _upload(browser: WebDriver, page: str, path: str, **job_options: str) -> Non
     form.find_element(By.XPATH, ".//button[normalize-space()='Upload']").click()
     # The browser goes to the bucket and is sent back: a new page.
     _wait(browser, 30).until(
-        lambda d: "Uploaded" in d.find_element(By.CSS_SELECTOR, "[data-testid=status]").text,
+        lambda d: "Uploaded" in d.find_element(By.CSS_SELECTOR, "[data-testid=batch-status]").text,
         "back from the bucket",
     )
 

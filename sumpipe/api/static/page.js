@@ -13,9 +13,9 @@ const reviewer = $("input[name=reviewer]");
 const decisionButtons = document.querySelectorAll("button[data-decision]");
 let shown = null; // what the reviewer is deciding on: {text, method, summary, sentences, chosen}
 
-function say(message, isError = false) {
-  statusLine.textContent = message;
-  statusLine.classList.toggle("error", isError);
+function say(message, isError = false, line = statusLine) {
+  line.textContent = message;
+  line.classList.toggle("error", isError);
 }
 
 async function post(path, body) {
@@ -95,7 +95,6 @@ decisionButtons.forEach((button) => button.addEventListener("click", async () =>
     corrected.focus();
     return;
   }
-  localStorage.setItem("reviewer", reviewer.value);
   decisionButtons.forEach((b) => { b.disabled = true; });
   try {
     await post("feedback", {
@@ -112,10 +111,12 @@ decisionButtons.forEach((button) => button.addEventListener("click", async () =>
 }));
 
 reviewer.value = localStorage.getItem("reviewer") || "";
+reviewer.addEventListener("change", () => localStorage.setItem("reviewer", reviewer.value));
 
 // Batch jobs: the upload goes straight to the input bucket (a presigned POST, sent as a plain form
 // so no cross-origin request is needed); S3 sends the browser back here when it has the file.
 const uploadForm = $("#upload-form");
+const batchStatus = $("[data-testid=batch-status]");
 const jobsTable = $("[data-testid=jobs]");
 const ACTIVE = new Set(["queued", "starting", "running"]);
 let awaited = null; // the input key just uploaded, until its job is listed
@@ -171,7 +172,7 @@ uploadForm.addEventListener("submit", async (event) => {
     const value = uploadForm.elements[name].value.trim();
     if (value) options[name] = value;
   }
-  say(`Uploading ${file.files[0].name}…`);
+  say(`Uploading ${file.files[0].name}…`, false, batchStatus);
   try {
     const signed = await post("uploads", { filename: file.files[0].name, options });
     const form = document.createElement("form");
@@ -190,7 +191,7 @@ uploadForm.addEventListener("submit", async (event) => {
     document.body.append(form);
     form.submit();
   } catch (error) {
-    say(`Could not upload: ${error.message}`, true);
+    say(`Could not upload: ${error.message}`, true, batchStatus);
   }
 });
 
@@ -206,7 +207,7 @@ async function startBatch() {
   if (new URLSearchParams(location.search).has("uploaded")) {
     const key = new URLSearchParams(location.search).get("key") || "";
     awaited = key;
-    say(`Uploaded ${key.replace(/^uploads\//, "")}: its job is below.`);
+    say(`Uploaded ${key.replace(/^uploads\//, "")}: its job is below.`, false, batchStatus);
     history.replaceState(null, "", location.pathname);
   }
   showJobs();
