@@ -11,6 +11,7 @@ are plain ``str`` methods, and ``tokenize_sentences`` runs one ``findall`` over 
 from __future__ import annotations
 
 import re
+import threading
 from array import array
 
 import numpy as np
@@ -78,13 +79,21 @@ class WordRows(dict[str, int]):
     are) maps to its row; any other ("good.", "it's") to a span of rows in flat tables, expanded
     with array operations. Real text repeats most of its words (Zipf), so the memo stays small;
     it is emptied before a batch once it holds ``max_words``.
+
+    ``of`` holds a lock: a Summarizer is shared by threads (the API's), and a word's span is
+    written in three steps. (The lookups hold the interpreter anyway; a lock costs nothing more.)
+    Pickled, it is its index: the memo is rebuilt as it is used.
     """
 
     def __init__(self, index: dict[str, int], max_words: int = 1 << 17) -> None:
         super().__init__()
         self._index = index
         self._max_words = max_words
+        self._lock = threading.Lock()
         self._empty()
+
+    def __reduce__(self) -> tuple[type[WordRows], tuple[dict[str, int], int]]:
+        return WordRows, (self._index, self._max_words)
 
     def _empty(self) -> None:
         self.clear()
@@ -109,6 +118,10 @@ class WordRows(dict[str, int]):
     def of(self, sentences: list[str]) -> np.ndarray:
         """The rows of the tokens of all ``sentences`` (int64), each sentence followed by
         SEPARATOR_ROW: ``tokenize_sentences`` looked up in the index."""
+        with self._lock:
+            return self._rows_of(sentences)
+
+    def _rows_of(self, sentences: list[str]) -> np.ndarray:
         if len(self) >= self._max_words:  # (between batches: a batch's spans must stay put)
             self._empty()
         spaced = f" {SEPARATOR} "

@@ -62,3 +62,24 @@ def test_word_rows_are_the_batch_tokens_looked_up():
             SEPARATOR_ROW if t == SEPARATOR else index.get(t, -1) for t in tokenize_sentences(sentences)
         ]
         assert rows.of(sentences).tolist() == expected, sentences
+
+
+def test_word_rows_are_shared_safely_by_threads_and_pickle_as_their_index():
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    index = {f"w{i}": i for i in range(1000)}
+    rows = WordRows(index, max_words=200)  # emptied now and then, while other threads look up
+    batches = [
+        [f"w{i}. w{i + 1}, w{i * 7 % 1000}'s" for i in range(start, start + 50)] for start in range(0, 900, 9)
+    ]
+
+    def expected(sentences):
+        tokens = tokenize_sentences(sentences)
+        return [SEPARATOR_ROW if t == SEPARATOR else index.get(t, -1) for t in tokens]
+
+    with ThreadPoolExecutor(8) as pool:
+        for batch, got in zip(batches, pool.map(rows.of, batches), strict=True):
+            assert got.tolist() == expected(batch)
+    copy = pickle.loads(pickle.dumps(rows))  # noqa: S301 - our own bytes
+    assert copy.of(batches[0]).tolist() == expected(batches[0])
