@@ -13,9 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import BinaryIO, TextIO
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from glove import GloveError
 from summarizer.batch import (
@@ -42,6 +40,9 @@ from summarizer.io import (
     open_table,
 )
 from sumpipe import version
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 EXIT_FAILURE = 1
 EXIT_INPUT_ERROR = 2
@@ -312,7 +313,7 @@ def _output_format(path: str) -> str:
 
 
 def closing_line(report: TableReport, group_by: str | None, seconds: float) -> str:
-    """"7,567 rows: 6,346 ok, 1,221 passthrough in 3.1 s (2 workers)": what happened to the rows."""
+    """ "7,567 rows: 6,346 ok, 1,221 passthrough in 3.1 s (2 workers)": what happened to the rows."""
     counts = ", ".join(
         _count(report.statuses[status], status, plural=status == "error")
         for status in STATUS_ORDER
@@ -335,6 +336,8 @@ def _progress_bar(reader: TableReader, wanted: bool | None, stderr: TextIO) -> t
     total is the reader's estimate (exact for Parquet), refined as the rows come."""
     if wanted is False or (wanted is None and not stderr.isatty()):
         return None
+    from tqdm import tqdm  # here, not at the top: most runs draw no bar and needn't import it
+
     return tqdm(
         total=reader.estimated_rows(),
         unit=" rows",

@@ -49,7 +49,7 @@ import numpy as np
 from summarizer import scorer
 from summarizer.kmeans import kmeans
 from summarizer.split import split_sentences
-from summarizer.tokens import SEPARATOR, tokenize_sentences
+from summarizer.tokens import SEPARATOR_ROW, WordRows
 
 Method = Literal["default", "kmeans"]
 METHODS: tuple[str, ...] = ("default", "kmeans")
@@ -150,7 +150,7 @@ class Summarizer:
         self.method = method
         self.budget = budget or Budget()
         self._vectors = np.asarray(vectors.vectors, dtype=np.float32)
-        self._index: dict[str, int] = vectors.index
+        self._word_rows = WordRows(vectors.index)
         self._weights = _word_weights(vectors, method)
         self._scorer_weights = scorer.WEIGHTS if weights is None else scorer.check_weights(weights)
 
@@ -252,11 +252,8 @@ class Summarizer:
         for doc in docs:
             doc.first_row = len(sentences)
             sentences.extend(doc.sentences)
-        tokens = tokenize_sentences(sentences)
-        rows = np.fromiter(map(self._index.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens))
-        # every sentence ends with a separator token (out of vocabulary, like unknown words)
-        unknown = np.flatnonzero(rows < 0)
-        ends = unknown[[tokens[i] == SEPARATOR for i in unknown]]
+        rows = self._word_rows.of(sentences)
+        ends = np.flatnonzero(rows == SEPARATOR_ROW)  # every sentence ends with one
         known = rows >= 0
         indptr = np.concatenate(([0], np.cumsum(known)[ends]))
         rows = rows[known]

@@ -50,17 +50,29 @@ _URL = re.compile(r"(?:https?://|www\.)(?:\S*[^\s.!?,;:)\]\"']|\S)", re.IGNORECA
 # candidate in text without spaces).
 _WORD_WINDOW = 64
 
+# Group 3 of _BOUNDARY is set after a lone period with three lowercase letters before it and no
+# period in the five before those (so no dotted acronym of up to 8 characters ends there). Unless
+# those letters end an abbreviation (_ABBREVIATION_ENDINGS), `_is_boundary` would let it end the
+# sentence when no comma follows: most candidates (a period after an ordinary word) need only that
+# check instead of all of `_is_boundary`'s. (In the regex, the abbreviations would cost more than
+# they save: an alternation is tried branch by branch.)
+_PLAIN_WORD_PERIOD = r"(?<=[a-z]{3}\.)" + "".join(rf"(?<!\.[\s\S]{{{gap}}}[a-z]{{3}}\.)" for gap in range(5))
+_ABBREVIATION_ENDINGS = frozenset(
+    word[-3:] for word in _NEVER_FINAL | _MAYBE_FINAL | {"no", "nos"} if word.isalpha() and len(word) >= 3
+)
+
 # A candidate boundary is a run of terminal punctuation (group 1 its first mark, group 2 the
-# rest), then closers, then an optional emoticon that belongs to the sentence it ends; the
-# boundary is either whitespace (consumed), a capital/opening quote glued on, or the end of
-# text. Or an emoticon after a space standing in for the punctuation (group 2 is None).
+# rest, group 3 as above), then closers, then an optional emoticon that belongs to the sentence
+# it ends; the boundary is either whitespace (consumed), a capital/opening quote glued on, or the
+# end of text. Or an emoticon after a space standing in for the punctuation (group 2 is None).
 # The pattern starts with one character class so that `finditer` can skip to candidates in C;
 # written as two alternatives it tried both at every character, 3/4 of the splitter's time.
 _BOUNDARY = re.compile(
     r"([.!?…:;=8<^])(?:"
     # Only from the first mark of a run, and the run taken whole (possessive): what follows a
     # run is the same from any of its marks, so trying each one again made a run of n marks cost n².
-    r"(?<=[.!?…])(?<![.!?…]{2})([.!?…]*+)[\"'”’)\]]*(?:\s*" + _EMOTICON + r"(?=\s|$))?(?:\s+|(?=[A-Z\"“])|$)"
+    r"(?<=[.!?…])(?<![.!?…]{2})([.!?…]*+)(?:" + _PLAIN_WORD_PERIOD + r"())?"
+    r"[\"'”’)\]]*(?:\s*" + _EMOTICON + r"(?=\s|$))?(?:\s+|(?=[A-Z\"“])|$)"
     r"|(?:(?<=\s[:;=8])[-'o^]?[()\[\]DPp/\\|*]+|(?<=\s<)3|(?<=\s\^)_\^)(?=\s+[A-Z]|$)(?:\s+|$)"
     r")"
 )
@@ -131,7 +143,11 @@ def _split_paragraph(text: str, sentences: list[str]) -> None:
             if url < len(urls) and urls[url][0] <= m.start():
                 continue
         end = m.end()
-        if not _is_boundary(text, m, end):
+        mark = m.start()
+        if m.group(3) is not None and text[mark - 3 : mark] not in _ABBREVIATION_ENDINGS:
+            if text[end : end + 1] == ",":  # after an ordinary word, only a comma keeps the sentence going
+                continue
+        elif not _is_boundary(text, m, end):
             continue
         piece = text[start:end].strip()
         if piece:

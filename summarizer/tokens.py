@@ -11,6 +11,10 @@ are plain ``str`` methods, and ``tokenize_sentences`` runs one ``findall`` over 
 from __future__ import annotations
 
 import re
+import threading
+from array import array
+
+import numpy as np
 
 # Each match first swallows the whitespace before its token (possessively; the token is group 1):
 # otherwise `findall` would try, and fail, every alternative at every space, which was a third of
@@ -55,3 +59,87 @@ def tokenize_sentences(sentences: list[str]) -> list[str]:
     if joined.count(SEPARATOR) != len(sentences):  # a sentence contained the separator itself
         joined = _normalize(SEPARATOR.join(s.replace(SEPARATOR, " ") for s in sentences) + SEPARATOR)
     return _TOKEN.findall(joined)
+
+
+# What `WordRows.of` gives for a sentence's end (vocabulary rows are >= 0, unknown tokens -1).
+SEPARATOR_ROW = -2
+# A word that is not exactly one token has the entry _FIRST_SPAN - i: its rows are span i of
+# WordRows' span tables.
+_FIRST_SPAN = -3
+
+
+class WordRows(dict[str, int]):
+    """Vocabulary rows of the tokens of each whitespace-separated word, memoized per word.
+
+    A word's tokens don't depend on the words around it: no token spans whitespace or the
+    separator (only the leading ``\\s*+`` consumes them), and no lookahead at a word's end tells a
+    space from the separator or the end of text. So tokenizing each distinct word once gives the
+    same tokens as ``tokenize_sentences``, and a batch costs one C-level dict lookup per word
+    where ``findall`` and a lookup per token cost over twice as much. A word of one token (most
+    are) maps to its row; any other ("good.", "it's") to a span of rows in flat tables, expanded
+    with array operations. Real text repeats most of its words (Zipf), so the memo stays small;
+    it is emptied before a batch once it holds ``max_words``.
+
+    ``of`` holds a lock: a Summarizer is shared by threads (the API's), and a word's span is
+    written in three steps. (The lookups hold the interpreter anyway; a lock costs nothing more.)
+    Pickled, it is its index: the memo is rebuilt as it is used.
+    """
+
+    def __init__(self, index: dict[str, int], max_words: int = 1 << 17) -> None:
+        super().__init__()
+        self._index = index
+        self._max_words = max_words
+        self._lock = threading.Lock()
+        self._empty()
+
+    def __reduce__(self) -> tuple[type[WordRows], tuple[dict[str, int], int]]:
+        return WordRows, (self._index, self._max_words)
+
+    def _empty(self) -> None:
+        self.clear()
+        self[SEPARATOR] = SEPARATOR_ROW
+        # array.array: appended to at C speed, read by numpy without a copy
+        self._span_starts = array("q")
+        self._span_lengths = array("q")
+        self._span_rows = array("q")
+
+    def __missing__(self, word: str) -> int:
+        rows = [self._index.get(token, -1) for token in _TOKEN.findall(word)]
+        if len(rows) == 1:
+            entry = rows[0]
+        else:
+            entry = _FIRST_SPAN - len(self._span_lengths)
+            self._span_starts.append(len(self._span_rows))
+            self._span_lengths.append(len(rows))
+            self._span_rows.extend(rows)
+        self[word] = entry
+        return entry
+
+    def of(self, sentences: list[str]) -> np.ndarray:
+        """The rows of the tokens of all ``sentences`` (int64), each sentence followed by
+        SEPARATOR_ROW: ``tokenize_sentences`` looked up in the index."""
+        with self._lock:
+            return self._rows_of(sentences)
+
+    def _rows_of(self, sentences: list[str]) -> np.ndarray:
+        if len(self) >= self._max_words:  # (between batches: a batch's spans must stay put)
+            self._empty()
+        spaced = f" {SEPARATOR} "
+        joined = _normalize(spaced.join(sentences) + spaced)
+        if joined.count(SEPARATOR) != len(sentences):  # a sentence contained the separator itself
+            joined = _normalize(spaced.join(s.replace(SEPARATOR, " ") for s in sentences) + spaced)
+        words = joined.split()
+        entries = np.fromiter(map(self.__getitem__, words), dtype=np.int64, count=len(words))
+        spans = np.flatnonzero(entries <= _FIRST_SPAN)
+        if not spans.size:
+            return entries
+        ids = _FIRST_SPAN - entries[spans]
+        lengths = np.frombuffer(self._span_lengths, dtype=np.int64)[ids]
+        counts = np.ones(len(words), dtype=np.int64)
+        counts[spans] = lengths
+        rows = np.repeat(entries, counts)  # each span word's entry repeated, then overwritten
+        within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        targets = np.repeat((np.cumsum(counts) - counts)[spans], lengths) + within
+        sources = np.repeat(np.frombuffer(self._span_starts, dtype=np.int64)[ids], lengths) + within
+        rows[targets] = np.frombuffer(self._span_rows, dtype=np.int64)[sources]
+        return rows

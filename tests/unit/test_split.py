@@ -65,3 +65,25 @@ def test_sentences_are_verbatim_substrings_of_the_cleaned_text_in_order():
         assert found >= offset, sentence
         offset = found + len(sentence)
     assert " ".join(sentences).replace(" ", "") == cleaned.replace(" ", "")
+
+
+def test_a_period_after_an_ordinary_word_is_decided_as_the_full_checks_would():
+    # The splitter skips `_is_boundary` for a period after three lowercase letters that end no
+    # abbreviation (group 3 of _BOUNDARY); on such candidates the full checks must agree.
+    import random
+
+    from summarizer.split import _ABBREVIATION_ENDINGS, _BOUNDARY, _is_boundary, _paragraphs
+
+    pieces = [*"aAbxyzT .,!?'\"()[]:;-…”’0123456789", "etc", "Etc", "mrs", "prof", "nos", "e.g.", "U.S."]
+    pieces += ["approx", "...", ":)", "good", "xyz.", " No. 5", "a.b.c", "ſ"]
+    rng = random.Random(0)
+    checked = 0
+    for _ in range(20_000):
+        text = "".join(rng.choices(pieces, k=rng.randint(0, 25)))
+        for paragraph in _paragraphs(text):
+            for m in _BOUNDARY.finditer(paragraph):
+                mark, end = m.start(), m.end()
+                if m.group(3) is not None and paragraph[mark - 3 : mark] not in _ABBREVIATION_ENDINGS:
+                    checked += 1
+                    assert _is_boundary(paragraph, m, end) == (paragraph[end : end + 1] != ","), paragraph
+    assert checked > 500

@@ -3,7 +3,7 @@
 import pytest
 
 from summarizer import tokenize
-from summarizer.tokens import SEPARATOR, tokenize_sentences
+from summarizer.tokens import SEPARATOR, SEPARATOR_ROW, WordRows, tokenize_sentences
 
 
 @pytest.mark.parametrize(
@@ -37,3 +37,49 @@ def test_tokens_are_in_the_glove_vocabulary():
     index = glove.load().index
     tokens = tokenize("Don't worry, it's $3.99 and I can't stop :) e.g. the U.S. gluten-free!!")
     assert [t for t in tokens if t not in index] == []
+
+
+def test_word_rows_are_the_batch_tokens_looked_up():
+    # The memo tokenizes each word alone; the rows must be those of tokenizing the whole batch,
+    # also across a memo emptied between batches (max_words) and with the separator in a text.
+    import random
+
+    index = {"the": 0, "cat": 1, "n't": 2, "do": 3, ".": 4, "'s": 5, "e.g.": 6, "www.x.com": 7, "...": 8}
+    rows = WordRows(index, max_words=50)
+    alphabet = [
+        *"aAtT .,!?'\"-:;()=/_0\x00\t\u2019\u2026\u03a3",
+        "the",
+        "cat",
+        "n't",
+        "e.g.",
+        "www.x.com",
+        "...",
+    ]
+    rng = random.Random(0)
+    for _ in range(3000):
+        sentences = ["".join(rng.choices(alphabet, k=rng.randint(0, 12))) for _ in range(rng.randint(1, 4))]
+        expected = [
+            SEPARATOR_ROW if t == SEPARATOR else index.get(t, -1) for t in tokenize_sentences(sentences)
+        ]
+        assert rows.of(sentences).tolist() == expected, sentences
+
+
+def test_word_rows_are_shared_safely_by_threads_and_pickle_as_their_index():
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    index = {f"w{i}": i for i in range(1000)}
+    rows = WordRows(index, max_words=200)  # emptied now and then, while other threads look up
+    batches = [
+        [f"w{i}. w{i + 1}, w{i * 7 % 1000}'s" for i in range(start, start + 50)] for start in range(0, 900, 9)
+    ]
+
+    def expected(sentences):
+        tokens = tokenize_sentences(sentences)
+        return [SEPARATOR_ROW if t == SEPARATOR else index.get(t, -1) for t in tokens]
+
+    with ThreadPoolExecutor(8) as pool:
+        for batch, got in zip(batches, pool.map(rows.of, batches), strict=True):
+            assert got.tolist() == expected(batch)
+    copy = pickle.loads(pickle.dumps(rows))  # noqa: S301 - our own bytes
+    assert copy.of(batches[0]).tolist() == expected(batches[0])
