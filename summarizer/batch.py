@@ -196,10 +196,13 @@ def summarize_table(
     spec: SummarizerSpec,
     options: TableOptions,
     on_progress: Callable[[int], None] | None = None,
+    on_rows: Callable[[list[str], list[object], Results], bool] | None = None,
 ) -> TableReport:
     """Summarize every row of `reader` into `writer`; returns what was done.
 
-    `on_progress` is called after each chunk with the number of input rows done so far.
+    `on_progress` is called after each chunk with the number of input rows done so far. Unless
+    grouping, `on_rows` is called with each chunk's ids, texts and results, in input order, until
+    it answers False (the review sample: it is then no longer given the texts).
     """
     check_columns(reader.columns, options)
     report = TableReport()
@@ -212,6 +215,9 @@ def summarize_table(
     columns = [options.text_column] + ([id_column] if id_column is not None else [])
     chunks = reader.chunks(columns, options.chunk_rows)
 
+    # The texts of the chunks in flight, for `on_rows` (held only while it wants them).
+    in_flight: deque[list[object]] = deque()
+
     def jobs() -> Iterator[tuple[list[str], list[object]]]:
         first_row = 0
         for chunk in chunks:
@@ -221,10 +227,16 @@ def summarize_table(
                 # CSV ids are already str (the usual case): convert only the others
                 ids = [value if type(value) is str else _as_key(value) for value in chunk[id_column].tolist()]
             first_row += len(chunk)
-            yield ids, _texts_or_row_errors(chunk, options.text_column)
+            texts = _texts_or_row_errors(chunk, options.text_column)
+            if on_rows is not None:
+                in_flight.append(texts)
+            yield ids, texts
 
     task = partial(summarize_texts, max_chars=options.max_chars)
     for ids, results in _summarize_in_order(jobs(), spec, options.workers, task, report):
+        if on_rows is not None and not on_rows(ids, in_flight.popleft(), results):
+            on_rows = None
+            in_flight.clear()
         writer.write({"id": ids, **results})
         report.rows_in += len(ids)
         report.count(results)

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
 EXIT_FAILURE = 1
+SAMPLE_ROWS = 200
+SAMPLE_MAX_BYTES = 4 << 20
 EXIT_INPUT_ERROR = 2
 # The order statuses are listed in the closing line.
 STATUS_ORDER = ("ok", "passthrough", "empty", "error")
@@ -198,6 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write what became of the rows as JSON: rows_in, rows_out, statuses, sentences_in, "
         "sentences_out, workers, seconds",
     )
+    run.add_argument(
+        "--sample",
+        metavar="PATH",
+        help=f"also write the first rows (up to --sample-rows, {SAMPLE_MAX_BYTES >> 20} MiB in all) as JSON "
+        "Lines of id, text, summary and status: what the review page shows a job's reviewers",
+    )
+    run.add_argument(
+        "--sample-rows",
+        type=int,
+        default=SAMPLE_ROWS,
+        metavar="N",
+        help="rows in --sample (default: %(default)s)",
+    )
     progress.add_argument(
         "-q",
         "--quiet",
@@ -260,13 +275,23 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, stderr: Tex
     reader = open_table(
         args.input, args.input_format, stdin=stdin, encoding=args.encoding, delimiter=args.sep
     )
+    if args.sample and args.group_by is not None:
+        raise InputError("--sample is a sample of rows; with --group-by there are none")
+    if args.sample_rows < 1:
+        raise InputError(f"--sample-rows must be at least 1, got {args.sample_rows}")
     try:
         check_columns(reader.columns, options)
         writer = TableWriter(args.output, output_format, output_schema(options), stdout=stdout)
         bar = None if args.quiet else _progress_bar(reader, args.progress, stderr)
+        sample = open(args.sample, "w", encoding="utf-8") if args.sample else None  # noqa: SIM115
         try:
             report = summarize_table(
-                reader, writer, spec, options, on_progress=_updater(bar, reader) if bar is not None else None
+                reader,
+                writer,
+                spec,
+                options,
+                on_progress=_updater(bar, reader) if bar is not None else None,
+                on_rows=_sampler(sample, args.sample_rows) if sample is not None else None,
             )
             if bar is not None:
                 bar.total = report.rows_in  # an estimate until now
@@ -277,6 +302,8 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, stderr: Tex
         finally:
             if bar is not None:
                 bar.close()
+            if sample is not None:
+                sample.close()
         writer.close()
     finally:
         reader.close()
@@ -310,6 +337,30 @@ def _output_format(path: str) -> str:
             f"cannot tell the output format from {path!r}; name it {extensions}, or give --output-format"
         )
     return fmt
+
+
+def _sampler(out: TextIO, rows: int) -> Callable[[list[str], list[object], dict[str, list[object]]], bool]:
+    """Writes the rows it is given to `out` as JSON Lines (rows with a text only) until it has
+    `rows` of them or SAMPLE_MAX_BYTES; then answers False."""
+    left = {"rows": rows, "bytes": SAMPLE_MAX_BYTES}
+
+    def take(ids: list[str], texts: list[object], results: dict[str, list[object]]) -> bool:
+        for row_id, text, summary, status in zip(
+            ids, texts, results["summary"], results["status"], strict=True
+        ):
+            if not isinstance(text, str) or not text.strip():
+                continue
+            line = json.dumps({"id": row_id, "text": text, "summary": summary, "status": status}) + "\n"
+            if len(line) > left["bytes"]:
+                return False
+            out.write(line)
+            left["rows"] -= 1
+            left["bytes"] -= len(line)
+            if not left["rows"]:
+                return False
+        return True
+
+    return take
 
 
 def closing_line(report: TableReport, group_by: str | None, seconds: float) -> str:

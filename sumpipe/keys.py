@@ -16,6 +16,8 @@ SUMMARIES = tuple(f"summary.{fmt}" for fmt in SUMMARY_FORMATS)
 MANIFEST = "manifest.json"
 ERROR = "error.json"
 RUNNER_LOG = "runner.log.jsonl"
+# The first rows with their texts and summaries (`summarize --sample`), for the review page.
+SAMPLE = "sample.jsonl"
 # Output files whose creation finishes a job (the output bucket notifies only these).
 FINISHING_FILES = (*SUMMARIES, ERROR)
 

@@ -8,6 +8,7 @@ they can do only what that role may: put objects in the input bucket, read the j
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -86,6 +87,23 @@ class UploadOut(BaseModel):
     key: str
 
 
+class RowOut(BaseModel):
+    """One row of a job's review sample, as the page shows it."""
+
+    id: str
+    text: str
+    summary: str
+    status: str
+    input_sentences: list[str] = Field(description="Every sentence of the text.")
+    positions: list[int] = Field(description="Which of them the summary is.")
+
+
+class RowsOut(BaseModel):
+    job_id: str
+    method: str = Field(description="The summarizer method that made the summaries.")
+    rows: list[RowOut] = Field(description="The job's first rows (its review sample).")
+
+
 class JobOut(BaseModel):
     job_id: str
     state: str
@@ -98,6 +116,7 @@ class JobOut(BaseModel):
     error: str | None
     options: dict[str, str]
     summary: str | None = Field(description="Where to download the summary (succeeded jobs).")
+    review: str | None = Field(description="Where to read its rows to review (succeeded per-row jobs).")
 
 
 @router.get("/batch")
@@ -161,6 +180,9 @@ def _job_out(job: Job) -> JobOut:
         error=job.error,
         options=job.options,
         summary=f"jobs/{job.job_id}/summary" if job.state == "succeeded" else None,
+        review=f"jobs/{job.job_id}/rows"
+        if job.state == "succeeded" and "group-by" not in job.options
+        else None,
     )
 
 
@@ -172,15 +194,58 @@ def jobs() -> list[JobOut]:
     return [_job_out(job) for job in reversed(listed[-MAX_JOBS_LISTED:])]
 
 
+def _succeeded_job(settings: Settings, job_id: str) -> Job:
+    job = _ledger(settings).get_job(job_id) if keys.is_job_id(job_id) else None
+    if job is None or job.state != "succeeded":
+        raise HTTPException(
+            404, f"job {job_id[:40]} has no summary" + (f" (it is {job.state})" if job else "")
+        )
+    return job
+
+
+def summary_positions(sentences: list[str], summary: str) -> list[int]:
+    """Which of a text's sentences its summary is: the summary is some of them, verbatim, in order,
+    joined by single spaces."""
+    positions, rest = [], summary
+    for index, sentence in enumerate(sentences):
+        if rest == sentence or rest.startswith(sentence + " "):
+            positions.append(index)
+            rest = rest[len(sentence) + 1 :]
+    return positions
+
+
+@router.get("/jobs/{job_id}/rows")
+def rows(job_id: str) -> RowsOut:
+    """The job's review sample (the runner's `summarize --sample`): its first rows, each with its
+    text's sentences and which of them the summary is."""
+    from summarizer.split import split_sentences
+
+    settings = _require_batch()
+    job = _succeeded_job(settings, job_id)
+    try:
+        body = _s3().get_object(Bucket=settings.output_bucket, Key=keys.output_key(job_id, keys.SAMPLE))[
+            "Body"
+        ]
+    except Exception as error:  # botocore's NoSuchKey: a group-by job, or one from before samples
+        if getattr(error, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            raise HTTPException(404, f"job {job_id} has no rows to review") from None
+        raise
+    found = []
+    for line in body.iter_lines():
+        row = json.loads(line)
+        sentences = split_sentences(row["text"])
+        found.append(
+            RowOut(**row, input_sentences=sentences, positions=summary_positions(sentences, row["summary"]))
+        )
+    method = options.from_strings(job.options).method or settings.summarizer_method
+    return RowsOut(job_id=job_id, method=method, rows=found)
+
+
 @router.get("/jobs/{job_id}/summary", response_class=RedirectResponse, status_code=303)
 def summary(job_id: str) -> RedirectResponse:
     """303 to a short-lived presigned GET of the job's summary, named after its input."""
     settings = _require_batch()
-    if not keys.is_job_id(job_id):
-        raise HTTPException(404, "not a job id")
-    job = _ledger(settings).get_job(job_id)
-    if job is None or job.state != "succeeded":
-        raise HTTPException(404, f"job {job_id} has no summary" + (f" (it is {job.state})" if job else ""))
+    job = _succeeded_job(settings, job_id)
     name = options.from_strings(job.options).summary_name
     download = f"{PurePosixPath(job.input_key).stem}.{name}"
     url = _s3().generate_presigned_url(

@@ -184,6 +184,8 @@ def _run(job_id: str, settings: Settings, workdir: Path) -> int:
             summary_name = options.summary_name
             # Its imports (about a second) overlap the download, which streams into its stdin.
             flags = options.summarize_args(settings.summarizer_method)
+            if options.group_by is None:  # the review page's sample of rows (groups have none)
+                flags += ["--sample", str(workdir / keys.SAMPLE)]
             summarizer = start_summarizer(workdir, summary_name, flags)
             try:
                 manifest = do_job(settings, s3, job, workdir, summarizer, summary_name)
@@ -212,6 +214,9 @@ def _run(job_id: str, settings: Settings, workdir: Path) -> int:
             finishing.write_bytes(json.dumps(report, indent=2).encode())
         else:
             manifest["timings"]["total_s"] = round(time.time() - started, 3)
+            sample = workdir / keys.SAMPLE
+            if sample.exists():
+                put(s3, settings, job_id, keys.SAMPLE, sample.read_bytes(), "application/x-ndjson")
             body = json.dumps(manifest, indent=2).encode()
             put(s3, settings, job_id, keys.MANIFEST, body, "application/json")
             finishing = workdir / summary_name

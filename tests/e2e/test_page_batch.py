@@ -4,10 +4,12 @@ as its metadata) becomes a job in the list, and its summary downloads through a 
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 
 import httpx
+import pandas as pd
 import pytest
 from api_server import serve
 from browser import chromium
@@ -109,3 +111,48 @@ def test_an_upload_link_cannot_be_reused_for_another_file_or_place(page: str) ->
         assert refused.status_code == 400 and "filename" in refused.text, (bad, refused.text)
     refused = httpx.post(page + "/uploads", json={"filename": "r.csv", "options": {"sentences": "many"}})
     assert refused.status_code == 400 and "sumpipe-sentences" in refused.text
+
+
+def test_a_jobs_rows_are_reviewed_one_by_one_on_the_page(
+    browser: WebDriver, page: str, running_stack: RunningStack, tmp_path
+) -> None:
+    upload = tmp_path / "review me.csv"
+    upload.write_bytes(SAMPLE.read_bytes())
+    _upload(browser, page, str(upload))
+    _job_row(browser, "review me.csv", "succeeded")
+    [job] = [j for j in running_stack.target.ledger().list_jobs() if j.input_key == "uploads/review me.csv"]
+    source = pd.read_csv(SAMPLE, dtype=str, keep_default_na=False)
+    written = pd.read_csv(
+        io.BytesIO(operator.output_object(running_stack.target, job.job_id, keys.SUMMARY)),
+        dtype=str,
+        keep_default_na=False,
+    )
+    row = next(
+        tr
+        for tr in browser.find_elements(By.CSS_SELECTOR, "[data-testid=jobs] tbody tr")
+        if tr.text.startswith("review me.csv")
+    )
+    row.find_element(By.LINK_TEXT, "Review").click()
+    position = browser.find_element(By.CSS_SELECTOR, "[data-testid=row-position]")
+    _wait(browser, 20).until(lambda _: "row 1 of" in position.text, "the first row")
+    assert position.text == f"review me.csv: row 1 of {min(200, len(source))} (id {source['Id'][0]})"
+    summary = browser.find_element(By.CSS_SELECTOR, "[data-testid=summary]").text
+    assert summary == written["summary"][0]  # the job's own summary of that row
+    spans = browser.find_elements(By.CSS_SELECTOR, "[data-testid=original] .sentence")
+    assert " ".join(s.text for s in spans if "in-summary" in s.get_attribute("class")) == summary
+    browser.find_element(By.XPATH, "//button[normalize-space()='Approve']").click()
+    status = browser.find_element(By.CSS_SELECTOR, "[data-testid=status]")
+    _wait(browser, 20).until(lambda _: "Approved" in status.text, "the approval")
+    browser.find_element(By.ID, "next-row").click()
+    _wait(browser, 20).until(lambda _: "row 2 of" in position.text, "the second row")
+    assert browser.find_element(By.CSS_SELECTOR, "[data-testid=summary]").text == written["summary"][1]
+    export = pd.read_csv(
+        io.StringIO(httpx.get(page + "/feedback.csv").text), dtype=str, keep_default_na=False
+    )
+    [decided] = export[export["job_id"] == job.job_id].to_dict("records")
+    assert (decided["text_id"], decided["decision"], decided["summary_shown"]) == (
+        source["Id"][0],
+        "approve",
+        summary,
+    )
+    assert decided["text"] == source["Text"][0]

@@ -342,3 +342,40 @@ def test_report_file_holds_the_closing_lines_counts(tmp_path: Path) -> None:
     assert report["statuses"] == out["status"].value_counts().to_dict()
     assert report["sentences_in"] == out["n_sentences_in"].astype(int).sum()
     assert report["sentences_out"] == out["n_sentences_out"].astype(int).sum()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sample_is_the_first_rows_with_their_texts_and_summaries(tmp_path: Path, workers: str) -> None:
+    """`--sample` (what the runner gives the review page): the first rows that have a text, with
+    the very summary and status written for them, across chunk boundaries, up to --sample-rows."""
+    sample = tmp_path / "sample.jsonl"
+    out = tmp_path / "out.csv"
+    done = run_script(
+        REVIEWS,
+        "-o",
+        out,
+        "--sample",
+        sample,
+        "--sample-rows",
+        "25",
+        "--chunk-rows",
+        "7",
+        "--workers",
+        workers,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in sample.read_text(encoding="utf-8").splitlines()]
+    source = pd.read_csv(REVIEWS, dtype=str, keep_default_na=False)
+    written = read_csv(out).set_index("id")
+    with_text = source[source["Text"].str.strip() != ""].head(25)
+    assert [r["id"] for r in rows] == list(with_text["Id"])
+    assert [r["text"] for r in rows] == list(with_text["Text"])
+    assert [r["summary"] for r in rows] == [written.loc[i, "summary"] for i in with_text["Id"]]
+    assert [r["status"] for r in rows] == [written.loc[i, "status"] for i in with_text["Id"]]
+
+
+def test_sample_refuses_group_by(tmp_path: Path) -> None:
+    done = run_script(
+        REVIEWS, "-o", tmp_path / "o.csv", "--group-by", "ProductId", "--sample", tmp_path / "s.jsonl"
+    )
+    assert done.returncode == 2 and b"--sample" in done.stderr

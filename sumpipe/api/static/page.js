@@ -12,6 +12,7 @@ const reason = $("input[name=reason]");
 const reviewer = $("input[name=reviewer]");
 const decisionButtons = document.querySelectorAll("button[data-decision]");
 let shown = null; // what the reviewer is deciding on: {text, method, summary, sentences, chosen}
+let reviewing = null; // a job's rows under review: {job_id, file, method, rows, index}
 
 function say(message, isError = false, line = statusLine) {
   line.textContent = message;
@@ -79,6 +80,8 @@ form.addEventListener("submit", async (event) => {
       text: body.text, method: body.method, summary: answer.summary,
       sentences: answer.input_sentences, chosen: new Set(answer.positions),
     };
+    reviewing = null;
+    $("#row-nav").hidden = true;
     render(answer);
     say(`${answer.n_sentences_out} of ${answer.n_sentences_in} sentences kept (${answer.status}).`);
   } catch (error) {
@@ -101,6 +104,7 @@ decisionButtons.forEach((button) => button.addEventListener("click", async () =>
       decision_id: newId(), text: shown.text, method: shown.method, summary_shown: shown.summary,
       decision, corrected_summary: decision === "correct" ? correction : "",
       reason: reason.value.trim(), reviewer: reviewer.value.trim(),
+      ...(shown.jobId ? { job_id: shown.jobId, text_id: shown.textId } : {}),
     });
     const done = { approve: "Approved", correct: "Correction saved", reject: "Rejected" }[decision];
     say(`${done}. Thank you: the decision is recorded.`);
@@ -156,6 +160,17 @@ async function showJobs() {
       a.textContent = "Download";
       link.append(a);
     }
+    const review = cell(row, "");
+    if (job.review) {
+      const a = document.createElement("a");
+      a.href = "#single-title";
+      a.textContent = "Review";
+      a.addEventListener("click", (event) => {
+        event.preventDefault();
+        openReview(job);
+      });
+      review.append(a);
+    }
   }
   jobsTable.hidden = jobs.length === 0;
   if (awaited && jobs.some((job) => job.input_key === awaited)) awaited = null;
@@ -194,6 +209,40 @@ uploadForm.addEventListener("submit", async (event) => {
     say(`Could not upload: ${error.message}`, true, batchStatus);
   }
 });
+
+// A job's rows, reviewed one by one in the same panel, with the same decisions.
+async function openReview(job) {
+  const response = await fetch(job.review);
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    say(`Could not open the job's rows: ${answer.detail || response.status}`, true, batchStatus);
+    return;
+  }
+  reviewing = {
+    jobId: job.job_id, file: job.input_key.replace(/^uploads\//, ""),
+    method: answer.method, rows: answer.rows, index: 0,
+  };
+  showRow();
+}
+
+function showRow() {
+  const row = reviewing.rows[reviewing.index];
+  shown = {
+    text: row.text, method: reviewing.method, summary: row.summary, sentences: row.input_sentences,
+    chosen: new Set(row.positions), jobId: reviewing.jobId, textId: row.id,
+  };
+  render({ summary: row.summary, input_sentences: row.input_sentences, positions: row.positions });
+  $("[data-testid=row-position]").textContent =
+    `${reviewing.file}: row ${reviewing.index + 1} of ${reviewing.rows.length} (id ${row.id})`;
+  $("#previous-row").disabled = reviewing.index === 0;
+  $("#next-row").disabled = reviewing.index === reviewing.rows.length - 1;
+  $("#row-nav").hidden = false;
+  say(`${row.status}: ${row.summary ? "the summary is highlighted in the text" : "no summary"}.`);
+  result.scrollIntoView();
+}
+
+$("#previous-row").addEventListener("click", () => { reviewing.index -= 1; showRow(); });
+$("#next-row").addEventListener("click", () => { reviewing.index += 1; showRow(); });
 
 async function startBatch() {
   const info = await (await fetch("batch")).json();
