@@ -132,7 +132,7 @@ def test_a_jobs_rows_are_reviewed_one_by_one_on_the_page(
         for tr in browser.find_elements(By.CSS_SELECTOR, "[data-testid=jobs] tbody tr")
         if tr.text.startswith("review me.csv")
     )
-    row.find_element(By.LINK_TEXT, "Review").click()
+    row.find_element(By.LINK_TEXT, "Open").click()
     position = browser.find_element(By.CSS_SELECTOR, "[data-testid=row-position]")
     _wait(browser, 20).until(lambda _: "row 1 of" in position.text, "the first row")
     assert position.text == f"review me.csv: row 1 of {min(200, len(source))} (id {source['Id'][0]})"

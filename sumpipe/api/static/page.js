@@ -164,7 +164,7 @@ async function showJobs() {
     if (job.review) {
       const a = document.createElement("a");
       a.href = "#single-title";
-      a.textContent = "Review";
+      a.textContent = "Open";
       a.addEventListener("click", (event) => {
         event.preventDefault();
         openReview(job);
