@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from api_server import serve
 from browser import chromium
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -67,10 +67,10 @@ def _job_row(browser: WebDriver, name: str, state: str) -> list[str]:
 
 
 def _wait(browser: WebDriver, timeout: float) -> WebDriverWait:
-    # The page loads anew after the upload, and the job list is redrawn while jobs run.
-    return WebDriverWait(
-        browser, timeout, ignored_exceptions=(StaleElementReferenceException, NoSuchElementException)
-    )
+    # The page loads anew after the upload (an element read mid-navigation belongs to the old
+    # document: chromedriver says so with a plain WebDriverException), and the job list is
+    # redrawn while jobs run: any of these is retried until the timeout.
+    return WebDriverWait(browser, timeout, ignored_exceptions=(WebDriverException,))
 
 
 def test_a_table_uploaded_from_the_page_is_summarized_and_downloads(
@@ -127,12 +127,16 @@ def test_a_jobs_rows_are_reviewed_one_by_one_on_the_page(
         dtype=str,
         keep_default_na=False,
     )
-    row = next(
-        tr
-        for tr in browser.find_elements(By.CSS_SELECTOR, "[data-testid=jobs] tbody tr")
-        if tr.text.startswith("review me.csv")
-    )
-    row.find_element(By.LINK_TEXT, "Open").click()
+
+    def open_rows(driver: WebDriver) -> bool:
+        # Found and clicked in one go: the list is redrawn now and then.
+        for tr in driver.find_elements(By.CSS_SELECTOR, "[data-testid=jobs] tbody tr"):
+            if tr.text.startswith("review me.csv"):
+                tr.find_element(By.LINK_TEXT, "Open").click()
+                return True
+        return False
+
+    _wait(browser, 20).until(open_rows, "the job's Open link")
     position = browser.find_element(By.CSS_SELECTOR, "[data-testid=row-position]")
     _wait(browser, 20).until(lambda _: "row 1 of" in position.text, "the first row")
     assert position.text == f"review me.csv: row 1 of {min(200, len(source))} (id {source['Id'][0]})"
