@@ -342,21 +342,22 @@ def _output_format(path: str) -> str:
 def _sampler(out: TextIO, rows: int) -> Callable[[list[str], list[object], dict[str, list[object]]], bool]:
     """Writes the rows it is given to `out` as JSON Lines (rows with a text only) until it has
     `rows` of them or SAMPLE_MAX_BYTES; then answers False."""
-    left = {"rows": rows, "bytes": SAMPLE_MAX_BYTES}
+    rows_left, bytes_left = rows, SAMPLE_MAX_BYTES
 
     def take(ids: list[str], texts: list[object], results: dict[str, list[object]]) -> bool:
+        nonlocal rows_left, bytes_left
         for row_id, text, summary, status in zip(
             ids, texts, results["summary"], results["status"], strict=True
         ):
             if not isinstance(text, str) or not text.strip():
                 continue
             line = json.dumps({"id": row_id, "text": text, "summary": summary, "status": status}) + "\n"
-            if len(line) > left["bytes"]:
+            if len(line) > bytes_left:
                 return False
             out.write(line)
-            left["rows"] -= 1
-            left["bytes"] -= len(line)
-            if not left["rows"]:
+            rows_left -= 1
+            bytes_left -= len(line)
+            if not rows_left:
                 return False
         return True
 

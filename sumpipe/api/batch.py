@@ -222,14 +222,11 @@ def rows(job_id: str) -> RowsOut:
 
     settings = _require_batch()
     job = _succeeded_job(settings, job_id)
+    s3 = _s3()
     try:
-        body = _s3().get_object(Bucket=settings.output_bucket, Key=keys.output_key(job_id, keys.SAMPLE))[
-            "Body"
-        ]
-    except Exception as error:  # botocore's NoSuchKey: a group-by job, or one from before samples
-        if getattr(error, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            raise HTTPException(404, f"job {job_id} has no rows to review") from None
-        raise
+        body = s3.get_object(Bucket=settings.output_bucket, Key=keys.output_key(job_id, keys.SAMPLE))["Body"]
+    except s3.exceptions.NoSuchKey:  # a group-by job, or one from before samples
+        raise HTTPException(404, f"job {job_id} has no rows to review") from None
     found = []
     for line in body.iter_lines():
         row = json.loads(line)
