@@ -1,7 +1,7 @@
 """Summarize a whole table, chunk by chunk: the engine behind the `summarize` CLI.
 
 Rows stream from a `TableReader` to a `TableWriter` in input order, one output row per input row
-(or one per group with `group_by`, summarized by `summarizer.group.summarize_groups`). Each chunk
+(or one per theme of each group with `group_by`, by `summarizer.group.summarize_group`). Each chunk
 goes through the engine's batched `summarize_many`; a chunk that makes it raise is redone row by
 row so one bad row costs only its own `error: ...` status, never the run.
 
@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 from summarizer import Budget, Summarizer, Summary
-from summarizer.group import summarize_groups
+from summarizer.group import STARS, GroupSummary, star_rating, summarize_group
 from summarizer.io import DELIMITERS, ROW_ERROR, InputError, TableReader, TableWriter, decode_text
 
 DEFAULT_CHUNK_ROWS = 2_000
@@ -43,11 +43,26 @@ SUMMARY_FIELDS = [
 ]
 ROW_SCHEMA = pa.schema([("id", pa.string()), *SUMMARY_FIELDS])
 GROUP_COUNT_COLUMN = "n_rows"
+# Score in Amazon's reviews: used for the star split of group summaries when the input has it.
+DEFAULT_STARS_COLUMN = "Score"
+THEME_FIELDS = [("theme", pa.string()), ("theme_rows", pa.int64()), ("share", pa.float64())]
+STAR_FIELDS = [("stars", pa.float64()), *((f"stars_{star}", pa.int64()) for star in STARS)]
 
 
-def group_schema(group_by: str) -> pa.Schema:
-    """Output columns with `group_by`: the group key (named as in the input), its row count, the summary."""
-    return pa.schema([(group_by, pa.string()), (GROUP_COUNT_COLUMN, pa.int64()), *SUMMARY_FIELDS])
+def group_schema(group_by: str, stars: bool = False) -> pa.Schema:
+    """Output columns with `group_by`, one row per theme of each group: the group key (named as in
+    the input), its row count, the theme (its words, or "" for a group summarized without themes),
+    its rows and their share of the group's, with `stars` their mean star rating and star split,
+    then the summary columns."""
+    return pa.schema(
+        [
+            (group_by, pa.string()),
+            (GROUP_COUNT_COLUMN, pa.int64()),
+            *THEME_FIELDS,
+            *(STAR_FIELDS if stars else ()),
+            *SUMMARY_FIELDS,
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,8 @@ class TableOptions:
     # None: the input's "Id" column when it has one, else the 0-based row number.
     id_column: str | None = None
     group_by: str | None = None
+    # With group_by: each row's star rating (1-5), for the themes' star split.
+    stars_column: str | None = None
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     # Texts longer than this get status "error: text too long ..."; 0 means no limit.
     max_chars: int = DEFAULT_MAX_CHARS
@@ -150,15 +167,19 @@ class TableReport:
 
     rows_in: int = 0
     rows_out: int = 0
+    groups: int = 0  # with group_by
     statuses: Counter[str] = field(default_factory=Counter)
     sentences_in: int = 0
     sentences_out: int = 0
     workers: int = 1
 
-    def count(self, results: Results) -> None:
-        """Adds one chunk's output rows."""
+    def count(self, results: Results, groups: list[int] | None = None) -> None:
+        """Adds one chunk's output rows; with group summaries, `groups` are the rows that start a
+        group (their status is the group's)."""
         self.rows_out += len(results["status"])
-        for status, n in Counter(results["status"]).items():
+        statuses = results["status"] if groups is None else [results["status"][row] for row in groups]
+        self.groups += 0 if groups is None else len(groups)
+        for status, n in Counter(statuses).items():
             self.statuses["error" if str(status).startswith("error") else str(status)] += n
         self.sentences_in += sum(results["n_sentences_in"])  # type: ignore[arg-type]
         self.sentences_out += sum(results["n_sentences_out"])  # type: ignore[arg-type]
@@ -170,6 +191,7 @@ def check_columns(available: list[str], options: TableOptions) -> None:
         "text column": options.text_column,
         "id column": options.id_column,
         "group-by column": options.group_by,
+        "stars column": options.stars_column,
     }
     for role, name in wanted.items():
         if name is not None and name not in available:
@@ -182,12 +204,16 @@ def check_columns(available: list[str], options: TableOptions) -> None:
                 if held:
                     hint = f"; the header is one column holding {held[0]!r}: is that the delimiter? (--sep)"
             raise InputError(f"{role} {name!r} not found; available columns: {listing}{hint}")
-    if options.group_by is not None and options.group_by in group_schema(options.group_by).names[1:]:
+    if options.stars_column is not None and options.group_by is None:
+        raise InputError("a stars column is for --group-by summaries (their themes' star split)")
+    if options.group_by is not None and options.group_by in output_schema(options).names[1:]:
         raise InputError(f"group-by column {options.group_by!r} clashes with an output column name")
 
 
 def output_schema(options: TableOptions) -> pa.Schema:
-    return ROW_SCHEMA if options.group_by is None else group_schema(options.group_by)
+    if options.group_by is None:
+        return ROW_SCHEMA
+    return group_schema(options.group_by, stars=options.stars_column is not None)
 
 
 def summarize_table(
@@ -253,24 +279,29 @@ def _summarize_groups(
     on_progress: Callable[[int], None] | None,
     report: TableReport,
 ) -> None:
-    """One summary per distinct `group_by` value, groups in order of first appearance.
+    """One row per theme of each distinct `group_by` value, groups in order of first appearance.
 
-    A group's rows can be anywhere in the input, so the text column is collected for the whole
-    input before summarizing (only that column: memory is about the size of the texts).
-    `max_chars` applies to each row's text, not to the group: a group with an over-long row gets
-    that row's error status, as the row would on its own.
+    A group's rows can be anywhere in the input, so the text column (and the stars column) is
+    collected for the whole input before summarizing (only those: memory is about the size of the
+    texts). `max_chars` applies to each row's text, not to the group: a group with an over-long
+    row gets that row's error status, as the row would on its own.
     """
     group_by = options.group_by
     assert group_by is not None
+    stars_column = options.stars_column
     texts_by_group: dict[str, list[str]] = {}
+    stars_by_group: dict[str, list[int | None]] = {}
     row_counts: dict[str, int] = {}
     errors: dict[str, str] = {}
-    for chunk in reader.chunks([options.text_column, group_by], options.chunk_rows):
+    columns = [options.text_column, group_by] + ([stars_column] if stars_column else [])
+    for chunk in reader.chunks(columns, options.chunk_rows):
         values = _texts_or_row_errors(chunk, options.text_column)
-        for key_value, text_value in zip(chunk[group_by], values, strict=True):
+        stars = chunk[stars_column].tolist() if stars_column else [None] * len(chunk)
+        for key_value, text_value, star in zip(chunk[group_by], values, stars, strict=True):
             key = _as_key(key_value)
             row_counts[key] = row_counts.get(key, 0) + 1
             texts = texts_by_group.setdefault(key, [])
+            group_stars = stars_by_group.setdefault(key, [])
             if isinstance(text_value, RowError):  # (its group key is unknown: it counts under "")
                 errors.setdefault(key, f"error: {text_value}")
                 continue
@@ -281,28 +312,40 @@ def _summarize_groups(
                 errors.setdefault(key, _too_long_status(text, options.max_chars))
             elif key not in errors:
                 texts.append(text)
+                group_stars.append(star_rating(star))
         report.rows_in += len(chunk)
         if on_progress is not None:
             on_progress(report.rows_in)
 
-    def group_texts(key: str) -> list[str] | None:
-        texts = texts_by_group.pop(key)  # freed as soon as it is handed over
-        return None if key in errors else texts
+    def group_rows(key: str) -> tuple[list[str], list[int | None]] | None:
+        texts, stars = texts_by_group.pop(key), stars_by_group.pop(key)  # freed once handed over
+        return None if key in errors else (texts, stars)
 
     def jobs() -> Iterator[tuple[list[str], list[object]]]:
         keys = list(row_counts)
         for start in range(0, len(keys), options.chunk_rows):
             batch = keys[start : start + options.chunk_rows]
-            yield batch, [group_texts(key) for key in batch]
+            yield batch, [group_rows(key) for key in batch]
 
-    task = partial(summarize_group_texts, budget=spec.group_budget())
+    task = partial(summarize_group_texts, budget=spec.group_budget(), stars=stars_column is not None)
     for keys, results in _summarize_in_order(jobs(), spec, options.workers, task, report):
-        for position, key in enumerate(keys):
-            if key in errors:
-                results["status"][position] = errors[key]
-        counts = [row_counts[key] for key in keys]
-        writer.write({group_by: keys, GROUP_COUNT_COLUMN: counts, **results})
-        report.count(results)
+        positions = results.pop(GROUP_POSITION)
+        for row, position in enumerate(positions):
+            if keys[position] in errors:  # type: ignore[index]
+                results["status"][row] = errors[keys[position]]  # type: ignore[index]
+        writer.write(
+            {
+                group_by: [keys[p] for p in positions],  # type: ignore[index]
+                GROUP_COUNT_COLUMN: [row_counts[keys[p]] for p in positions],  # type: ignore[index]
+                **results,
+            }
+        )
+        report.count(results, groups=_firsts(positions))
+
+
+def _firsts(positions: list[object]) -> list[int]:
+    """The rows that start a group: the first of each run of equal positions."""
+    return [row for row, position in enumerate(positions) if row == 0 or positions[row - 1] != position]
 
 
 # ---- per chunk ---------------------------------------------------------------------------------
@@ -363,30 +406,88 @@ def summarize_texts(summarizer: Summarizer, values: Sequence[object], max_chars:
     return {"summary": summaries, "n_sentences_in": n_in, "n_sentences_out": n_out, "status": statuses}
 
 
-def summarize_group_texts(summarizer: Summarizer, groups: Sequence[object], budget: Budget | None) -> Results:
-    """Summary columns for a chunk of groups, each given as the list of its texts, by
-    `summarize_groups` (exact repeats counted once, near-duplicates left out, `budget` or its
-    capped default). `n_sentences_in` is the group's distinct sentences. A group given as None
-    is skipped (the caller sets its status); one that makes the engine raise gets `error: ...`.
-    """
-    n = len(groups)
-    summaries: list[object] = [""] * n
-    n_in: list[object] = [0] * n
-    n_out: list[object] = [0] * n
-    statuses: list[object] = ["empty"] * n
-    for position, texts in enumerate(groups):
-        if not texts:
+# In summarize_group_texts' results: the position in its chunk of each row's group.
+GROUP_POSITION = "group"
+
+
+def summarize_group_texts(
+    summarizer: Summarizer, groups: Sequence[object], budget: Budget | None, stars: bool = False
+) -> Results:
+    """Output columns for a chunk of groups, each given as (its texts, their star ratings), by
+    `summarize_group`: a row per theme, or one row for a group without themes (theme "") or
+    without a summary. `GROUP_POSITION` says which group each row is of. A group given as None
+    gets one row and is left to the caller (its status); one that makes the engine raise gets
+    `error: ...`. The star columns are there when `stars`."""
+    columns = [name for name, _ in THEME_FIELDS + (STAR_FIELDS if stars else []) + SUMMARY_FIELDS]
+    results: Results = {GROUP_POSITION: [], **{name: [] for name in columns}}
+
+    def add(position: int, row: dict[str, object]) -> None:
+        results[GROUP_POSITION].append(position)
+        for name in columns:
+            results[name].append(row.get(name))
+
+    for position, group in enumerate(groups):
+        if not group:
+            add(position, _group_row("", 0, 0, {}, [], 0, "empty"))
             continue
+        texts, ratings = group  # type: ignore[misc]
         try:
-            [group] = summarize_groups(((position, text) for text in texts), summarizer, budget=budget)
+            summary = summarize_group(position, texts, summarizer, budget, ratings)
         except Exception as exc:
-            statuses[position] = _error_status(exc)
+            add(position, _group_row("", 0, 0, {}, [], 0, _error_status(exc)))
             continue
-        summaries[position] = group.text
-        n_in[position] = group.n_sentences
-        n_out[position] = len(group.sentences)
-        statuses[position] = group.status
-    return {"summary": summaries, "n_sentences_in": n_in, "n_sentences_out": n_out, "status": statuses}
+        for row in _theme_rows(summary):
+            add(position, row)
+    if not stars:
+        for name, _ in STAR_FIELDS:
+            results.pop(name, None)
+    return results
+
+
+def _theme_rows(summary: GroupSummary) -> Iterator[dict[str, object]]:
+    if not summary.themes:
+        yield _group_row(
+            "",
+            summary.n_texts,
+            summary.n_texts,
+            summary.stars,
+            summary.sentences,
+            summary.n_sentences,
+            summary.status,
+        )
+    for theme in summary.themes:
+        yield _group_row(
+            ", ".join(theme.words),
+            theme.texts,
+            summary.n_texts,
+            theme.stars,
+            theme.sentences,
+            theme.mentions,
+            summary.status,
+        )
+
+
+def _group_row(
+    theme: str,
+    theme_texts: int,
+    of_texts: int,
+    star_split: dict[int, int],
+    sentences: list[str],
+    n_sentences_in: int,
+    status: str,
+) -> dict[str, object]:
+    starred = sum(star_split.values())
+    return {
+        "theme": theme,
+        "theme_rows": theme_texts,
+        "share": round(theme_texts / of_texts, 3) if of_texts else None,
+        "stars": round(sum(star * n for star, n in star_split.items()) / starred, 2) if starred else None,
+        **{f"stars_{star}": star_split.get(star, 0) for star in STARS},
+        "summary": " ".join(sentences),
+        "n_sentences_in": n_sentences_in,
+        "n_sentences_out": len(sentences),
+        "status": status,
+    }
 
 
 def _too_long_status(text: str, max_chars: int) -> str:

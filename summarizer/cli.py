@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from glove import GloveError
@@ -20,6 +21,7 @@ from summarizer.batch import (
     DEFAULT_CHUNK_ROWS,
     DEFAULT_ID_COLUMN,
     DEFAULT_MAX_CHARS,
+    DEFAULT_STARS_COLUMN,
     SummarizerSpec,
     TableOptions,
     TableReport,
@@ -146,8 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     columns.add_argument(
         "--group-by",
         metavar="NAME",
-        help="one summary per distinct value of this column (e.g. ProductId) instead of one per row; "
-        "repeated and near-duplicate sentences across its rows are left out",
+        help="summarize each distinct value of this column (e.g. ProductId) instead of each row: "
+        "a row per theme its rows share, with how many rows say it",
+    )
+    columns.add_argument(
+        "--stars",
+        metavar="NAME",
+        help=f"with --group-by: each row's star rating (1-5), for each theme's star split and balanced "
+        f"praise and complaints (default: {DEFAULT_STARS_COLUMN} if present)",
     )
     summary = parser.add_argument_group("summary")
     summary.add_argument("--method", choices=("default", "kmeans"), default="default")
@@ -265,6 +273,7 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, stderr: Tex
         text_column=args.text_column,
         id_column=args.id_column,
         group_by=args.group_by,
+        stars_column=args.stars,
         chunk_rows=args.chunk_rows,
         max_chars=args.max_chars,
         workers=args.workers,
@@ -279,6 +288,8 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, stderr: Tex
         raise InputError("--sample is a sample of rows; with --group-by there are none")
     if args.sample_rows < 1:
         raise InputError(f"--sample-rows must be at least 1, got {args.sample_rows}")
+    if args.group_by is not None and args.stars is None and DEFAULT_STARS_COLUMN in reader.columns:
+        options = replace(options, stars_column=DEFAULT_STARS_COLUMN)
     try:
         check_columns(reader.columns, options)
         writer = TableWriter(args.output, output_format, output_schema(options), stdout=stdout)
@@ -373,7 +384,8 @@ def closing_line(report: TableReport, group_by: str | None, seconds: float) -> s
     )
     rows = _count(report.rows_in, "row")
     if group_by is not None:
-        rows = f"{_count(report.rows_out, 'group')} of {group_by} from {rows}"
+        themes = _count(report.rows_out, "row")
+        rows = f"{_count(report.groups, 'group')} of {group_by} ({themes} of themes) from {rows}"
     workers = _count(report.workers, "worker")
     return f"{rows}: {counts or 'nothing to summarize'} in {seconds:.1f} s ({workers})"
 

@@ -216,6 +216,16 @@ class Summarizer:
         """The sentences' embeddings (n, dim), as this method builds them."""
         return self._embed([_Doc(sentences, k=len(sentences))], with_salience=False)[0]
 
+    def word_rows(self, words: Sequence[str]) -> np.ndarray:
+        """Each word's row in the vectors, -1 when unknown. GloVe's rows are in order of frequency,
+        so a row is also the word's frequency rank in GloVe's corpus."""
+        index = self._word_rows.index
+        return np.fromiter((index.get(word, -1) for word in words), dtype=np.int64, count=len(words))
+
+    def word_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of vocabulary ``rows`` (from ``word_rows``), (len(rows), dim)."""
+        return self._vectors[rows]
+
     def sentence_features(self, text: str) -> tuple[list[str], np.ndarray, np.ndarray]:
         """What the default method scores in ``text``: its sentences, the positions of those long
         enough to be scored (m,), and their features (m, len(scorer.FEATURES)). For learning

@@ -1,26 +1,46 @@
-"""One summary per group of texts (e.g. all reviews of a product): what buyers say.
+"""One summary per group of texts (e.g. all reviews of a product): what buyers say, theme by theme.
 
-All sentences of a group's reviews are pooled; exact repeats (same words, ignoring case and
-punctuation) are pooled once and counted. Readable sentences (4 to 30 words; all of them when too
-few are) are clustered with k-means, k = ceil(sqrt(n)): each cluster is a theme, and its size (with
-repeats) says how much of what buyers wrote is about it. Themes are visited largest first, and each
-gives its best sentence, by similarity to the whole pool plus bonuses for a full sentence (up to
-15 words), for coming early in its review (where reviewers put their verdict) and for being said
-more than once. A sentence whose embedding has cosine >= ``similarity`` with one already taken
-is skipped as a near-duplicate. When the budget outlasts the themes, the best remaining
-sentences fill it. Picks are returned in input order (review by review, sentence by sentence).
+**Themes.** A theme is a few words that many of the group's texts use and that say what they are
+about: "crunchy, crispy, crunch", "salt, vinegar", "price, cheaper". A word is a candidate when
+  * at least ``min(3, 2%)`` of the group's texts use it (one reviewer's story is not a theme) and
+    at most 60% (there it names the product itself: "chips" on a page of chips);
+  * it is a content word: outside GloVe's 300 most frequent words and outside ``GENERIC``, the
+    words every review uses whatever it is about (great, love, bought, recommend...).
+Candidates are ranked by how many texts use them times how much more often than in English at
+large (the log of that ratio: GloVe's rows are in frequency order, and Zipf's law turns a row into
+a frequency). The best 40 are joined into themes: plural and singular, words sharing a 5-letter
+start, words written side by side in most of their uses ("salt and vinegar" is not, "sea salt"
+is), and words whose vectors all have cosine >= 0.8 with each other. A theme's size is the number
+of texts that use any of its words, and the group's largest themes are kept (``MAX_THEMES``
+unless a budget says otherwise).
 
-Budget for groups: ``budget`` applied to the number of distinct sentences in the group; by
-default (``budget=None``) ``min(10, ceil(sqrt(distinct sentences)))``, so a product with
-hundreds of reviews still gets a readable paragraph.
+**What each theme says.** Its sentence is the one that best says it, among the group's distinct
+sentences that use a theme word, 4 to 30 words long: most of its content words are the group's own
+vocabulary (off-topic asides are not), it names a few of the group's candidate words, it is about
+the product, not the reviewer (a first-person story loses: "I bought these at..."), and it is of
+a readable length. A sentence is used once in a group.
+
+**Stars.** Given each text's star rating (1 to 5; ``stars_column``), every theme gets the star
+split of the texts that use it. Its sentence is then a 4-5 star text's when the theme has any, and
+a theme whose texts are at least a quarter 1-2 star (two at least) gets a complaint from one of
+those too. Praise and complaints are balanced: a quarter of the themes (at least one) are kept for
+the themes with the most 1-2 star texts, when the largest themes leave them out.
+
+**Groups without themes.** A group too small or too uniform for themes (no word in three of its
+texts) gets its best sentences, as a summary of all of it: the pooled distinct sentences
+(exact repeats counted once) are clustered by k-means, and each cluster gives its best sentence by
+similarity to the whole pool, fullness, coming early in its review and being said more than once;
+near-duplicates (cosine >= ``similarity``) are skipped. Its budget: ``budget`` applied to the
+distinct sentences, by default ``min(10, ceil(sqrt(n)))``.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,12 +48,15 @@ import numpy as np
 from summarizer.engine import Budget, Summarizer
 from summarizer.kmeans import kmeans
 from summarizer.split import split_sentences
+from summarizer.tokens import SEPARATOR, tokenize_sentences
 
 if TYPE_CHECKING:
     import pandas as pd
 
 DEFAULT_MAX_SENTENCES = 10
 DEFAULT_SIMILARITY = 0.95
+MAX_THEMES = 10
+STARS = (1, 2, 3, 4, 5)
 # Sentences a reader takes in at a glance; longer ones ramble, shorter ones say little.
 MIN_WORDS, MAX_WORDS = 4, 30
 FULL_SENTENCE_WORDS = 15
@@ -41,6 +64,46 @@ _W_LENGTH = 0.3
 _W_LEAD = 0.1
 _W_REPEATS = 0.1
 _NON_WORD = re.compile(r"[\W_]+")
+
+# Words that reviews of anything use: verdicts, buying and eating, people, intensifiers. They tell
+# how a reviewer feels, not what about; a theme is what about.
+GENERIC = frozenset(
+    """
+    great good love loved loves like liked buy bought buying purchase purchased order ordered
+    ordering try tried trying eat eating ate eaten recommend recommended really ever know best
+    better product products item items well much many also would could should will one two get
+    got make made enjoy enjoyed enjoying favorite perfect excellent delicious awesome amazing
+    wonderful nice fine bad terrible horrible disappointed happy thing things time times way
+    little lot lots just even still think thought find found say said want wanted need needed use
+    used using definitely highly always never again back only first since different pretty quite
+    very too stars star review reviews people everyone someone anyone family friends husband wife
+    kids son daughter yum yummy wow bit sure something anything everything nothing taste tasted
+    tasty tastes flavor flavors flavored stuff kind sort actually usually especially however
+    your yours their theirs you they them these those this that there here
+    """.split()  # noqa: SIM905 (a word list reads better as words)
+)
+_COMMON_ROWS = 300  # GloVe's most frequent words: function words
+_MIN_THEME_TEXTS, _MIN_THEME_SHARE, _MAX_THEME_SHARE = 3, 0.02, 0.6
+_CANDIDATE_WORDS = 40
+_SAME_THEME_COSINE = 0.8
+_SIDE_BY_SIDE = 0.4  # share of the rarer word's texts that write the two words next to each other
+_ZIPF_NORM = 13.0  # sum of 1/rank over GloVe's 400k rows: turns a row into a frequency
+_FIRST_PERSON = frozenset(("i", "we", "my", "our", "me", "us"))
+_STORY_VERB = re.compile(
+    r"\b(?:\w+ed|bought|got|found|went|ate|tried|gave|took|came|saw|had|was|were|grew|began|thought)\b"
+)
+_COMPLAINT_SHARE = 0.25
+# A sentence whose words are mostly (this share) one already picked in the group says it again.
+_NEAR_DUPLICATE = 0.7
+
+
+@dataclass
+class Theme:
+    words: list[str]  # the words that name it, the most used first
+    texts: int  # the group's texts that use one of them
+    sentences: list[str]  # what they say: its best sentence, and with stars maybe a complaint too
+    mentions: int  # the group's distinct sentences that use one of them
+    stars: dict[int, int] = field(default_factory=dict)  # star -> texts among `texts` (with stars)
 
 
 @dataclass
@@ -50,6 +113,8 @@ class GroupSummary:
     n_texts: int  # texts in the group
     n_sentences: int  # distinct sentences in the group
     status: str  # "ok" | "passthrough" | "empty"
+    themes: list[Theme] = field(default_factory=list)  # none: `sentences` summarize the whole group
+    stars: dict[int, int] = field(default_factory=dict)  # star -> the group's texts with it
 
     @property
     def text(self) -> str:
@@ -57,62 +122,281 @@ class GroupSummary:
 
 
 def summarize_groups(
-    items: Iterable[tuple[Hashable, str | None]] | pd.DataFrame,
+    items: Iterable[tuple[Hashable, str | None] | tuple[Hashable, str | None, object]] | pd.DataFrame,
     summarizer: Summarizer | None = None,
     *,
     budget: Budget | None = None,
     key_column: str = "ProductId",
     text_column: str = "Text",
+    stars_column: str | None = None,
     similarity: float = DEFAULT_SIMILARITY,
 ) -> list[GroupSummary]:
     """Summaries of each group, in order of first appearance.
 
-    ``items`` is an iterable of ``(group_key, text)`` pairs, or a DataFrame with ``key_column``
-    and ``text_column``. ``summarizer`` (default ``Summarizer()``) embeds the sentences; its
-    budget is not used: groups use ``budget``."""
+    ``items`` is an iterable of ``(group_key, text)`` or ``(group_key, text, stars)`` tuples, or a
+    DataFrame with ``key_column``, ``text_column`` and, if given, ``stars_column`` (``Score`` in
+    Amazon's reviews). ``summarizer`` (default ``Summarizer()``) gives the words' vectors; its
+    budget is not used: groups use ``budget`` (the number of themes, or of sentences for a group
+    without themes)."""
     if hasattr(items, "columns"):  # a DataFrame
-        items = zip(items[key_column], items[text_column], strict=True)
+        columns = [items[key_column], items[text_column]]
+        if stars_column is not None:
+            columns.append(items[stars_column])
+        items = zip(*columns, strict=True)
     texts_by_key: dict[Hashable, list[str | None]] = {}
-    for key, text in items:
+    stars_by_key: dict[Hashable, list[int | None]] = {}
+    for key, text, *stars in items:
         texts_by_key.setdefault(key, []).append(text)
+        stars_by_key.setdefault(key, []).append(star_rating(stars[0]) if stars else None)
     summarizer = summarizer or Summarizer()
     return [
-        _summarize_group(key, texts, summarizer, budget, similarity) for key, texts in texts_by_key.items()
+        summarize_group(key, texts, summarizer, budget, stars_by_key[key], similarity)
+        for key, texts in texts_by_key.items()
     ]
 
 
-def _summarize_group(
+def star_rating(value: object) -> int | None:
+    """A star rating of 1 to 5 as an int (5, 5.0, "5"), or None for anything else."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number in STARS else None
+
+
+def summarize_group(
     key: Hashable,
-    texts: list[str | None],
+    texts: Sequence[str | None],
     summarizer: Summarizer,
-    budget: Budget | None,
-    similarity: float,
+    budget: Budget | None = None,
+    stars: Sequence[int | None] | None = None,
+    similarity: float = DEFAULT_SIMILARITY,
 ) -> GroupSummary:
-    sentences: list[str] = []
-    lead: list[float] = []
-    repeats: list[int] = []  # how many times each pooled sentence was said
-    index: dict[str, int] = {}
-    for text in texts:
-        review = split_sentences(text) if isinstance(text, str) else []
-        for i, sentence in enumerate(review):
-            normalized = _NON_WORD.sub(" ", sentence.lower()).strip()
-            if normalized in index:
-                repeats[index[normalized]] += 1
-                continue
-            index[normalized] = len(sentences)
-            sentences.append(sentence)
-            lead.append(1.0 - i / len(review))
-            repeats.append(1)
-    n = len(sentences)
+    """One group's summary: its themes, or without themes its best sentences. ``stars``: each
+    text's star rating (1-5) or None, in the order of ``texts``."""
+    stars = list(stars) if stars is not None else [None] * len(texts)
+    pool = _Pool(texts)
+    star_split = dict(sorted(Counter(s for s in stars if s is not None).items()))
+    n = len(pool.sentences)
     if n == 0:
-        return GroupSummary(key, [], len(texts), 0, "empty")
+        return GroupSummary(key, [], len(texts), 0, "empty", stars=star_split)
+    themes = _themes(pool, summarizer, stars, budget)
+    if themes:
+        sentences = [sentence for theme in themes for sentence in theme.sentences]
+        return GroupSummary(key, sentences, len(texts), n, "ok", themes, star_split)
     k = budget.size(n) if budget else min(DEFAULT_MAX_SENTENCES, math.ceil(math.sqrt(n)))
     if n <= k:
-        return GroupSummary(key, sentences, len(texts), n, "passthrough")
+        return GroupSummary(key, pool.sentences, len(texts), n, "passthrough", stars=star_split)
     picks = _pick_by_theme(
-        sentences, np.asarray(lead), np.asarray(repeats), summarizer.embed(sentences), k, similarity
+        pool.sentences,
+        np.asarray(pool.lead),
+        np.asarray(pool.repeats),
+        summarizer.embed(pool.sentences),
+        k,
+        similarity,
     )
-    return GroupSummary(key, [sentences[p] for p in sorted(picks)], len(texts), n, "ok")
+    sentences = [pool.sentences[p] for p in sorted(picks)]
+    return GroupSummary(key, sentences, len(texts), n, "ok", stars=star_split)
+
+
+class _Pool:
+    """A group's distinct sentences (exact repeats, ignoring case and punctuation, pooled once and
+    counted), with each one's texts and tokens."""
+
+    def __init__(self, texts: Sequence[str | None]) -> None:
+        self.sentences: list[str] = []
+        self.lead: list[float] = []  # 1 for a review's first sentence, down to 1/len for its last
+        self.repeats: list[int] = []  # how many times each was said
+        self.texts: list[set[int]] = []  # the texts that said it
+        index: dict[str, int] = {}
+        for t, text in enumerate(texts):
+            review = split_sentences(text) if isinstance(text, str) else []
+            for i, sentence in enumerate(review):
+                normalized = _NON_WORD.sub(" ", sentence.lower()).strip()
+                if normalized in index:
+                    self.repeats[index[normalized]] += 1
+                    self.texts[index[normalized]].add(t)
+                    continue
+                index[normalized] = len(self.sentences)
+                self.sentences.append(sentence)
+                self.lead.append(1.0 - i / len(review))
+                self.repeats.append(1)
+                self.texts.append({t})
+        self.tokens = _split_tokens(tokenize_sentences(self.sentences))
+        # each sentence's words, plural folded into singular
+        self.words = [{_singular(token) for token in tokens if token.isalpha()} for tokens in self.tokens]
+
+
+def _split_tokens(tokens: list[str]) -> list[list[str]]:
+    sentences: list[list[str]] = [[]]
+    for token in tokens:
+        if token == SEPARATOR:
+            sentences.append([])
+        else:
+            sentences[-1].append(token)
+    return sentences[:-1]
+
+
+def _singular(word: str) -> str:
+    return word[:-1] if len(word) > 4 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def _themes(
+    pool: _Pool, summarizer: Summarizer, stars: list[int | None], budget: Budget | None
+) -> list[Theme]:
+    n_texts = len(stars)
+    texts_with: dict[str, set[int]] = {}  # word -> the texts that use it
+    for words, texts in zip(pool.words, pool.texts, strict=True):
+        for word in words:
+            texts_with.setdefault(word, set()).update(texts)
+    min_texts = max(_MIN_THEME_TEXTS, math.ceil(_MIN_THEME_SHARE * n_texts))
+    words = [
+        word
+        for word, texts in texts_with.items()
+        if min_texts <= len(texts) <= _MAX_THEME_SHARE * n_texts and len(word) >= 3 and word not in GENERIC
+    ]
+    rows = summarizer.word_rows(words)
+    known = rows >= _COMMON_ROWS
+    words = [word for word, ok in zip(words, known.tolist(), strict=True) if ok]
+    rows = rows[known]
+    if not words:
+        return []
+    share = np.array([len(texts_with[word]) for word in words]) / n_texts
+    english = 1.0 / ((rows + 1) * _ZIPF_NORM)
+    weight = share * np.log(np.maximum(share / english, 1.0))
+    best = np.argsort(-weight, kind="stable")[:_CANDIDATE_WORDS]
+    words = [words[i] for i in best.tolist()]
+    unit = _unit_rows(summarizer.word_vectors(rows[best]))
+    candidates = set(words)
+    side_by_side = Counter(
+        pair
+        for tokens in pool.tokens
+        for pair in zip(map(_singular, tokens), map(_singular, tokens[1:]), strict=False)
+        if pair[0] in candidates and pair[1] in candidates
+    )
+    joined: list[list[int]] = []
+    for i in range(len(words)):
+        for theme in joined:
+            if all(_same_theme(i, j, words, unit, side_by_side, texts_with) for j in theme):
+                theme.append(i)
+                break
+        else:
+            joined.append([i])
+    found = []
+    for theme in joined:
+        theme_words = sorted((words[i] for i in theme), key=lambda w: -len(texts_with[w]))
+        texts = set().union(*(texts_with[word] for word in theme_words))
+        found.append((theme_words, texts))
+    found.sort(key=lambda theme: -len(theme[1]))
+    wanted = budget.size(len(found)) if budget else MAX_THEMES
+    kept = _balanced(found, stars, wanted)
+    vocabulary = {word for word, texts in texts_with.items() if len(texts) >= min_texts}
+    used: set[int] = set()
+    themes = []
+    for theme_words, texts in kept:
+        said = [s for s, words in enumerate(pool.words) if words.intersection(theme_words)]
+        split = dict(sorted(Counter(stars[t] for t in texts if stars[t] is not None).items()))
+        picks = _theme_sentences(pool, theme_words, said, vocabulary, candidates, stars, split, used)
+        if picks:
+            sentences = [pool.sentences[s] for s in picks]
+            themes.append(Theme(theme_words, len(texts), sentences, len(said), split))
+    return themes
+
+
+def _same_theme(
+    i: int,
+    j: int,
+    words: list[str],
+    unit: np.ndarray,
+    side_by_side: Counter[tuple[str, str]],
+    texts_with: dict[str, set[int]],
+) -> bool:
+    a, b = words[i], words[j]
+    if a[:5] == b[:5] and min(len(a), len(b)) >= 5:  # crunch, crunchy; sweetened, sweetener
+        return True
+    together = side_by_side[(a, b)] + side_by_side[(b, a)]
+    if together >= _SIDE_BY_SIDE * min(len(texts_with[a]), len(texts_with[b])):
+        return True
+    return float(unit[i] @ unit[j]) >= _SAME_THEME_COSINE
+
+
+def _balanced(
+    found: list[tuple[list[str], set[int]]], stars: list[int | None], wanted: int
+) -> list[tuple[list[str], set[int]]]:
+    """The `wanted` largest themes, but with stars a quarter of them (at least one) kept for the
+    themes most 1-2 star texts use, if the largest leave those out. In order of size."""
+    low = {t for t, star in enumerate(stars) if star is not None and star <= 2}
+    if not low or wanted < 2:
+        return found[:wanted]
+    reserved = max(1, wanted // 4)
+    by_complaints = sorted(
+        (theme for theme in found[wanted - reserved :] if len(theme[1] & low) >= 2),
+        key=lambda theme: -len(theme[1] & low),
+    )
+    kept = found[: wanted - reserved] + by_complaints[:reserved]
+    kept += [theme for theme in found[wanted - reserved :] if theme not in kept][: wanted - len(kept)]
+    return sorted(kept, key=lambda theme: -len(theme[1]))
+
+
+def _theme_sentences(
+    pool: _Pool,
+    theme_words: list[str],
+    said: list[int],
+    vocabulary: set[str],
+    candidates: set[str],
+    stars: list[int | None],
+    split: dict[int, int],
+    used: set[int],
+) -> list[int]:
+    """The theme's sentence (from a 4-5 star text when it has any) and, when a quarter of its
+    starred texts (two at least) are 1-2 star, a complaint from one of those. Not one whose words
+    are mostly those of a sentence already `used`."""
+
+    def best(side: set[int] | None) -> int | None:
+        found = None
+        for s in said:
+            if s in used or (side is not None and not pool.texts[s] & side):
+                continue
+            tokens = pool.tokens[s]
+            n_words = pool.sentences[s].count(" ") + 1
+            if not MIN_WORDS <= n_words <= MAX_WORDS:
+                continue
+            content = pool.words[s] - GENERIC
+            own = len(content & vocabulary) / max(len(content), 1)
+            first_person = bool(_FIRST_PERSON.intersection(tokens))
+            story = first_person and bool(_STORY_VERB.search(pool.sentences[s].lower()))
+            if any(len(pool.words[s] & pool.words[u]) >= _NEAR_DUPLICATE * len(pool.words[s]) for u in used):
+                continue
+            score = (
+                own
+                + 0.3 * (theme_words[0] in pool.words[s])
+                + 0.2 * min(len(pool.words[s] & candidates), 3)
+                - 0.3 * first_person
+                - 0.6 * story
+                - 0.02 * abs(n_words - 12)
+                - 0.5 * pool.sentences[s].rstrip().endswith("?")  # asks, doesn't say
+            )
+            if found is None or score > found[0]:
+                found = (score, s)
+        return None if found is None else found[1]
+
+    texts = range(len(stars))
+    high = {t for t in texts if stars[t] is not None and stars[t] >= 4}
+    low = {t for t in texts if stars[t] is not None and stars[t] <= 2}
+    picks = []
+    praise = best(high) if high and sum(split.get(s, 0) for s in (4, 5)) else None
+    if praise is None:
+        praise = best(None)
+    if praise is not None:
+        picks.append(praise)
+        used.add(praise)
+    complaints = split.get(1, 0) + split.get(2, 0)
+    if complaints >= 2 and complaints >= _COMPLAINT_SHARE * sum(split.values()):
+        complaint = best(low)
+        if complaint is not None:
+            picks.append(complaint)
+            used.add(complaint)
+    return picks
 
 
 def _pick_by_theme(

@@ -92,6 +92,11 @@ class WordRows(dict[str, int]):
         self._lock = threading.Lock()
         self._empty()
 
+    @property
+    def index(self) -> dict[str, int]:
+        """The vocabulary: each token's row."""
+        return self._index
+
     def __reduce__(self) -> tuple[type[WordRows], tuple[dict[str, int], int]]:
         return WordRows, (self._index, self._max_words)
 

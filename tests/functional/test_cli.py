@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -165,7 +166,11 @@ def test_sentences_and_ratio_are_exclusive(capsys: pytest.CaptureFixture[str]) -
     assert "not allowed with argument" in capsys.readouterr().err
 
 
-def test_group_by_product_one_row_per_group_in_first_seen_order(
+GROUP_COLUMNS = ["ProductId", "n_rows", "theme", "theme_rows", "share"]
+STAR_COLUMNS = ["stars", "stars_1", "stars_2", "stars_3", "stars_4", "stars_5"]
+
+
+def test_group_by_product_gives_its_themes_in_first_seen_order(
     reviews: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, err = run_main(
@@ -173,26 +178,39 @@ def test_group_by_product_one_row_per_group_in_first_seen_order(
     )
     assert (code, err) == (0, "")
     out = read_csv(tmp_path / "g.csv")
-    assert list(out.columns) == [
-        "ProductId",
-        "n_rows",
-        "summary",
-        "n_sentences_in",
-        "n_sentences_out",
-        "status",
-    ]
-    assert out["ProductId"].tolist() == list(dict.fromkeys(reviews["ProductId"]))
-    assert out["n_rows"].astype(int).tolist() == [
-        (reviews["ProductId"] == product).sum() for product in out["ProductId"]
-    ]
+    # the input has a Score column: the star split comes with it
+    assert list(out.columns) == GROUP_COLUMNS + STAR_COLUMNS + OUTPUT_COLUMNS[1:]
+    assert out["ProductId"].drop_duplicates().tolist() == list(dict.fromkeys(reviews["ProductId"]))
+    for product, rows in out.groupby("ProductId", sort=False):
+        group = reviews[reviews["ProductId"] == product]
+        assert (rows["n_rows"].astype(int) == len(group)).all()
+        words = [set(re.findall(r"[a-z]+", text.lower())) for text in group["Text"]]
+        for row in rows.itertuples():
+            if not row.theme:  # a group without themes: one row, its best sentences
+                assert len(rows) == 1 and int(row.theme_rows) == len(group)
+                continue
+            assert row.status == "ok"
+            theme = row.theme.split(", ")
+            # a theme's rows are the group's rows that use one of its words (or their plurals)
+            users = [i for i, used in enumerate(words) if any(w in used or w + "s" in used for w in theme)]
+            assert int(row.theme_rows) == len(users), row.theme
+            assert float(row.share) == pytest.approx(len(users) / len(group), abs=1e-3)
+            scores = group["Score"].astype(int).iloc[users]
+            assert [int(getattr(row, f"stars_{s}")) for s in range(1, 6)] == [
+                (scores == s).sum() for s in range(1, 6)
+            ]
+            assert float(row.stars) == pytest.approx(scores.mean(), abs=0.01)
+            said = split_sentences(row.summary)
+            assert int(row.n_sentences_out) == len(said) >= 1
+            text = " ".join(" ".join(group["Text"]).split())
+            assert all(sentence in text for sentence in said)
+            assert any(w in sentence.lower() for w in theme for sentence in said)
     big = out[out["n_rows"] == "15"]
-    assert len(big) == 2
-    assert (big["status"] == "ok").all()
-    # 15 reviews pooled: far more sentences in than any one review has, and the capped default
-    # budget, min(10, ceil(sqrt(distinct sentences))), out.
-    n_in = big["n_sentences_in"].astype(int)
-    assert (n_in > 40).all()
-    assert big["n_sentences_out"].astype(int).tolist() == [min(10, math.ceil(math.sqrt(n))) for n in n_in]
+    assert set(big["ProductId"]) == {p for p, n in reviews["ProductId"].value_counts().items() if n == 15}
+    assert (big["theme"] != "").all()
+    # themes largest first
+    for _, rows in big.groupby("ProductId"):
+        assert rows["theme_rows"].astype(int).is_monotonic_decreasing
 
 
 def test_group_by_takes_no_method(capsys: pytest.CaptureFixture[str]) -> None:

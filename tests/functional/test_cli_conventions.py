@@ -264,9 +264,10 @@ def test_closing_line_accounts_for_every_row(tmp_path: Path) -> None:
 def test_closing_line_of_group_summaries(tmp_path: Path) -> None:
     result = run_script(REVIEWS, "--group-by", "ProductId", "-o", tmp_path / "out.csv")
     assert result.returncode == 0
-    groups = read_csv(tmp_path / "out.csv")
+    rows = read_csv(tmp_path / "out.csv")
+    groups = rows["ProductId"].nunique()
     [line] = _stderr_lines(result)
-    assert line.startswith(f"{len(groups)} groups of ProductId from 50 rows: ")
+    assert line.startswith(f"{groups} groups of ProductId ({len(rows)} rows of themes) from 50 rows: ")
 
 
 def test_quiet_says_nothing_but_errors(tmp_path: Path) -> None:
