@@ -45,20 +45,22 @@ ROW_SCHEMA = pa.schema([("id", pa.string()), *SUMMARY_FIELDS])
 GROUP_COUNT_COLUMN = "n_rows"
 # Score in Amazon's reviews: used for the star split of group summaries when the input has it.
 DEFAULT_STARS_COLUMN = "Score"
+THEMES_FIELDS = [("themes", pa.string())]
 THEME_FIELDS = [("theme", pa.string()), ("theme_rows", pa.int64()), ("share", pa.float64())]
 STAR_FIELDS = [("stars", pa.float64()), *((f"stars_{star}", pa.int64()) for star in STARS)]
 
 
-def group_schema(group_by: str, stars: bool = False) -> pa.Schema:
-    """Output columns with `group_by`, one row per theme of each group: the group key (named as in
-    the input), its row count, the theme (its words, or "" for a group summarized without themes),
-    its rows and their share of the group's, with `stars` their mean star rating and star split,
-    then the summary columns."""
+def group_schema(group_by: str, stars: bool = False, per_theme: bool = False) -> pa.Schema:
+    """Output columns with `group_by`: the group key (named as in the input) and its row count;
+    then either, one row per group, its themes ("kettle, brand (109); bag, bags (93)": each
+    theme's words and rows) or, `per_theme`, one row per theme, its words ("" for a group without
+    themes), rows and their share of the group's; with `stars` the mean star rating and star split
+    of the group's (the theme's) rows; then the summary columns."""
     return pa.schema(
         [
             (group_by, pa.string()),
             (GROUP_COUNT_COLUMN, pa.int64()),
-            *THEME_FIELDS,
+            *(THEME_FIELDS if per_theme else THEMES_FIELDS),
             *(STAR_FIELDS if stars else ()),
             *SUMMARY_FIELDS,
         ]
@@ -72,6 +74,7 @@ class SummarizerSpec:
     method: str = "default"
     sentences: int | None = None
     ratio: float | None = None
+    sqrt: bool = False
     vectors_path: str | None = None
 
     def build(self) -> Summarizer:
@@ -82,12 +85,11 @@ class SummarizerSpec:
             vectors = glove.load(self.vectors_path)
         return Summarizer(method=self.method, budget=self.budget(), vectors=vectors)
 
-    def budget(self) -> Budget:
-        return Budget(sentences=self.sentences, ratio=self.ratio)
-
-    def group_budget(self) -> Budget | None:
-        """The budget for group summaries: None (summarize_groups' capped default) unless set."""
-        return None if self.sentences is None and self.ratio is None else self.budget()
+    def budget(self) -> Budget | None:
+        """The budget asked for, or None for the method's default."""
+        if self.sentences is None and self.ratio is None and not self.sqrt:
+            return None
+        return Budget(sentences=self.sentences, ratio=self.ratio, sqrt=self.sqrt)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class TableOptions:
     group_by: str | None = None
     # With group_by: each row's star rating (1-5), for the themes' star split.
     stars_column: str | None = None
+    # With group_by: a row per theme of each group instead of one per group.
+    per_theme: bool = False
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     # Texts longer than this get status "error: text too long ..."; 0 means no limit.
     max_chars: int = DEFAULT_MAX_CHARS
@@ -204,8 +208,8 @@ def check_columns(available: list[str], options: TableOptions) -> None:
                 if held:
                     hint = f"; the header is one column holding {held[0]!r}: is that the delimiter? (--sep)"
             raise InputError(f"{role} {name!r} not found; available columns: {listing}{hint}")
-    if options.stars_column is not None and options.group_by is None:
-        raise InputError("a stars column is for --group-by summaries (their themes' star split)")
+    if options.group_by is None and (options.stars_column is not None or options.per_theme):
+        raise InputError("--stars and --themes are for --group-by summaries")
     if options.group_by is not None and options.group_by in output_schema(options).names[1:]:
         raise InputError(f"group-by column {options.group_by!r} clashes with an output column name")
 
@@ -213,7 +217,7 @@ def check_columns(available: list[str], options: TableOptions) -> None:
 def output_schema(options: TableOptions) -> pa.Schema:
     if options.group_by is None:
         return ROW_SCHEMA
-    return group_schema(options.group_by, stars=options.stars_column is not None)
+    return group_schema(options.group_by, stars=options.stars_column is not None, per_theme=options.per_theme)
 
 
 def summarize_table(
@@ -327,7 +331,12 @@ def _summarize_groups(
             batch = keys[start : start + options.chunk_rows]
             yield batch, [group_rows(key) for key in batch]
 
-    task = partial(summarize_group_texts, budget=spec.group_budget(), stars=stars_column is not None)
+    task = partial(
+        summarize_group_texts,
+        budget=spec.budget(),
+        stars=stars_column is not None,
+        per_theme=options.per_theme,
+    )
     for keys, results in _summarize_in_order(jobs(), spec, options.workers, task, report):
         positions = results.pop(GROUP_POSITION)
         for row, position in enumerate(positions):
@@ -411,76 +420,77 @@ GROUP_POSITION = "group"
 
 
 def summarize_group_texts(
-    summarizer: Summarizer, groups: Sequence[object], budget: Budget | None, stars: bool = False
+    summarizer: Summarizer,
+    groups: Sequence[object],
+    budget: Budget | None,
+    stars: bool = False,
+    per_theme: bool = False,
 ) -> Results:
     """Output columns for a chunk of groups, each given as (its texts, their star ratings), by
-    `summarize_group`: a row per theme, or one row for a group without themes (theme "") or
-    without a summary. `GROUP_POSITION` says which group each row is of. A group given as None
+    `summarize_group`: a row per group or, `per_theme`, per theme (one for a group without
+    themes, theme ""). `GROUP_POSITION` says which group each row is of. A group given as None
     gets one row and is left to the caller (its status); one that makes the engine raise gets
     `error: ...`. The star columns are there when `stars`."""
-    columns = [name for name, _ in THEME_FIELDS + (STAR_FIELDS if stars else []) + SUMMARY_FIELDS]
+    fields = (THEME_FIELDS if per_theme else THEMES_FIELDS) + (STAR_FIELDS if stars else []) + SUMMARY_FIELDS
+    columns = [name for name, _ in fields]
     results: Results = {GROUP_POSITION: [], **{name: [] for name in columns}}
 
     def add(position: int, row: dict[str, object]) -> None:
         results[GROUP_POSITION].append(position)
         for name in columns:
-            results[name].append(row.get(name))
+            results[name].append(row[name])
 
     for position, group in enumerate(groups):
         if not group:
-            add(position, _group_row("", 0, 0, {}, [], 0, "empty"))
+            add(position, _output_row({}, [], 0, "empty", theme="", theme_rows=0, share=None, themes=""))
             continue
         texts, ratings = group  # type: ignore[misc]
         try:
             summary = summarize_group(position, texts, summarizer, budget, ratings)
         except Exception as exc:
-            add(position, _group_row("", 0, 0, {}, [], 0, _error_status(exc)))
+            status = _error_status(exc)
+            add(position, _output_row({}, [], 0, status, theme="", theme_rows=0, share=None, themes=""))
             continue
-        for row in _theme_rows(summary):
+        for row in _theme_rows(summary) if per_theme else [_group_row(summary)]:
             add(position, row)
-    if not stars:
-        for name, _ in STAR_FIELDS:
-            results.pop(name, None)
     return results
+
+
+def _group_row(summary: GroupSummary) -> dict[str, object]:
+    themes = "; ".join(f"{', '.join(theme.words)} ({theme.texts})" for theme in summary.themes)
+    return _output_row(summary.stars, summary.sentences, summary.n_sentences, summary.status, themes=themes)
 
 
 def _theme_rows(summary: GroupSummary) -> Iterator[dict[str, object]]:
     if not summary.themes:
-        yield _group_row(
-            "",
-            summary.n_texts,
-            summary.n_texts,
+        yield _output_row(
             summary.stars,
             summary.sentences,
             summary.n_sentences,
             summary.status,
+            theme="",
+            theme_rows=summary.n_texts,
+            share=1.0,
         )
     for theme in summary.themes:
-        yield _group_row(
-            ", ".join(theme.words),
-            theme.texts,
-            summary.n_texts,
+        yield _output_row(
             theme.stars,
             theme.sentences,
             theme.mentions,
             summary.status,
+            theme=", ".join(theme.words),
+            theme_rows=theme.texts,
+            share=round(theme.texts / summary.n_texts, 3),
         )
 
 
-def _group_row(
-    theme: str,
-    theme_texts: int,
-    of_texts: int,
-    star_split: dict[int, int],
-    sentences: list[str],
-    n_sentences_in: int,
-    status: str,
+def _output_row(
+    star_split: dict[int, int], sentences: list[str], n_sentences_in: int, status: str, **theme: object
 ) -> dict[str, object]:
+    """A row of group output: the `theme` columns given, the stars of `star_split`, the summary."""
     starred = sum(star_split.values())
     return {
-        "theme": theme,
-        "theme_rows": theme_texts,
-        "share": round(theme_texts / of_texts, 3) if of_texts else None,
+        **theme,
         "stars": round(sum(star * n for star, n in star_split.items()) / starred, 2) if starred else None,
         **{f"stars_{star}": star_split.get(star, 0) for star in STARS},
         "summary": " ".join(sentences),

@@ -148,8 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     columns.add_argument(
         "--group-by",
         metavar="NAME",
-        help="summarize each distinct value of this column (e.g. ProductId) instead of each row: "
-        "a row per theme its rows share, with how many rows say it",
+        help="summarize each distinct value of this column (e.g. ProductId) instead of each row: the "
+        "themes its rows share, each with how many rows use it, and what they say",
+    )
+    columns.add_argument(
+        "--themes",
+        action="store_true",
+        help="with --group-by: a row per theme of each group (sortable by its rows and stars) instead "
+        "of one per group",
     )
     columns.add_argument(
         "--stars",
@@ -161,8 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--method", choices=("default", "kmeans"), default="default")
     budget = summary.add_mutually_exclusive_group()
     budget.add_argument("--sentences", type=_positive_int, metavar="K", help="sentences per summary")
+    budget.add_argument("--ratio", type=_ratio, metavar="R", help="fraction of the sentences to keep")
     budget.add_argument(
-        "--ratio", type=_ratio, metavar="R", help="fraction of the sentences to keep (default: ceil(sqrt(n)))"
+        "--sqrt",
+        action="store_true",
+        help="keep ceil(sqrt(n)) sentences, as the original algorithm did (default: a quarter of the "
+        "sentences, rounded up, at most ceil(sqrt(n)); kmeans: ceil(sqrt(n)))",
     )
     summary.add_argument(
         "--vectors",
@@ -274,12 +284,17 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, stderr: Tex
         id_column=args.id_column,
         group_by=args.group_by,
         stars_column=args.stars,
+        per_theme=args.themes,
         chunk_rows=args.chunk_rows,
         max_chars=args.max_chars,
         workers=args.workers,
     )
     spec = SummarizerSpec(
-        method=args.method, sentences=args.sentences, ratio=args.ratio, vectors_path=args.vectors
+        method=args.method,
+        sentences=args.sentences,
+        ratio=args.ratio,
+        sqrt=args.sqrt,
+        vectors_path=args.vectors,
     )
     reader = open_table(
         args.input, args.input_format, stdin=stdin, encoding=args.encoding, delimiter=args.sep
@@ -332,7 +347,7 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, stderr: Tex
         with open(args.report, "w", encoding="utf-8") as out:
             json.dump(document, out)
     if not args.quiet:
-        print(closing_line(report, args.group_by, seconds), file=stderr)
+        print(closing_line(report, args.group_by, seconds, args.themes), file=stderr)
     return 0
 
 
@@ -375,7 +390,7 @@ def _sampler(out: TextIO, rows: int) -> Callable[[list[str], list[object], dict[
     return take
 
 
-def closing_line(report: TableReport, group_by: str | None, seconds: float) -> str:
+def closing_line(report: TableReport, group_by: str | None, seconds: float, per_theme: bool = False) -> str:
     """ "7,567 rows: 6,346 ok, 1,221 passthrough in 3.1 s (2 workers)": what happened to the rows."""
     counts = ", ".join(
         _count(report.statuses[status], status, plural=status == "error")
@@ -384,8 +399,8 @@ def closing_line(report: TableReport, group_by: str | None, seconds: float) -> s
     )
     rows = _count(report.rows_in, "row")
     if group_by is not None:
-        themes = _count(report.rows_out, "row")
-        rows = f"{_count(report.groups, 'group')} of {group_by} ({themes} of themes) from {rows}"
+        themes = f" ({_count(report.rows_out, 'row')} of themes)" if per_theme else ""
+        rows = f"{_count(report.groups, 'group')} of {group_by}{themes} from {rows}"
     workers = _count(report.workers, "worker")
     return f"{rows}: {counts or 'nothing to summarize'} in {seconds:.1f} s ({workers})"
 

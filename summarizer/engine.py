@@ -64,16 +64,24 @@ _CHUNK = 2048
 @dataclass(frozen=True)
 class Budget:
     """How many sentences a summary keeps: ``sentences`` fixed, or ``ratio`` of the input
-    (``ceil(ratio * n)``, at least 1), or by default ``ceil(sqrt(n))``."""
+    (``ceil(ratio * n)``, at least 1), or with ``sqrt`` the original algorithm's ``ceil(sqrt(n))``.
+
+    By default a quarter of the sentences, rounded up and never more than ``ceil(sqrt(n))``: one
+    sentence of a 3- or 4-sentence review, two of 5 to 8, ten of a hundred. ``ceil(sqrt(n))``
+    keeps two of three sentences, and 54% of the characters of real reviews (38% this way).
+    (The ``kmeans`` method, the original algorithm, keeps ``sqrt`` by default.)"""
 
     sentences: int | None = None
     ratio: float | None = None
+    sqrt: bool = False
 
     def __post_init__(self) -> None:
         _check_type("Budget.sentences", self.sentences, numbers.Integral, "an int")
         _check_type("Budget.ratio", self.ratio, numbers.Real, "a number")
-        if self.sentences is not None and self.ratio is not None:
-            raise ValueError("give Budget(sentences=...) or Budget(ratio=...), not both")
+        if not isinstance(self.sqrt, bool):
+            raise TypeError(f"Budget.sqrt must be True or False, got {self.sqrt!r}")
+        if (self.sentences is not None) + (self.ratio is not None) + bool(self.sqrt) > 1:
+            raise ValueError("give one of Budget(sentences=...), Budget(ratio=...), Budget(sqrt=True)")
         if self.sentences is not None and self.sentences < 1:
             raise ValueError(f"Budget.sentences must be >= 1, got {self.sentences}")
         if self.ratio is not None and not 0.0 < self.ratio <= 1.0:
@@ -84,7 +92,8 @@ class Budget:
             return self.sentences
         if self.ratio is not None:
             return max(1, math.ceil(self.ratio * n_sentences))
-        return math.ceil(math.sqrt(n_sentences))
+        square_root = math.ceil(math.sqrt(n_sentences))
+        return square_root if self.sqrt else min(math.ceil(n_sentences / 4), square_root)
 
 
 def _check_type(name: str, value: object, kind: type, expected: str) -> None:
@@ -148,7 +157,7 @@ class Summarizer:
                 f"got {type(vectors).__name__}"
             )
         self.method = method
-        self.budget = budget or Budget()
+        self.budget = budget or Budget(sqrt=method == "kmeans")
         self._vectors = np.asarray(vectors.vectors, dtype=np.float32)
         self._word_rows = WordRows(vectors.index)
         self._weights = _word_weights(vectors, method)
@@ -257,7 +266,7 @@ class Summarizer:
     def _embed(self, docs: Sequence[_Doc], *, with_salience: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Weighted mean word vector of every sentence of every doc, (n_sentences, dim), and, when
         asked (only the default method scores it), each sentence's salience (n_sentences,): the sum
-        over its words of weight * (the word's count in its doc - 1)."""
+        over its content words of weight * (the word's count in its doc - 1)."""
         sentences: list[str] = []
         for doc in docs:
             doc.first_row = len(sentences)
@@ -287,7 +296,9 @@ class Summarizer:
         _, where, counts = np.unique(
             token_doc * len(self._weights) + rows, return_inverse=True, return_counts=True
         )
-        repeated = weights * (counts[where] - 1)
+        # Content words only: in a short text the only repeats are "it" and "the", and their
+        # small weights, normalized by the text's largest, would still rank its sentences.
+        repeated = np.where(weights >= _CONTENT_WEIGHT, weights, 0.0) * (counts[where] - 1)
         salience = np.add.reduceat(np.append(repeated, 0.0), indptr[:-1]) * (lengths > 0)
         return emb, salience.astype(np.float32)
 
@@ -429,6 +440,8 @@ def _nearest_members_in_turn(
 # SIF (Arora et al. 2017): weight a / (a + p(w)). GloVe rows are in frequency order, so p(w) is
 # estimated from the row rank with Zipf's law.
 _SIF_A = 1e-3
+# SIF weight 1/2 is where p(w) = a: GloVe's ~80 commonest words (the, it, 's...) weigh less.
+_CONTENT_WEIGHT = 0.5
 # What the tokenizer emits for punctuation: one mark, or a run of dots / "!" / "?" / "-".
 _PUNCTUATION = (
     [*string.punctuation, *"–—“”‘’…«»•·¡¿"]

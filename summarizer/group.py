@@ -11,8 +11,12 @@ large (the log of that ratio: GloVe's rows are in frequency order, and Zipf's la
 a frequency). The best 40 are joined into themes: plural and singular, words sharing a 5-letter
 start, words written side by side in most of their uses ("salt and vinegar" is not, "sea salt"
 is), and words whose vectors all have cosine >= 0.8 with each other. A theme's size is the number
-of texts that use any of its words, and the group's largest themes are kept (``MAX_THEMES``
-unless a budget says otherwise).
+of texts that use any of its words, and the group's k largest themes are kept.
+
+**The budget**, k, is ``budget`` applied to the group's distinct sentences (exact repeats, ignoring
+case and punctuation, pooled once), by default ``min(10, ceil(sqrt(n)))``. The group's summary
+(``sentences``) is its themes' sentences, theme by theme, largest first, cut to k; ``themes`` has
+each theme's own.
 
 **What each theme says.** Its sentence is the one that best says it, among the group's distinct
 sentences that use a theme word, 4 to 30 words long: most of its content words are the group's own
@@ -26,12 +30,11 @@ a theme whose texts are at least a quarter 1-2 star (two at least) gets a compla
 those too. Praise and complaints are balanced: a quarter of the themes (at least one) are kept for
 the themes with the most 1-2 star texts, when the largest themes leave them out.
 
-**Groups without themes.** A group too small or too uniform for themes (no word in three of its
-texts) gets its best sentences, as a summary of all of it: the pooled distinct sentences
-(exact repeats counted once) are clustered by k-means, and each cluster gives its best sentence by
-similarity to the whole pool, fullness, coming early in its review and being said more than once;
-near-duplicates (cosine >= ``similarity``) are skipped. Its budget: ``budget`` applied to the
-distinct sentences, by default ``min(10, ceil(sqrt(n)))``.
+**Groups without themes.** A group of k sentences or fewer is passed through. One too small or
+too uniform for themes (no word in three of its texts) gets its best k sentences: the distinct
+sentences are clustered by k-means, and each cluster gives its best sentence by similarity to the
+whole pool, fullness, coming early in its review and being said more than once; near-duplicates
+(cosine >= ``similarity``) are skipped.
 """
 
 from __future__ import annotations
@@ -55,7 +58,6 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_SENTENCES = 10
 DEFAULT_SIMILARITY = 0.95
-MAX_THEMES = 10
 STARS = (1, 2, 3, 4, 5)
 # Sentences a reader takes in at a glance; longer ones ramble, shorter ones say little.
 MIN_WORDS, MAX_WORDS = 4, 30
@@ -173,20 +175,23 @@ def summarize_group(
     similarity: float = DEFAULT_SIMILARITY,
 ) -> GroupSummary:
     """One group's summary: its themes, or without themes its best sentences. ``stars``: each
-    text's star rating (1-5) or None, in the order of ``texts``."""
+    text's star rating (1-5) or None, in the order of ``texts``.
+
+    The budget, k sentences, is ``budget`` applied to the group's distinct sentences, by default
+    ``min(10, ceil(sqrt(n)))``. There are k themes at most; ``sentences`` are the themes'
+    sentences, theme by theme, largest first, cut to k."""
     stars = list(stars) if stars is not None else [None] * len(texts)
     pool = _Pool(texts)
     star_split = dict(sorted(Counter(s for s in stars if s is not None).items()))
     n = len(pool.sentences)
     if n == 0:
         return GroupSummary(key, [], len(texts), 0, "empty", stars=star_split)
-    themes = _themes(pool, summarizer, stars, budget)
-    if themes:
-        sentences = [sentence for theme in themes for sentence in theme.sentences]
-        return GroupSummary(key, sentences, len(texts), n, "ok", themes, star_split)
     k = budget.size(n) if budget else min(DEFAULT_MAX_SENTENCES, math.ceil(math.sqrt(n)))
     if n <= k:
         return GroupSummary(key, pool.sentences, len(texts), n, "passthrough", stars=star_split)
+    themes, sentences = _themes(pool, summarizer, stars, k)
+    if themes:
+        return GroupSummary(key, sentences, len(texts), n, "ok", themes, star_split)
     picks = _pick_by_theme(
         pool.sentences,
         np.asarray(pool.lead),
@@ -242,8 +247,10 @@ def _singular(word: str) -> str:
 
 
 def _themes(
-    pool: _Pool, summarizer: Summarizer, stars: list[int | None], budget: Budget | None
-) -> list[Theme]:
+    pool: _Pool, summarizer: Summarizer, stars: list[int | None], wanted: int
+) -> tuple[list[Theme], list[str]]:
+    """Up to `wanted` themes, and the group's summary: their sentences, theme by theme, cut to
+    `wanted`; when they have fewer, each theme's next best sentence in turn fills it."""
     n_texts = len(stars)
     texts_with: dict[str, set[int]] = {}  # word -> the texts that use it
     for words, texts in zip(pool.words, pool.texts, strict=True):
@@ -260,7 +267,7 @@ def _themes(
     words = [word for word, ok in zip(words, known.tolist(), strict=True) if ok]
     rows = rows[known]
     if not words:
-        return []
+        return [], []
     share = np.array([len(texts_with[word]) for word in words]) / n_texts
     english = 1.0 / ((rows + 1) * _ZIPF_NORM)
     weight = share * np.log(np.maximum(share / english, 1.0))
@@ -288,19 +295,28 @@ def _themes(
         texts = set().union(*(texts_with[word] for word in theme_words))
         found.append((theme_words, texts))
     found.sort(key=lambda theme: -len(theme[1]))
-    wanted = budget.size(len(found)) if budget else MAX_THEMES
     kept = _balanced(found, stars, wanted)
-    vocabulary = {word for word, texts in texts_with.items() if len(texts) >= min_texts}
-    used: set[int] = set()
+    chooser = _Chooser(
+        pool, {word for word, texts in texts_with.items() if len(texts) >= min_texts}, candidates
+    )
     themes = []
+    said_by_theme = []
     for theme_words, texts in kept:
         said = [s for s, words in enumerate(pool.words) if words.intersection(theme_words)]
         split = dict(sorted(Counter(stars[t] for t in texts if stars[t] is not None).items()))
-        picks = _theme_sentences(pool, theme_words, said, vocabulary, candidates, stars, split, used)
+        picks = chooser.theme_sentences(theme_words, said, stars, split)
         if picks:
             sentences = [pool.sentences[s] for s in picks]
             themes.append(Theme(theme_words, len(texts), sentences, len(said), split))
-    return themes
+            said_by_theme.append((theme_words, said))
+    summary = [sentence for theme in themes for sentence in theme.sentences][:wanted]
+    while len(summary) < wanted:
+        more = [chooser.best(theme_words, said) for theme_words, said in said_by_theme]
+        more = [pool.sentences[s] for s in more if s is not None][: wanted - len(summary)]
+        if not more:
+            break
+        summary += more
+    return themes, summary
 
 
 def _same_theme(
@@ -338,39 +354,59 @@ def _balanced(
     return sorted(kept, key=lambda theme: -len(theme[1]))
 
 
-def _theme_sentences(
-    pool: _Pool,
-    theme_words: list[str],
-    said: list[int],
-    vocabulary: set[str],
-    candidates: set[str],
-    stars: list[int | None],
-    split: dict[int, int],
-    used: set[int],
-) -> list[int]:
-    """The theme's sentence (from a 4-5 star text when it has any) and, when a quarter of its
-    starred texts (two at least) are 1-2 star, a complaint from one of those. Not one whose words
-    are mostly those of a sentence already `used`."""
+class _Chooser:
+    """Picks the sentence that best says a theme, never one used already in the group (nor one whose
+    words are mostly those of a used one)."""
 
-    def best(side: set[int] | None) -> int | None:
+    def __init__(self, pool: _Pool, vocabulary: set[str], candidates: set[str]) -> None:
+        self.pool = pool
+        self.vocabulary = vocabulary  # words enough of the group's texts use
+        self.candidates = candidates  # the theme words of all themes
+        self.used: set[int] = set()
+
+    def theme_sentences(
+        self, theme_words: list[str], said: list[int], stars: list[int | None], split: dict[int, int]
+    ) -> list[int]:
+        """The theme's sentence (from a 4-5 star text when it has any) and, when a quarter of its
+        starred texts (two at least) are 1-2 star, a complaint from one of those."""
+        texts = range(len(stars))
+        high = {t for t in texts if stars[t] is not None and stars[t] >= 4}
+        low = {t for t in texts if stars[t] is not None and stars[t] <= 2}
+        picks = []
+        praise = self.best(theme_words, said, high) if split.get(4, 0) + split.get(5, 0) else None
+        if praise is None:
+            praise = self.best(theme_words, said)
+        if praise is not None:
+            picks.append(praise)
+        complaints = split.get(1, 0) + split.get(2, 0)
+        if complaints >= 2 and complaints >= _COMPLAINT_SHARE * sum(split.values()):
+            complaint = self.best(theme_words, said, low)
+            if complaint is not None:
+                picks.append(complaint)
+        return picks
+
+    def best(self, theme_words: list[str], said: list[int], side: set[int] | None = None) -> int | None:
+        """The best unused sentence of `said` (those using a theme word), from a text of `side` if
+        given; it is then used. None when there is none."""
+        pool = self.pool
         found = None
         for s in said:
-            if s in used or (side is not None and not pool.texts[s] & side):
+            if s in self.used or (side is not None and not pool.texts[s] & side):
                 continue
-            tokens = pool.tokens[s]
             n_words = pool.sentences[s].count(" ") + 1
             if not MIN_WORDS <= n_words <= MAX_WORDS:
                 continue
-            content = pool.words[s] - GENERIC
-            own = len(content & vocabulary) / max(len(content), 1)
-            first_person = bool(_FIRST_PERSON.intersection(tokens))
-            story = first_person and bool(_STORY_VERB.search(pool.sentences[s].lower()))
-            if any(len(pool.words[s] & pool.words[u]) >= _NEAR_DUPLICATE * len(pool.words[s]) for u in used):
+            words = pool.words[s]
+            if any(len(words & pool.words[u]) >= _NEAR_DUPLICATE * len(words) for u in self.used):
                 continue
+            content = words - GENERIC
+            own = len(content & self.vocabulary) / max(len(content), 1)
+            first_person = bool(_FIRST_PERSON.intersection(pool.tokens[s]))
+            story = first_person and bool(_STORY_VERB.search(pool.sentences[s].lower()))
             score = (
                 own
-                + 0.3 * (theme_words[0] in pool.words[s])
-                + 0.2 * min(len(pool.words[s] & candidates), 3)
+                + 0.3 * (theme_words[0] in words)
+                + 0.2 * min(len(words & self.candidates), 3)
                 - 0.3 * first_person
                 - 0.6 * story
                 - 0.02 * abs(n_words - 12)
@@ -378,25 +414,10 @@ def _theme_sentences(
             )
             if found is None or score > found[0]:
                 found = (score, s)
-        return None if found is None else found[1]
-
-    texts = range(len(stars))
-    high = {t for t in texts if stars[t] is not None and stars[t] >= 4}
-    low = {t for t in texts if stars[t] is not None and stars[t] <= 2}
-    picks = []
-    praise = best(high) if high and sum(split.get(s, 0) for s in (4, 5)) else None
-    if praise is None:
-        praise = best(None)
-    if praise is not None:
-        picks.append(praise)
-        used.add(praise)
-    complaints = split.get(1, 0) + split.get(2, 0)
-    if complaints >= 2 and complaints >= _COMPLAINT_SHARE * sum(split.values()):
-        complaint = best(low)
-        if complaint is not None:
-            picks.append(complaint)
-            used.add(complaint)
-    return picks
+        if found is None:
+            return None
+        self.used.add(found[1])
+        return found[1]
 
 
 def _pick_by_theme(

@@ -38,7 +38,7 @@ class OptionError(ValueError):
 @dataclass(frozen=True)
 class JobOptions:
     """None: the summarizer's default (its text column `Text`, its id column `Id` when present,
-    `ceil(sqrt(n))` sentences, one summary per row) or, for `method`, the stack's
+    the method's budget, one summary per row) or, for `method`, the stack's
     SUMPIPE_SUMMARIZER_METHOD."""
 
     text_column: str | None = None

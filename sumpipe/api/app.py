@@ -157,7 +157,8 @@ class Engine:
         return self._vectors
 
     def _build_summarizer(self, method: Method, sentences: int | None, ratio: float | None) -> Summarizer:
-        budget = Budget(sentences=sentences, ratio=ratio)
+        # neither: the method's own default
+        budget = None if sentences is None and ratio is None else Budget(sentences=sentences, ratio=ratio)
         return Summarizer(method=method, budget=budget, vectors=self.vectors())
 
     def summarize(

@@ -41,8 +41,9 @@ def test_every_row_once_in_input_order_with_sentences_from_its_own_text(
         sentences = split_sentences(text)
         assert int(row.n_sentences_in) == len(sentences)
         assert 1 <= int(row.n_sentences_out) <= len(sentences)
-        if row.status == "ok":
-            assert int(row.n_sentences_out) == math.ceil(math.sqrt(len(sentences)))
+        if row.status == "ok":  # the default budget: a quarter, rounded up, at most ceil(sqrt(n))
+            n = len(sentences)
+            assert int(row.n_sentences_out) == min(math.ceil(n / 4), math.ceil(math.sqrt(n)))
         assert "<br" not in row.summary
         assert row.summary in " ".join(sentences) or all(
             piece in sentences for piece in _pieces(row.summary, sentences)
@@ -170,11 +171,47 @@ GROUP_COLUMNS = ["ProductId", "n_rows", "theme", "theme_rows", "share"]
 STAR_COLUMNS = ["stars", "stars_1", "stars_2", "stars_3", "stars_4", "stars_5"]
 
 
-def test_group_by_product_gives_its_themes_in_first_seen_order(
+def test_group_by_product_one_row_per_group_in_first_seen_order(
     reviews: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, err = run_main(
         capsys, REVIEWS, "--group-by", "ProductId", "--chunk-rows", "9", "-o", tmp_path / "g.csv"
+    )
+    assert (code, err) == (0, "")
+    out = read_csv(tmp_path / "g.csv")
+    # the input has a Score column: each group's star split comes with it
+    assert list(out.columns) == ["ProductId", "n_rows", "themes", *STAR_COLUMNS, *OUTPUT_COLUMNS[1:]]
+    assert out["ProductId"].tolist() == list(dict.fromkeys(reviews["ProductId"]))
+    assert out["n_rows"].astype(int).tolist() == [
+        (reviews["ProductId"] == product).sum() for product in out["ProductId"]
+    ]
+    for row in out.itertuples():
+        scores = reviews["Score"][reviews["ProductId"] == row.ProductId].astype(int)
+        assert [int(getattr(row, f"stars_{s}")) for s in range(1, 6)] == [
+            (scores == s).sum() for s in range(1, 6)
+        ]
+    big = out[out["n_rows"] == "15"]
+    assert len(big) == 2
+    assert (big["status"] == "ok").all()
+    # 15 reviews pooled: far more sentences in than any one review has, and the capped default
+    # budget, min(10, ceil(sqrt(distinct sentences))), out: the themes' sentences, largest first
+    n_in = big["n_sentences_in"].astype(int)
+    assert (n_in > 40).all()
+    assert big["n_sentences_out"].astype(int).tolist() == [min(10, math.ceil(math.sqrt(n))) for n in n_in]
+    for row in big.itertuples():
+        themes = re.findall(r"([^;(]+) \((\d+)\)", row.themes)
+        assert themes, row.themes
+        sizes = [int(n) for _, n in themes]
+        assert sizes == sorted(sizes, reverse=True) and sizes[0] <= 15
+        first = split_sentences(row.summary)[0].lower()
+        assert any(word in first for word in themes[0][0].strip().split(", "))
+
+
+def test_group_by_themes_gives_a_row_per_theme(
+    reviews: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run_main(
+        capsys, REVIEWS, "--group-by", "ProductId", "--themes", "--chunk-rows", "9", "-o", tmp_path / "g.csv"
     )
     assert (code, err) == (0, "")
     out = read_csv(tmp_path / "g.csv")

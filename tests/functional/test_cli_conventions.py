@@ -258,16 +258,17 @@ def test_closing_line_accounts_for_every_row(tmp_path: Path) -> None:
     assert closing is not None, line
     statuses = read_csv(tmp_path / "out.csv")["status"].value_counts()
     assert closing["rows"] == "50"
-    assert closing["counts"] == f"{statuses['ok']} ok, {statuses['passthrough']} passthrough"
+    assert closing["counts"] == ", ".join(
+        f"{statuses[status]} {status}" for status in ("ok", "passthrough", "empty") if status in statuses
+    )
 
 
 def test_closing_line_of_group_summaries(tmp_path: Path) -> None:
     result = run_script(REVIEWS, "--group-by", "ProductId", "-o", tmp_path / "out.csv")
     assert result.returncode == 0
-    rows = read_csv(tmp_path / "out.csv")
-    groups = rows["ProductId"].nunique()
+    groups = read_csv(tmp_path / "out.csv")
     [line] = _stderr_lines(result)
-    assert line.startswith(f"{groups} groups of ProductId ({len(rows)} rows of themes) from 50 rows: ")
+    assert line.startswith(f"{len(groups)} groups of ProductId from 50 rows: ")
 
 
 def test_quiet_says_nothing_but_errors(tmp_path: Path) -> None:

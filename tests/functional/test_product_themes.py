@@ -17,7 +17,9 @@ KETTLE_CHIPS = DATA / "kettle_chips.csv"
 
 @pytest.fixture
 def kettle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> pd.DataFrame:
-    code, err = run_main(capsys, KETTLE_CHIPS, "--group-by", "ProductId", "-o", tmp_path / "products.csv")
+    code, err = run_main(
+        capsys, KETTLE_CHIPS, "--group-by", "ProductId", "--themes", "-o", tmp_path / "products.csv"
+    )
     assert (code, err) == (0, "")
     return read_csv(tmp_path / "products.csv")
 
@@ -60,7 +62,10 @@ def test_no_stars_column_means_no_star_columns(tmp_path: Path, capsys: pytest.Ca
     reviews = pd.read_csv(KETTLE_CHIPS).drop(columns="Score")
     source = tmp_path / "no_stars.csv"
     reviews.to_csv(source, index=False)
-    assert run_main(capsys, source, "--group-by", "ProductId", "-o", tmp_path / "out.csv") == (0, "")
+    assert run_main(capsys, source, "--group-by", "ProductId", "--themes", "-o", tmp_path / "out.csv") == (
+        0,
+        "",
+    )
     out = read_csv(tmp_path / "out.csv")
     assert not {"stars", "stars_1"} & set(out.columns)
     assert len(out) >= 5 and (out["n_sentences_out"] == "1").all()
@@ -70,18 +75,34 @@ def test_a_named_stars_column_and_a_missing_one(tmp_path: Path, capsys: pytest.C
     reviews = pd.read_csv(KETTLE_CHIPS).rename(columns={"Score": "rating"})
     source = tmp_path / "rated.csv"
     reviews.to_csv(source, index=False)
-    args = (source, "--group-by", "ProductId", "-o", tmp_path / "out.csv")
+    args = (source, "--group-by", "ProductId", "--themes", "-o", tmp_path / "out.csv")
     assert run_main(capsys, *args, "--stars", "rating") == (0, "")
     assert read_csv(tmp_path / "out.csv")["stars_5"].astype(int).sum() > 0
     code, err = run_main(capsys, *args, "--stars", "Score")
     assert code == 2 and "stars column 'Score' not found" in err
     code, err = run_main(capsys, KETTLE_CHIPS, "--stars", "Score", "-o", tmp_path / "rows.csv")
-    assert code == 2 and "stars column is for --group-by" in err
+    assert code == 2 and "--stars and --themes are for --group-by summaries" in err
 
 
 def test_the_closing_line_counts_groups_and_their_theme_rows(tmp_path: Path) -> None:
-    result = run_script(KETTLE_CHIPS, "--group-by", "ProductId", "-o", tmp_path / "out.csv")
+    result = run_script(KETTLE_CHIPS, "--group-by", "ProductId", "--themes", "-o", tmp_path / "out.csv")
     assert result.returncode == 0
     rows = len(read_csv(tmp_path / "out.csv"))
     line = result.stderr.decode().strip().splitlines()[-1]
     assert line.startswith(f"1 group of ProductId ({rows} rows of themes) from 217 rows: 1 ok in ")
+
+
+def test_one_row_per_product_says_the_themes_and_their_sentences(
+    kettle: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --themes the product is one row: its themes with their sizes, its star split, and
+    its summary made of the themes' sentences, largest theme first, 10 in all."""
+    assert run_main(capsys, KETTLE_CHIPS, "--group-by", "ProductId", "-o", tmp_path / "one.csv") == (0, "")
+    [row] = read_csv(tmp_path / "one.csv").to_dict("records")
+    assert row["themes"] == "; ".join(f"{t.theme} ({t.theme_rows})" for t in kettle.itertuples())
+    scores = pd.read_csv(KETTLE_CHIPS)["Score"]
+    assert [int(row[f"stars_{s}"]) for s in range(1, 6)] == [(scores == s).sum() for s in range(1, 6)]
+    said = split_sentences(row["summary"])
+    assert len(said) == int(row["n_sentences_out"]) == 10
+    by_theme = [s for summary in kettle["summary"] for s in split_sentences(summary)]
+    assert said == by_theme[:10]

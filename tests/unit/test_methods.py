@@ -1,6 +1,5 @@
 """The summarizer through its public API: budgets, statuses, order, fidelity, groups."""
 
-import math
 
 import pytest
 
@@ -30,11 +29,12 @@ def summarizer(request, vectors):
     return Summarizer(method=request.param, vectors=vectors)
 
 
-def test_default_budget_is_ceil_sqrt_and_output_is_verbatim_in_document_order(summarizer):
+def test_default_budget_and_output_is_verbatim_in_document_order(summarizer):
+    """default keeps a quarter of the sentences (2 of 8), kmeans the original's ceil(sqrt(8)) = 3."""
     summary = summarizer.summarize(REVIEW)
     assert summary.status == "ok"
     assert summary.n_input == 8
-    assert len(summary.sentences) == math.ceil(math.sqrt(8))
+    assert len(summary.sentences) == (3 if summarizer.method == "kmeans" else 2)
     assert summary.positions == sorted(summary.positions)
     assert all(s in REVIEW for s in summary.sentences)
     assert summary.text == " ".join(summary.sentences)
@@ -42,7 +42,13 @@ def test_default_budget_is_ceil_sqrt_and_output_is_verbatim_in_document_order(su
 
 @pytest.mark.parametrize(
     ("budget", "expected"),
-    [(Budget(sentences=2), 2), (Budget(ratio=0.5), 4), (Budget(ratio=0.01), 1), (Budget(), 3)],
+    [
+        (Budget(sentences=2), 2),
+        (Budget(ratio=0.5), 4),
+        (Budget(ratio=0.01), 1),
+        (Budget(), 2),  # a quarter of 8
+        (Budget(sqrt=True), 3),  # the original's ceil(sqrt(8))
+    ],
 )
 def test_budgets(vectors, budget, expected):
     for method in METHODS:
@@ -50,15 +56,35 @@ def test_budgets(vectors, budget, expected):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"sentences": 0}, {"ratio": 0.0}, {"ratio": 1.5}, {"sentences": 2, "ratio": 0.5}]
+    "kwargs",
+    [
+        {"sentences": 0},
+        {"ratio": 0.0},
+        {"ratio": 1.5},
+        {"sentences": 2, "ratio": 0.5},
+        {"sentences": 2, "sqrt": True},
+        {"ratio": 0.5, "sqrt": True},
+    ],
 )
 def test_invalid_budgets_are_refused(kwargs):
     with pytest.raises(ValueError):
         Budget(**kwargs)
 
 
-def test_short_texts_pass_through_and_empty_texts_are_marked(summarizer):
+def test_the_default_budget_compresses_short_texts_too():
+    """A quarter of the sentences, rounded up, at most ceil(sqrt(n)): 1 of 2 to 4, 2 of 5 to 8,
+    3 of 9 to 12, 5 of 25, 10 of 100; the original's ceil(sqrt(n)) only with sqrt."""
+    sizes = {n: Budget().size(n) for n in (1, 2, 3, 4, 5, 8, 9, 12, 16, 25, 100)}
+    assert sizes == {1: 1, 2: 1, 3: 1, 4: 1, 5: 2, 8: 2, 9: 3, 12: 3, 16: 4, 25: 5, 100: 10}
+    assert [Budget(sqrt=True).size(n) for n in (2, 3, 5, 100)] == [2, 2, 3, 10]
+    with pytest.raises(TypeError, match=r"Budget\.sqrt must be True or False"):
+        Budget(sqrt=1)  # type: ignore[arg-type]
+
+
+def test_short_texts_pass_through_and_empty_texts_are_marked(summarizer, vectors):
     two = "Great coffee. Fast shipping."
+    # (the default budget keeps one of two sentences; the original's, ceil(sqrt(2)) = 2, all)
+    summarizer = Summarizer(summarizer.method, Budget(sqrt=True), vectors)
     results = summarizer.summarize_many([two, "", None, "   ", float("nan"), "One sentence only"])
     assert [r.status for r in results] == ["passthrough", "empty", "empty", "empty", "empty", "passthrough"]
     assert results[0].sentences == ["Great coffee.", "Fast shipping."]
@@ -84,7 +110,7 @@ def test_batch_equals_one_by_one_and_is_deterministic(summarizer):
 def test_degenerate_texts_still_get_a_full_budget(summarizer, text):
     summary = summarizer.summarize(text)
     assert summary.status == "ok"
-    assert len(summary.sentences) == math.ceil(math.sqrt(summary.n_input))
+    assert len(summary.sentences) == summarizer.budget.size(summary.n_input)
     assert summary.positions == sorted(set(summary.positions))
 
 
