@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 import threading
 from array import array
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -74,8 +76,9 @@ class WordRows(dict[str, int]):
     A word's tokens don't depend on the words around it: no token spans whitespace or the
     separator (only the leading ``\\s*+`` consumes them), and no lookahead at a word's end tells a
     space from the separator or the end of text. So tokenizing each distinct word once gives the
-    same tokens as ``tokenize_sentences``, and a batch costs one C-level dict lookup per word
-    where ``findall`` and a lookup per token cost over twice as much. A word of one token (most
+    same tokens as ``tokenize_sentences``, and a batch costs one C-level dict lookup per distinct
+    word where ``findall`` and a lookup per token cost over twice as much (with pyarrow, the batch
+    is split into words and they are told apart in C: no Python string per word). A word of one token (most
     are) maps to its row; any other ("good.", "it's") to a span of rows in flat tables, expanded
     with array operations. Real text repeats most of its words (Zipf), so the memo stays small;
     it is emptied before a batch once it holds ``max_words``.
@@ -102,6 +105,11 @@ class WordRows(dict[str, int]):
         self._span_starts = array("q")
         self._span_lengths = array("q")
         self._span_rows = array("q")
+        # The empty "word" that splitting at each space leaves between two spaces (str.split
+        # drops it): a span of no rows.
+        self[""] = _FIRST_SPAN
+        self._span_starts.append(0)
+        self._span_lengths.append(0)
 
     def __missing__(self, word: str) -> int:
         rows = [self._index.get(token, -1) for token in _TOKEN.findall(word)]
@@ -128,14 +136,13 @@ class WordRows(dict[str, int]):
         joined = _normalize(spaced.join(sentences) + spaced)
         if joined.count(SEPARATOR) != len(sentences):  # a sentence contained the separator itself
             joined = _normalize(spaced.join(s.replace(SEPARATOR, " ") for s in sentences) + spaced)
-        words = joined.split()
-        entries = np.fromiter(map(self.__getitem__, words), dtype=np.int64, count=len(words))
+        entries = self._word_entries(joined)
         spans = np.flatnonzero(entries <= _FIRST_SPAN)
         if not spans.size:
             return entries
         ids = _FIRST_SPAN - entries[spans]
         lengths = np.frombuffer(self._span_lengths, dtype=np.int64)[ids]
-        counts = np.ones(len(words), dtype=np.int64)
+        counts = np.ones(len(entries), dtype=np.int64)
         counts[spans] = lengths
         rows = np.repeat(entries, counts)  # each span word's entry repeated, then overwritten
         within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -143,3 +150,37 @@ class WordRows(dict[str, int]):
         sources = np.repeat(np.frombuffer(self._span_starts, dtype=np.int64)[ids], lengths) + within
         rows[targets] = np.frombuffer(self._span_rows, dtype=np.int64)[sources]
         return rows
+
+    def _word_entries(self, text: str) -> np.ndarray:
+        """The memo entry of each word of `text`, int64: of each part between spaces, with
+        pyarrow (split and told apart in C); else of each ``text.split()`` word. The rows are the
+        same: a part holding other whitespace ("a\tb") is tokenized whole, and its tokens are
+        those of its words, as whitespace never joins or splits a token (see the class)."""
+        arrow = _pyarrow()
+        if arrow is not None:
+            pa, pc = arrow
+            try:
+                column = pa.array([text], type=pa.large_string())
+            except UnicodeEncodeError:  # a lone surrogate: not UTF-8, so not an arrow string
+                pass
+            else:
+                # (split_pattern, not utf8_split_whitespace: that one can misplace a break at a
+                # text's end, depending on memory past it; pyarrow 26.)
+                words = pc.split_pattern(column, " ").values.dictionary_encode()
+                distinct = words.dictionary.to_pylist()
+                entries = np.fromiter(map(self.__getitem__, distinct), dtype=np.int64, count=len(distinct))
+                return entries[words.indices.to_numpy()]
+        words = text.split()
+        return np.fromiter(map(self.__getitem__, words), dtype=np.int64, count=len(words))
+
+
+@lru_cache(maxsize=1)
+def _pyarrow() -> tuple[Any, Any] | None:
+    """pyarrow and pyarrow.compute, or None where pyarrow is absent (the realtime API's Lambda,
+    whose 250 MB it would not fit in). Imported on first use, not at import."""
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+    except ImportError:
+        return None
+    return pa, pc

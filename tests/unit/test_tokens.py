@@ -39,15 +39,22 @@ def test_tokens_are_in_the_glove_vocabulary():
     assert [t for t in tokens if t not in index] == []
 
 
-def test_word_rows_are_the_batch_tokens_looked_up():
+@pytest.mark.parametrize("arrow", [True, False], ids=["pyarrow", "without-pyarrow"])
+def test_word_rows_are_the_batch_tokens_looked_up(arrow, monkeypatch):
     # The memo tokenizes each word alone; the rows must be those of tokenizing the whole batch,
-    # also across a memo emptied between batches (max_words) and with the separator in a text.
+    # also across a memo emptied between batches (max_words), with the separator in a text and
+    # with any whitespace (pyarrow splits the batch at spaces only).
     import random
 
+    import summarizer.tokens
+
+    if not arrow:
+        monkeypatch.setattr(summarizer.tokens, "_pyarrow", lambda: None)
     index = {"the": 0, "cat": 1, "n't": 2, "do": 3, ".": 4, "'s": 5, "e.g.": 6, "www.x.com": 7, "...": 8}
     rows = WordRows(index, max_words=50)
     alphabet = [
-        *"aAtT .,!?'\"-:;()=/_0\x00\t\u2019\u2026\u03a3",
+        *"aAtT .,!?'\"-:;()=/_0\x00\t\u2019\u2026\u03a3\xa0\u3000\x1c\ud800",
+        "  ",
         "the",
         "cat",
         "n't",
