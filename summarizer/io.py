@@ -109,7 +109,7 @@ def check_encoding(name: str) -> str:
 def check_delimiter(text: str) -> str:
     """A one-character delimiter; `\\t` and `tab` mean a tab. InputError otherwise."""
     delimiter = {"\\t": "\t", "tab": "\t"}.get(text.lower(), text)
-    if len(delimiter) != 1 or not delimiter.isascii() or delimiter in "\"\r\n" or delimiter.isalnum():
+    if len(delimiter) != 1 or not delimiter.isascii() or delimiter in '"\r\n' or delimiter.isalnum():
         raise InputError(f"delimiter must be one ASCII punctuation character, tab or space; got {text!r}")
     return delimiter
 
@@ -358,9 +358,7 @@ _CSV_OPTIONS = {
 }
 
 
-def _open_csv(
-    stream: _PeekableStream, raw: BinaryIO, path: str, delimiter: str | None
-) -> TableReader:
+def _open_csv(stream: _PeekableStream, raw: BinaryIO, path: str, delimiter: str | None) -> TableReader:
     columns, delimiter = _csv_header(stream, path, delimiter)
     table: TableReader
 
@@ -429,16 +427,28 @@ class _CsvRows:
     """Splits a CSV byte stream into its header row and segments of whole rows (about SEGMENT_BYTES
     each), in linear time: a row's end is found by tracking quotes as pandas' parser does (a quote
     opens a quoted field only at a field's start; "" inside one is a quote). The Python loop turns
-    once per quote or line break, not per byte. A row over MAX_ROW_BYTES is replaced by one field,
-    `marker` + "<line>:<size>", and the rest of it is skipped without being kept."""
+    once per quote or line break, not per byte; a row that starts and ends within one block (most
+    do) is matched whole by one regex (`_whole_row`: the same rules), so the loop turns once for it.
+    A row over MAX_ROW_BYTES is replaced by one field, `marker` + "<line>:<size>", and the rest of
+    it is skipped without being kept."""
 
     _STOPS = re.compile(rb'[\r\n"]')
+    _BLOCK_BYTES = 1 << 20
 
     def __init__(self, stream: IO[bytes], marker: bytes, delimiter: bytes = b",") -> None:
         self._marker = marker
         self._delimiter = delimiter
         self._field_starts = (delimiter, b"\r", b"\n")  # a quote right after one opens a quoted field
-        self._blocks = iter(lambda: stream.read(1 << 20), b"")
+        # From a row's start to its terminator: a quoted field first or no quote; then unquoted
+        # bytes, quoted fields (a quote after the delimiter opens one; "" inside it is a quote) and
+        # quotes elsewhere, which are text. No match where the block ends first.
+        field_starts = b"[" + re.escape(delimiter) + rb"\r\n]"
+        quoted_field = rb'"(?:[^"]++|"")*+"'
+        self._whole_row = re.compile(
+            rb'(?:%s|(?!"))(?:[^"\r\n]++|(?<=%s)%s|(?<!%s)")*+[\r\n]'
+            % (quoted_field, field_starts, quoted_field, field_starts)
+        )
+        self._blocks = iter(lambda: stream.read(self._BLOCK_BYTES), b"")
         self._rows = self._split()
 
     def header(self) -> bytes:
@@ -478,6 +488,15 @@ class _CsvRows:
             start = position = 0
             end = len(block)
             while position < end:
+                # (Not for a first row after a byte-order mark: there the quote rule differs.)
+                if position == start and not size and not (quoted or quote_seen or start < bom):
+                    whole = self._whole_row.match(block, start)
+                    if whole is not None and whole.end() - start <= MAX_ROW_BYTES:
+                        piece = block[start : whole.end()]
+                        yield piece, line
+                        line += piece.count(b"\n")
+                        start = position = whole.end()
+                        continue
                 if quote_seen:
                     quote_seen = False
                     if block[position] == 0x22:  # "" inside a quoted field: a quote, still quoted
@@ -526,9 +545,7 @@ class _CsvRows:
         return b'"' + self._marker + f"{line}:{size}".encode() + b'"' + terminator
 
 
-def _csv_header(
-    stream: _PeekableStream, path: str, delimiter: str | None
-) -> tuple[list[str], str]:
+def _csv_header(stream: _PeekableStream, path: str, delimiter: str | None) -> tuple[list[str], str]:
     """The header's column names and the delimiter (`delimiter`, or the one the header uses), read
     from a peek so the stream still starts at the top."""
     size = 64 * 1024

@@ -87,7 +87,19 @@ def _paragraphs(text: str) -> list[str]:
     if "<" in text:
         text = _TAGS.sub(" ", _BREAKS.sub("\n", text))
     parts = text.splitlines() if ("\n" in text or "\r" in text) else (text,)
-    return [p for p in (" ".join(part.split()) for part in parts) if p]
+    return [p for p in map(_collapse_spaces, parts) if p]
+
+
+def _collapse_spaces(part: str) -> str:
+    """``" ".join(part.split())``, mostly without splitting `part` into words (~5 us a review):
+    every whitespace character but the ASCII space is unprintable (Unicode Cc, Zs, Zl, Zp), so a
+    printable part's only whitespace is spaces, and collapsing their runs is C-speed replaces
+    (each halves the longest run)."""
+    if not part.isprintable():
+        return " ".join(part.split())
+    while "  " in part:
+        part = part.replace("  ", " ")
+    return part.strip(" ")
 
 
 def _is_boundary(text: str, m: re.Match[str], end: int) -> bool:

@@ -13,6 +13,10 @@ from __future__ import annotations
 import re
 import threading
 from array import array
+from collections.abc import Callable
+from functools import lru_cache
+from itertools import chain
+from typing import Any
 
 import numpy as np
 
@@ -68,37 +72,38 @@ SEPARATOR_ROW = -2
 _FIRST_SPAN = -3
 
 
+# Rows of a list of tokens in the vocabulary (int64), -1 for a token not in it.
+Lookup = Callable[[list[str]], np.ndarray]
+
+
 class WordRows(dict[str, int]):
     """Vocabulary rows of the tokens of each whitespace-separated word, memoized per word.
 
     A word's tokens don't depend on the words around it: no token spans whitespace or the
     separator (only the leading ``\\s*+`` consumes them), and no lookahead at a word's end tells a
     space from the separator or the end of text. So tokenizing each distinct word once gives the
-    same tokens as ``tokenize_sentences``, and a batch costs one C-level dict lookup per word
-    where ``findall`` and a lookup per token cost over twice as much. A word of one token (most
-    are) maps to its row; any other ("good.", "it's") to a span of rows in flat tables, expanded
-    with array operations. Real text repeats most of its words (Zipf), so the memo stays small;
-    it is emptied before a batch once it holds ``max_words``.
+    same tokens as ``tokenize_sentences``, and a batch costs one C-level dict lookup per distinct
+    word where ``findall`` and a lookup per token cost over twice as much (with pyarrow, the batch
+    is split into words and they are told apart in C: no Python string per word). A word of one
+    token (most are) maps to its row; any other ("good.", "it's") to a span of rows in flat tables,
+    expanded with array operations. The words new to the memo are looked up with one ``lookup``
+    call a batch. Real text repeats most of its words (Zipf), so the memo stays small; it is
+    emptied before a batch once it holds ``max_words``.
 
     ``of`` holds a lock: a Summarizer is shared by threads (the API's), and a word's span is
     written in three steps. (The lookups hold the interpreter anyway; a lock costs nothing more.)
-    Pickled, it is its index: the memo is rebuilt as it is used.
+    Pickled, it is its lookup: the memo is rebuilt as it is used.
     """
 
-    def __init__(self, index: dict[str, int], max_words: int = 1 << 17) -> None:
+    def __init__(self, lookup: Lookup, max_words: int = 1 << 17) -> None:
         super().__init__()
-        self._index = index
+        self._lookup = lookup
         self._max_words = max_words
         self._lock = threading.Lock()
         self._empty()
 
-    @property
-    def index(self) -> dict[str, int]:
-        """The vocabulary: each token's row."""
-        return self._index
-
-    def __reduce__(self) -> tuple[type[WordRows], tuple[dict[str, int], int]]:
-        return WordRows, (self._index, self._max_words)
+    def __reduce__(self) -> tuple[type[WordRows], tuple[Lookup, int]]:
+        return WordRows, (self._lookup, self._max_words)
 
     def _empty(self) -> None:
         self.clear()
@@ -107,18 +112,27 @@ class WordRows(dict[str, int]):
         self._span_starts = array("q")
         self._span_lengths = array("q")
         self._span_rows = array("q")
+        # The empty "word" that splitting at each space leaves between two spaces (str.split
+        # drops it): a span of no rows.
+        self[""] = _FIRST_SPAN
+        self._span_starts.append(0)
+        self._span_lengths.append(0)
 
-    def __missing__(self, word: str) -> int:
-        rows = [self._index.get(token, -1) for token in _TOKEN.findall(word)]
-        if len(rows) == 1:
-            entry = rows[0]
-        else:
-            entry = _FIRST_SPAN - len(self._span_lengths)
-            self._span_starts.append(len(self._span_rows))
-            self._span_lengths.append(len(rows))
-            self._span_rows.extend(rows)
-        self[word] = entry
-        return entry
+    def _memoize(self, words: list[str]) -> None:
+        """Adds `words` (distinct, none in the memo yet) with their tokens' rows."""
+        tokens = [_TOKEN.findall(word) for word in words]
+        rows = self._lookup(list(chain.from_iterable(tokens))).tolist()
+        start = 0
+        for word, word_tokens in zip(words, tokens, strict=True):
+            end = start + len(word_tokens)
+            if end - start == 1:
+                self[word] = rows[start]
+            else:
+                self[word] = _FIRST_SPAN - len(self._span_lengths)
+                self._span_starts.append(len(self._span_rows))
+                self._span_lengths.append(end - start)
+                self._span_rows.extend(rows[start:end])
+            start = end
 
     def of(self, sentences: list[str]) -> np.ndarray:
         """The rows of the tokens of all ``sentences`` (int64), each sentence followed by
@@ -133,14 +147,13 @@ class WordRows(dict[str, int]):
         joined = _normalize(spaced.join(sentences) + spaced)
         if joined.count(SEPARATOR) != len(sentences):  # a sentence contained the separator itself
             joined = _normalize(spaced.join(s.replace(SEPARATOR, " ") for s in sentences) + spaced)
-        words = joined.split()
-        entries = np.fromiter(map(self.__getitem__, words), dtype=np.int64, count=len(words))
+        entries = self._word_entries(joined)
         spans = np.flatnonzero(entries <= _FIRST_SPAN)
         if not spans.size:
             return entries
         ids = _FIRST_SPAN - entries[spans]
         lengths = np.frombuffer(self._span_lengths, dtype=np.int64)[ids]
-        counts = np.ones(len(words), dtype=np.int64)
+        counts = np.ones(len(entries), dtype=np.int64)
         counts[spans] = lengths
         rows = np.repeat(entries, counts)  # each span word's entry repeated, then overwritten
         within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -148,3 +161,39 @@ class WordRows(dict[str, int]):
         sources = np.repeat(np.frombuffer(self._span_starts, dtype=np.int64)[ids], lengths) + within
         rows[targets] = np.frombuffer(self._span_rows, dtype=np.int64)[sources]
         return rows
+
+    def _word_entries(self, text: str) -> np.ndarray:
+        """The memo entry of each word of `text`, int64: of each part between spaces, with
+        pyarrow (split and told apart in C); else of each ``text.split()`` word. The rows are the
+        same: a part holding other whitespace ("a\\tb") is tokenized whole, and its tokens are
+        those of its words, as whitespace never joins or splits a token (see the class)."""
+        arrow = _pyarrow()
+        if arrow is not None:
+            pa, pc = arrow
+            try:
+                column = pa.array([text], type=pa.large_string())
+            except UnicodeEncodeError:  # a lone surrogate: not UTF-8, so not an arrow string
+                pass
+            else:
+                # (split_pattern, not utf8_split_whitespace: that one can misplace a break at a
+                # text's end, depending on memory past it; pyarrow 26.)
+                words = pc.split_pattern(column, " ").values.dictionary_encode()
+                return self._entries(words.dictionary.to_pylist())[words.indices.to_numpy()]
+        return self._entries(text.split())
+
+    def _entries(self, words: list[str]) -> np.ndarray:
+        """The memo entry of each of `words`, int64; words new to the memo are added first."""
+        self._memoize(list(dict.fromkeys(word for word in words if word not in self)))
+        return np.fromiter(map(self.__getitem__, words), dtype=np.int64, count=len(words))
+
+
+@lru_cache(maxsize=1)
+def _pyarrow() -> tuple[Any, Any] | None:
+    """pyarrow and pyarrow.compute, or None where pyarrow is absent (the realtime API's Lambda,
+    whose 250 MB it would not fit in). Imported on first use, not at import."""
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+    except ImportError:
+        return None
+    return pa, pc

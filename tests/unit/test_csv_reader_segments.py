@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -102,3 +103,21 @@ def test_a_row_over_the_limit_comes_out_in_its_place_as_an_error_and_every_other
             pd.testing.assert_series_equal(
                 got.iloc[position][["Id", "Text", "Other"]], expected.iloc[position], check_names=False
             )
+
+
+def test_rows_matched_whole_are_those_the_quote_tracking_loop_finds(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A row within one block is matched whole by one regex; the loop that tracks quotes must agree
+    # on every input, malformed quoting, byte-order marks, long rows and tiny blocks included.
+    import random
+
+    monkeypatch.setattr(table_io, "MAX_ROW_BYTES", 40)
+    pieces = [b"a", b",", b";", b'"', b'""', b"\n", b"\r", b"\r\n", b" ", b"\t", b"\xef\xbb\xbf"]
+    rng = random.Random(0)
+    for _ in range(3000):
+        data = b"".join(rng.choices(pieces, k=rng.randint(0, 60)))
+        delimiter = rng.choice([b",", b";", b"\t"])
+        monkeypatch.setattr(table_io._CsvRows, "_BLOCK_BYTES", rng.randint(1, 80))
+        matched = list(table_io._CsvRows(io.BytesIO(data), b"m:", delimiter)._rows)
+        looped = table_io._CsvRows(io.BytesIO(data), b"m:", delimiter)
+        looped._whole_row = re.compile(b"(?!)")  # matches nothing: every row goes through the loop
+        assert matched == list(looped._split()), (data, delimiter)

@@ -1,6 +1,7 @@
 """The summarizer through its public API: budgets, statuses, order, fidelity, groups."""
 
 
+import numpy as np
 import pytest
 
 import glove
@@ -188,3 +189,19 @@ def test_group_summary_accepts_a_dataframe(vectors):
     groups = summarize_groups(df, Summarizer(vectors=vectors))
     assert [(g.key, g.n_texts) for g in groups] == [("a", 2), ("b", 1)]
     assert all(s in REVIEW or s in REVIEW.replace("office", "home") for s in groups[0].sentences)
+
+
+def test_vocabulary_rows_are_checked_against_the_words():
+    # The summarizer looks tokens up in the vectors' hash table, whose answer for a token outside
+    # the vocabulary could be a word with the same 64-bit hash: every answer is checked.
+    from summarizer.engine import _exact_lookup
+
+    class CollidingVectors:
+        def __init__(self):
+            self.words = ["good", "bad"]
+
+        def lookup(self, tokens):  # "zzz" shares a hash with "bad"
+            rows = {"good": 0, "bad": 1, "zzz": 1}
+            return np.array([rows.get(token, -1) for token in tokens], dtype=np.int64)
+
+    assert _exact_lookup(CollidingVectors())(["zzz", "bad", "good", "x"]).tolist() == [-1, 1, 0, -1]

@@ -87,3 +87,20 @@ def test_a_period_after_an_ordinary_word_is_decided_as_the_full_checks_would():
                     checked += 1
                     assert _is_boundary(paragraph, m, end) == (paragraph[end : end + 1] != ","), paragraph
     assert checked > 500
+
+
+def test_whitespace_is_collapsed_as_str_split_would():
+    # _collapse_spaces skips the split for printable text, relying on every whitespace character
+    # but the ASCII space being unprintable.
+    import random
+    import sys
+
+    from summarizer.split import _collapse_spaces
+
+    spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+    assert [c for c in spaces if c != " " and c.isprintable()] == []
+    pieces = [*spaces, " ", " ", "  ", "a", "bc", "é", "\u200b", "\x00"]
+    rng = random.Random(0)
+    for _ in range(3000):
+        part = "".join(rng.choices(pieces, k=rng.randint(0, 10)))
+        assert _collapse_spaces(part) == " ".join(part.split()), repr(part)

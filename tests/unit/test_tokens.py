@@ -1,5 +1,8 @@
 """Tokens match the GloVe 6B vocabulary's conventions."""
 
+from functools import partial
+
+import numpy as np
 import pytest
 
 from summarizer import tokenize
@@ -39,15 +42,22 @@ def test_tokens_are_in_the_glove_vocabulary():
     assert [t for t in tokens if t not in index] == []
 
 
-def test_word_rows_are_the_batch_tokens_looked_up():
+@pytest.mark.parametrize("arrow", [True, False], ids=["pyarrow", "without-pyarrow"])
+def test_word_rows_are_the_batch_tokens_looked_up(arrow, monkeypatch):
     # The memo tokenizes each word alone; the rows must be those of tokenizing the whole batch,
-    # also across a memo emptied between batches (max_words) and with the separator in a text.
+    # also across a memo emptied between batches (max_words), with the separator in a text and
+    # with any whitespace (pyarrow splits the batch at spaces only).
     import random
 
+    import summarizer.tokens
+
+    if not arrow:
+        monkeypatch.setattr(summarizer.tokens, "_pyarrow", lambda: None)
     index = {"the": 0, "cat": 1, "n't": 2, "do": 3, ".": 4, "'s": 5, "e.g.": 6, "www.x.com": 7, "...": 8}
-    rows = WordRows(index, max_words=50)
+    rows = WordRows(partial(_rows_in, index), max_words=50)
     alphabet = [
-        *"aAtT .,!?'\"-:;()=/_0\x00\t\u2019\u2026\u03a3",
+        *"aAtT .,!?'\"-:;()=/_0\x00\t\u2019\u2026\u03a3\xa0\u3000\x1c\ud800",
+        "  ",
         "the",
         "cat",
         "n't",
@@ -64,12 +74,13 @@ def test_word_rows_are_the_batch_tokens_looked_up():
         assert rows.of(sentences).tolist() == expected, sentences
 
 
-def test_word_rows_are_shared_safely_by_threads_and_pickle_as_their_index():
+def test_word_rows_are_shared_safely_by_threads_and_pickle_as_their_lookup():
     import pickle
     from concurrent.futures import ThreadPoolExecutor
 
     index = {f"w{i}": i for i in range(1000)}
-    rows = WordRows(index, max_words=200)  # emptied now and then, while other threads look up
+    # emptied now and then, while other threads look up
+    rows = WordRows(partial(_rows_in, index), max_words=200)
     batches = [
         [f"w{i}. w{i + 1}, w{i * 7 % 1000}'s" for i in range(start, start + 50)] for start in range(0, 900, 9)
     ]
@@ -83,3 +94,7 @@ def test_word_rows_are_shared_safely_by_threads_and_pickle_as_their_index():
             assert got.tolist() == expected(batch)
     copy = pickle.loads(pickle.dumps(rows))  # noqa: S301 - our own bytes
     assert copy.of(batches[0]).tolist() == expected(batches[0])
+
+
+def _rows_in(index: dict[str, int], tokens: list[str]) -> np.ndarray:
+    return np.array([index.get(token, -1) for token in tokens], dtype=np.int64)
