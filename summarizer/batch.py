@@ -25,8 +25,8 @@ from itertools import chain, islice
 import pandas as pd
 import pyarrow as pa
 
-from summarizer import Budget, Summarizer, Summary
-from summarizer.group import STARS, GroupSummary, star_rating, summarize_group
+from summarizer import Budget, Summarizer, Summary, schema
+from summarizer.group import GroupSummary, star_rating, summarize_group
 from summarizer.io import DELIMITERS, ROW_ERROR, InputError, TableReader, TableWriter, decode_text
 
 DEFAULT_CHUNK_ROWS = 2_000
@@ -36,18 +36,17 @@ DEFAULT_MAX_CHARS = 200_000
 DEFAULT_ID_COLUMN = "Id"
 
 SUMMARY_FIELDS = [
-    ("summary", pa.string()),
-    ("n_sentences_in", pa.int64()),
-    ("n_sentences_out", pa.int64()),
-    ("status", pa.string()),
+    (schema.SUMMARY, pa.string()),
+    (schema.N_SENTENCES_IN, pa.int64()),
+    (schema.N_SENTENCES_OUT, pa.int64()),
+    (schema.STATUS, pa.string()),
 ]
-ROW_SCHEMA = pa.schema([("id", pa.string()), *SUMMARY_FIELDS])
-GROUP_COUNT_COLUMN = "n_rows"
+ROW_SCHEMA = pa.schema([(schema.ID, pa.string()), *SUMMARY_FIELDS])
 # Score in Amazon's reviews: used for the star split of group summaries when the input has it.
 DEFAULT_STARS_COLUMN = "Score"
-THEMES_FIELDS = [("themes", pa.string())]
-THEME_FIELDS = [("theme", pa.string()), ("theme_rows", pa.int64()), ("share", pa.float64())]
-STAR_FIELDS = [("stars", pa.float64()), *((f"stars_{star}", pa.int64()) for star in STARS)]
+THEMES_FIELDS = [(schema.THEMES, pa.string())]
+THEME_FIELDS = [(schema.THEME, pa.string()), (schema.THEME_ROWS, pa.int64()), (schema.SHARE, pa.float64())]
+STAR_FIELDS = [(schema.STARS, pa.float64()), *((name, pa.int64()) for name in schema.STAR_COLUMNS)]
 
 
 def group_schema(group_by: str, stars: bool = False, per_theme: bool = False) -> pa.Schema:
@@ -59,7 +58,7 @@ def group_schema(group_by: str, stars: bool = False, per_theme: bool = False) ->
     return pa.schema(
         [
             (group_by, pa.string()),
-            (GROUP_COUNT_COLUMN, pa.int64()),
+            (schema.N_ROWS, pa.int64()),
             *(THEME_FIELDS if per_theme else THEMES_FIELDS),
             *(STAR_FIELDS if stars else ()),
             *SUMMARY_FIELDS,
@@ -180,13 +179,15 @@ class TableReport:
     def count(self, results: Results, groups: list[int] | None = None) -> None:
         """Adds one chunk's output rows; with group summaries, `groups` are the rows that start a
         group (their status is the group's)."""
-        self.rows_out += len(results["status"])
-        statuses = results["status"] if groups is None else [results["status"][row] for row in groups]
+        statuses = results[schema.STATUS]
+        self.rows_out += len(statuses)
+        if groups is not None:
+            statuses = [statuses[row] for row in groups]
         self.groups += 0 if groups is None else len(groups)
         for status, n in Counter(statuses).items():
-            self.statuses["error" if str(status).startswith("error") else str(status)] += n
-        self.sentences_in += sum(results["n_sentences_in"])  # type: ignore[arg-type]
-        self.sentences_out += sum(results["n_sentences_out"])  # type: ignore[arg-type]
+            self.statuses[schema.ERROR if str(status).startswith(schema.ERROR) else str(status)] += n
+        self.sentences_in += sum(results[schema.N_SENTENCES_IN])  # type: ignore[arg-type]
+        self.sentences_out += sum(results[schema.N_SENTENCES_OUT])  # type: ignore[arg-type]
 
 
 def check_columns(available: list[str], options: TableOptions) -> None:
@@ -267,7 +268,7 @@ def summarize_table(
         if on_rows is not None and not on_rows(ids, in_flight.popleft(), results):
             on_rows = None
             in_flight.clear()
-        writer.write({"id": ids, **results})
+        writer.write({schema.ID: ids, **results})
         report.rows_in += len(ids)
         report.count(results)
         if on_progress is not None:
@@ -307,7 +308,7 @@ def _summarize_groups(
             texts = texts_by_group.setdefault(key, [])
             group_stars = stars_by_group.setdefault(key, [])
             if isinstance(text_value, RowError):  # (its group key is unknown: it counts under "")
-                errors.setdefault(key, f"error: {text_value}")
+                errors.setdefault(key, schema.error_status(text_value))
                 continue
             text = _as_text(text_value)
             if text is None:
@@ -341,11 +342,11 @@ def _summarize_groups(
         positions = results.pop(GROUP_POSITION)
         for row, position in enumerate(positions):
             if keys[position] in errors:  # type: ignore[index]
-                results["status"][row] = errors[keys[position]]  # type: ignore[index]
+                results[schema.STATUS][row] = errors[keys[position]]  # type: ignore[index]
         writer.write(
             {
                 group_by: [keys[p] for p in positions],  # type: ignore[index]
-                GROUP_COUNT_COLUMN: [row_counts[keys[p]] for p in positions],  # type: ignore[index]
+                schema.N_ROWS: [row_counts[keys[p]] for p in positions],  # type: ignore[index]
                 **results,
             }
         )
@@ -389,12 +390,12 @@ def summarize_texts(summarizer: Summarizer, values: Sequence[object], max_chars:
     summaries: list[object] = [""] * n
     n_in: list[object] = [0] * n
     n_out: list[object] = [0] * n
-    statuses: list[object] = ["empty"] * n
+    statuses: list[object] = [schema.EMPTY] * n
     positions: list[int] = []
     texts: list[str] = []
     for position, value in enumerate(values):
         if isinstance(value, RowError):
-            statuses[position] = f"error: {value}"
+            statuses[position] = schema.error_status(value)
             continue
         text = _as_text(value)
         if text is None:
@@ -412,7 +413,12 @@ def summarize_texts(summarizer: Summarizer, values: Sequence[object], max_chars:
         n_in[position] = outcome.n_input
         n_out[position] = len(outcome.sentences)
         statuses[position] = outcome.status
-    return {"summary": summaries, "n_sentences_in": n_in, "n_sentences_out": n_out, "status": statuses}
+    return {
+        schema.SUMMARY: summaries,
+        schema.N_SENTENCES_IN: n_in,
+        schema.N_SENTENCES_OUT: n_out,
+        schema.STATUS: statuses,
+    }
 
 
 # In summarize_group_texts' results: the position in its chunk of each row's group.
@@ -442,23 +448,29 @@ def summarize_group_texts(
 
     for position, group in enumerate(groups):
         if not group:
-            add(position, _output_row({}, [], 0, "empty", theme="", theme_rows=0, share=None, themes=""))
+            add(position, _output_row({}, [], 0, schema.EMPTY, _NO_THEME))
             continue
         texts, ratings = group  # type: ignore[misc]
         try:
             summary = summarize_group(position, texts, summarizer, budget, ratings)
         except Exception as exc:
             status = _error_status(exc)
-            add(position, _output_row({}, [], 0, status, theme="", theme_rows=0, share=None, themes=""))
+            add(position, _output_row({}, [], 0, status, _NO_THEME))
             continue
         for row in _theme_rows(summary) if per_theme else [_group_row(summary)]:
             add(position, row)
     return results
 
 
+# The theme columns of a group without a summary (either layout's).
+_NO_THEME = {schema.THEMES: "", schema.THEME: "", schema.THEME_ROWS: 0, schema.SHARE: None}
+
+
 def _group_row(summary: GroupSummary) -> dict[str, object]:
     themes = "; ".join(f"{', '.join(theme.words)} ({theme.texts})" for theme in summary.themes)
-    return _output_row(summary.stars, summary.sentences, summary.n_sentences, summary.status, themes=themes)
+    return _output_row(
+        summary.stars, summary.sentences, summary.n_sentences, summary.status, {schema.THEMES: themes}
+    )
 
 
 def _theme_rows(summary: GroupSummary) -> Iterator[dict[str, object]]:
@@ -468,9 +480,7 @@ def _theme_rows(summary: GroupSummary) -> Iterator[dict[str, object]]:
             summary.sentences,
             summary.n_sentences,
             summary.status,
-            theme="",
-            theme_rows=summary.n_texts,
-            share=1.0,
+            {schema.THEME: "", schema.THEME_ROWS: summary.n_texts, schema.SHARE: 1.0},
         )
     for theme in summary.themes:
         yield _output_row(
@@ -478,30 +488,40 @@ def _theme_rows(summary: GroupSummary) -> Iterator[dict[str, object]]:
             theme.sentences,
             theme.mentions,
             summary.status,
-            theme=", ".join(theme.words),
-            theme_rows=theme.texts,
-            share=round(theme.texts / summary.n_texts, 3),
+            {
+                schema.THEME: ", ".join(theme.words),
+                schema.THEME_ROWS: theme.texts,
+                schema.SHARE: round(theme.texts / summary.n_texts, 3),
+            },
         )
 
 
 def _output_row(
-    star_split: dict[int, int], sentences: list[str], n_sentences_in: int, status: str, **theme: object
+    star_split: dict[int, int],
+    sentences: list[str],
+    n_sentences_in: int,
+    status: str,
+    theme: dict[str, object],
 ) -> dict[str, object]:
     """A row of group output: the `theme` columns given, the stars of `star_split`, the summary."""
     starred = sum(star_split.values())
+    mean_stars = round(sum(star * n for star, n in star_split.items()) / starred, 2) if starred else None
     return {
         **theme,
-        "stars": round(sum(star * n for star, n in star_split.items()) / starred, 2) if starred else None,
-        **{f"stars_{star}": star_split.get(star, 0) for star in STARS},
-        "summary": " ".join(sentences),
-        "n_sentences_in": n_sentences_in,
-        "n_sentences_out": len(sentences),
-        "status": status,
+        schema.STARS: mean_stars,
+        **{
+            name: star_split.get(star, 0)
+            for name, star in zip(schema.STAR_COLUMNS, schema.STAR_RATINGS, strict=True)
+        },
+        schema.SUMMARY: " ".join(sentences),
+        schema.N_SENTENCES_IN: n_sentences_in,
+        schema.N_SENTENCES_OUT: len(sentences),
+        schema.STATUS: status,
     }
 
 
 def _too_long_status(text: str, max_chars: int) -> str:
-    return f"error: text too long ({len(text)} chars > {max_chars})"
+    return schema.error_status(f"text too long ({len(text)} chars > {max_chars})")
 
 
 def _summarize_batch(summarizer: Summarizer, texts: list[str]) -> list[Summary | Exception]:
@@ -520,7 +540,7 @@ def _summarize_batch(summarizer: Summarizer, texts: list[str]) -> list[Summary |
 
 def _error_status(exc: Exception) -> str:
     detail = " ".join(str(exc).split()) or type(exc).__name__
-    return f"error: {detail[:200]}"
+    return schema.error_status(detail[:200])
 
 
 def _as_text(value: object) -> str | None:

@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from glove import GloveError
+from summarizer import schema
 from summarizer.batch import (
     DEFAULT_CHUNK_ROWS,
     DEFAULT_ID_COLUMN,
@@ -46,12 +47,8 @@ from sumpipe import version
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-EXIT_FAILURE = 1
 SAMPLE_ROWS = 200
 SAMPLE_MAX_BYTES = 4 << 20
-EXIT_INPUT_ERROR = 2
-# The order statuses are listed in the closing line.
-STATUS_ORDER = ("ok", "passthrough", "empty", "error")
 # Read as CSV with their delimiter; output CSV is always comma-separated, so not these names.
 INPUT_ONLY_EXTENSIONS = (".tsv", ".tab")
 
@@ -250,17 +247,17 @@ def main(argv: list[str] | None = None) -> int:
         return run(args, stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, stderr=sys.stderr)
     except (InputError, GloveError) as exc:
         _fail(str(exc))
-        return EXIT_INPUT_ERROR
+        return schema.EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         # The reader went away (`summarize big.csv | head`): not an error worth a message. Point
         # stdout at /dev/null so the interpreter's final flush doesn't raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILURE
+        return schema.EXIT_FAILURE
     except Exception as exc:
         _fail(f"{type(exc).__name__}: {exc}")
-        return EXIT_FAILURE
+        return schema.EXIT_FAILURE
 
 
 def _fail(message: str) -> None:
@@ -348,7 +345,7 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, stderr: Tex
             json.dump(document, out)
     if not args.quiet:
         print(closing_line(report, args.group_by, seconds, args.themes), file=stderr)
-    return 0
+    return schema.EXIT_OK
 
 
 def _output_format(path: str) -> str:
@@ -373,7 +370,7 @@ def _sampler(out: TextIO, rows: int) -> Callable[[list[str], list[object], dict[
     def take(ids: list[str], texts: list[object], results: dict[str, list[object]]) -> bool:
         nonlocal rows_left, bytes_left
         for row_id, text, summary, status in zip(
-            ids, texts, results["summary"], results["status"], strict=True
+            ids, texts, results[schema.SUMMARY], results[schema.STATUS], strict=True
         ):
             if not isinstance(text, str) or not text.strip():
                 continue
@@ -393,8 +390,8 @@ def _sampler(out: TextIO, rows: int) -> Callable[[list[str], list[object], dict[
 def closing_line(report: TableReport, group_by: str | None, seconds: float, per_theme: bool = False) -> str:
     """ "7,567 rows: 6,346 ok, 1,221 passthrough in 3.1 s (2 workers)": what happened to the rows."""
     counts = ", ".join(
-        _count(report.statuses[status], status, plural=status == "error")
-        for status in STATUS_ORDER
+        _count(report.statuses[status], status, plural=status == schema.ERROR)
+        for status in schema.STATUSES
         if report.statuses[status]
     )
     rows = _count(report.rows_in, "row")

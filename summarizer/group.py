@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from summarizer import schema
 from summarizer.engine import Budget, Summarizer
 from summarizer.kmeans import kmeans
 from summarizer.split import split_sentences
@@ -58,7 +59,6 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_SENTENCES = 10
 DEFAULT_SIMILARITY = 0.95
-STARS = (1, 2, 3, 4, 5)
 # Sentences a reader takes in at a glance; longer ones ramble, shorter ones say little.
 MIN_WORDS, MAX_WORDS = 4, 30
 FULL_SENTENCE_WORDS = 15
@@ -163,7 +163,7 @@ def star_rating(value: object) -> int | None:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
-    return int(number) if number in STARS else None
+    return int(number) if number in schema.STAR_RATINGS else None
 
 
 def summarize_group(
@@ -185,13 +185,13 @@ def summarize_group(
     star_split = dict(sorted(Counter(s for s in stars if s is not None).items()))
     n = len(pool.sentences)
     if n == 0:
-        return GroupSummary(key, [], len(texts), 0, "empty", stars=star_split)
+        return GroupSummary(key, [], len(texts), 0, schema.EMPTY, stars=star_split)
     k = budget.size(n) if budget else min(DEFAULT_MAX_SENTENCES, math.ceil(math.sqrt(n)))
     if n <= k:
-        return GroupSummary(key, pool.sentences, len(texts), n, "passthrough", stars=star_split)
+        return GroupSummary(key, pool.sentences, len(texts), n, schema.PASSTHROUGH, stars=star_split)
     themes, sentences = _themes(pool, summarizer, stars, k)
     if themes:
-        return GroupSummary(key, sentences, len(texts), n, "ok", themes, star_split)
+        return GroupSummary(key, sentences, len(texts), n, schema.OK, themes, star_split)
     picks = _pick_by_theme(
         pool.sentences,
         np.asarray(pool.lead),
@@ -201,7 +201,7 @@ def summarize_group(
         similarity,
     )
     sentences = [pool.sentences[p] for p in sorted(picks)]
-    return GroupSummary(key, sentences, len(texts), n, "ok", stars=star_split)
+    return GroupSummary(key, sentences, len(texts), n, schema.OK, stars=star_split)
 
 
 class _Pool:

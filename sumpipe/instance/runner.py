@@ -33,6 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from summarizer import schema
 from sumpipe import keys, version
 
 if TYPE_CHECKING:
@@ -42,12 +43,8 @@ if TYPE_CHECKING:
 # `start` must answer fast (the worker Lambda waits on it): it imports nothing heavy. The AWS,
 # settings and logging modules are imported by `run`, in the detached process.
 
-EXIT_USAGE = 2
 # Where the detached job's own log lines go on the instance (also uploaded at the end).
 LOG_DIR_ENV = "SUMPIPE_RUNNER_LOG_DIR"
-# `summarize` exits with this status on input it cannot read (summarizer.cli.EXIT_INPUT_ERROR; not
-# imported: this process leaves the summarizer's heavy imports to the child that runs it).
-SUMMARIZE_INPUT_ERROR = 2
 SUMMARIZER_STDERR = "summarize.stderr"
 # What the summarizer did, as JSON (its --report): the manifest's counts.
 SUMMARIZER_REPORT = "summarize.report.json"
@@ -343,14 +340,14 @@ def finish_summarizer(summarizer: subprocess.Popen[bytes], workdir: Path) -> Non
     code = summarizer.wait()
     stderr = (workdir / SUMMARIZER_STDERR).read_bytes()
     sys.stderr.buffer.write(stderr)  # kept in the job's .stderr file on the instance
-    if code == 0:
+    if code == schema.EXIT_OK:
         return
     if code < 0:
         hint = " (out of memory?)" if code == -signal.SIGKILL else ""
         raise JobFailed(f"the summarizer was killed by {signal.Signals(-code).name}{hint}")
     lines = stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"]
     message = " ".join(lines[-1].removeprefix("summarize: error:").split())
-    if code == SUMMARIZE_INPUT_ERROR:
+    if code == schema.EXIT_USAGE:  # input it cannot read
         raise JobFailed(f"input cannot be summarized: {message}")
     raise JobFailed(f"the summarizer failed (exit status {code}): {message}")
 
@@ -364,9 +361,7 @@ def summary_counts(report_path: Path) -> dict[str, Any]:
         "input_rows": report["rows_in"],
         "sentences_in": report["sentences_in"],
         "sentences_out": report["sentences_out"],
-        "rows_by_status": {
-            status: report["statuses"].get(status, 0) for status in ("ok", "passthrough", "empty", "error")
-        },
+        "rows_by_status": {status: report["statuses"].get(status, 0) for status in schema.STATUSES},
     }
 
 
@@ -389,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if len(words) != 2 or words[0] not in ("start", "run") or not keys.is_job_id(words[1]):
         print("usage: sumpipe-runner start|run <job_id>", file=sys.stderr)
-        return EXIT_USAGE
+        return schema.EXIT_USAGE
     verb, job_id = words
     return start(job_id) if verb == "start" else run(job_id)
 

@@ -3,6 +3,7 @@ anything (it is the SSH forced command: whatever the client asks arrives in SSH_
 
 import pytest
 
+from summarizer import schema
 from sumpipe.instance import runner
 
 
@@ -26,7 +27,7 @@ def test_anything_but_a_verb_and_a_job_id_is_refused(command, monkeypatch, capsy
     monkeypatch.setattr(runner, "start", started.append)
     monkeypatch.setattr(runner, "run", started.append)
 
-    assert runner.main([]) == runner.EXIT_USAGE
+    assert runner.main([]) == schema.EXIT_USAGE
     assert started == []
     assert "usage" in capsys.readouterr().err
 
