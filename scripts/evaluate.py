@@ -6,7 +6,7 @@ rouge-score (ROUGE-1/2/L F1, Porter stemming), averaged over articles, with a 95
 confidence interval (articles resampled with replacement, percentile method).
 
 Methods:
-  default, kmeans  summarizer.Summarizer(method=..., budget=Budget(sentences=k))
+  default, kmeans  summarizer.Summarizer(method=...).summarize_many(texts, Budget(sentences=k))
   default-cv       default with its scorer's weights learned by 5-fold cross-validation: the
                    articles are split into 5 folds (seeded, whole articles), and each fold is
                    summarized with weights fit on the other four. `default`'s shipped weights
@@ -165,17 +165,15 @@ def summarize_with_library(method: str) -> Callable[[list[Article]], list[str]]:
 def library_summaries(articles: list[Article], method: str, weights: np.ndarray | None = None) -> list[str]:
     import glove
 
-    vectors = glove.load()
-    # The budget is per Summarizer, so articles are batched by reference length.
+    summarizer = Summarizer(method=method, vectors=glove.load(), weights=weights)
+    # The budget is per call, so articles are batched by reference length.
     by_budget: dict[int, list[int]] = defaultdict(list)
     for i, article in enumerate(articles):
         by_budget[len(article.reference)].append(i)
     summaries = [""] * len(articles)
     for k, indices in by_budget.items():
-        summarizer = Summarizer(method=method, budget=Budget(sentences=k), vectors=vectors, weights=weights)
-        for i, summary in zip(
-            indices, summarizer.summarize_many([articles[i].body for i in indices]), strict=True
-        ):
+        bodies = [articles[i].body for i in indices]
+        for i, summary in zip(indices, summarizer.summarize_many(bodies, Budget(sentences=k)), strict=True):
             summaries[i] = summary.text
     return summaries
 

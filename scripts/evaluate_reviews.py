@@ -4,7 +4,7 @@ titles say what its buyers did.
 
 Per review (reviews of at least 3 sentences): each method keeps one sentence, scored by the share
 of the title's words it uses (ROUGE-1 recall, stemmed, as `rouge-score` counts it):
-  default, kmeans   summarizer.Summarizer(method, Budget(sentences=1))
+  default, kmeans   summarizer.Summarizer(method).summarize_many(texts, Budget(sentences=1))
   lead              the first sentence
 
 Per product (at least 20 reviews): the product's "title words" are the words (stemmed, not
@@ -65,7 +65,7 @@ def per_review(reviews: pd.DataFrame) -> dict[str, np.ndarray]:
     titles = [title for title, _ in rows]
     texts = [text for _, text in rows]
     picked = {
-        method: [s.text for s in Summarizer(method, Budget(sentences=1)).summarize_many(texts)]
+        method: [s.text for s in Summarizer(method).summarize_many(texts, Budget(sentences=1))]
         for method in ("default", "kmeans")
     }
     picked["lead"] = [split_sentences(text)[0] for text in texts]
@@ -103,7 +103,7 @@ def per_product(reviews: pd.DataFrame) -> dict[str, np.ndarray]:
         k = max(1, len(group.sentences))
         summaries = {
             "themes": " ".join([*(w for t in group.themes for w in t.words), *group.sentences]),
-            "pooled": Summarizer(budget=Budget(sentences=k)).summarize(" ".join(texts)).text,
+            "pooled": summarizer.summarize(" ".join(texts), Budget(sentences=k)).text,
             "lead": " ".join(split_sentences(text)[0] for text in texts[:k] if split_sentences(text)),
         }
         total = sum(weights.values())

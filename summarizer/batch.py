@@ -68,7 +68,7 @@ def group_schema(group_by: str, stars: bool = False, per_theme: bool = False) ->
 
 @dataclass(frozen=True)
 class SummarizerSpec:
-    """How to build a Summarizer from the CLI's options."""
+    """How to build a Summarizer, and the budget to call it with, from the CLI's options."""
 
     method: str = "default"
     sentences: int | None = None
@@ -82,7 +82,7 @@ class SummarizerSpec:
             import glove
 
             vectors = glove.load(self.vectors_path)
-        return Summarizer(method=self.method, budget=self.budget(), vectors=vectors)
+        return Summarizer(method=self.method, vectors=vectors)
 
     def budget(self) -> Budget | None:
         """The budget asked for, or None for the method's default."""
@@ -263,7 +263,7 @@ def summarize_table(
                 in_flight.append(texts)
             yield ids, texts
 
-    task = partial(summarize_texts, max_chars=options.max_chars)
+    task = partial(summarize_texts, max_chars=options.max_chars, budget=spec.budget())
     for ids, results in _summarize_in_order(jobs(), spec, options.workers, task, report):
         if on_rows is not None and not on_rows(ids, in_flight.popleft(), results):
             on_rows = None
@@ -379,8 +379,11 @@ Results = dict[str, list[object]]
 ChunkTask = Callable[[Summarizer, list[object]], Results]
 
 
-def summarize_texts(summarizer: Summarizer, values: Sequence[object], max_chars: int) -> Results:
-    """Summary columns (summary, n_sentences_in, n_sentences_out, status) for a chunk of cells.
+def summarize_texts(
+    summarizer: Summarizer, values: Sequence[object], max_chars: int, budget: Budget | None = None
+) -> Results:
+    """Summary columns (summary, n_sentences_in, n_sentences_out, status) for a chunk of cells,
+    each summary `budget` long (None: the summarizer's default).
 
     Missing cells (None, NaN) are `empty`; numbers and other non-strings are summarized as their
     text; a text over `max_chars`, or a row the reader could not read, gets an error status without
@@ -405,7 +408,7 @@ def summarize_texts(summarizer: Summarizer, values: Sequence[object], max_chars:
             continue
         positions.append(position)
         texts.append(text)
-    for position, outcome in zip(positions, _summarize_batch(summarizer, texts), strict=True):
+    for position, outcome in zip(positions, _summarize_batch(summarizer, texts, budget), strict=True):
         if isinstance(outcome, Exception):
             statuses[position] = _error_status(outcome)
             continue
@@ -524,15 +527,17 @@ def _too_long_status(text: str, max_chars: int) -> str:
     return schema.error_status(f"text too long ({len(text)} chars > {max_chars})")
 
 
-def _summarize_batch(summarizer: Summarizer, texts: list[str]) -> list[Summary | Exception]:
+def _summarize_batch(
+    summarizer: Summarizer, texts: list[str], budget: Budget | None
+) -> list[Summary | Exception]:
     try:
-        return list(summarizer.summarize_many(texts))
+        return list(summarizer.summarize_many(texts, budget))
     except Exception:
         # Find the culprit(s): redo the chunk one text at a time.
         outcomes: list[Summary | Exception] = []
         for text in texts:
             try:
-                outcomes.append(summarizer.summarize(text))
+                outcomes.append(summarizer.summarize(text, budget))
             except Exception as exc:
                 outcomes.append(exc)
         return outcomes

@@ -125,28 +125,20 @@ class _Doc:
 
 
 class Summarizer:
-    """Extractive summaries by ``method``, each ``budget`` sentences long, from ``vectors`` (a
-    ``glove.WordVectors``, a path ``glove.load`` reads, or None for the bundled GloVe 6B 50d).
+    """Extractive summaries by ``method`` from ``vectors`` (a ``glove.WordVectors``, a path
+    ``glove.load`` reads, or None for the bundled GloVe 6B 50d), each as long as the ``budget``
+    of the call: a ``Budget``, or None for the method's ``default_budget`` (``Budget()``; the
+    original's ``Budget(sqrt=True)`` for ``kmeans``).
 
-    Arguments of the wrong type fail here, with what was expected, not at the first text.
+    Arguments of the wrong type fail where they are given, with what was expected, not at the
+    first text.
     """
 
-    def __init__(
-        self,
-        method: Method = "default",
-        budget: Budget | None = None,
-        vectors: Any = None,
-        weights: Any = None,
-    ) -> None:
+    def __init__(self, method: Method = "default", *, vectors: Any = None, weights: Any = None) -> None:
         """``weights``: the default method's scorer weights, one per ``scorer.FEATURES`` (None: the
         shipped ``scorer.WEIGHTS``); for evaluating weights learned on other data."""
         if not isinstance(method, str) or method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-        if budget is not None and not isinstance(budget, Budget):
-            raise TypeError(
-                f"budget must be a Budget, e.g. Budget(sentences=3) or Budget(ratio=0.3); "
-                f"got {type(budget).__name__} {budget!r}"
-            )
         if vectors is None or isinstance(vectors, str | os.PathLike):
             import glove
 
@@ -157,17 +149,17 @@ class Summarizer:
                 f"got {type(vectors).__name__}"
             )
         self.method = method
-        self.budget = budget or Budget(sqrt=method == "kmeans")
+        self.default_budget = Budget(sqrt=method == "kmeans")
         self._vectors = np.asarray(vectors.vectors, dtype=np.float32)
         self._vocabulary_rows = _exact_lookup(vectors)
         self._word_rows = WordRows(self._vocabulary_rows)
         self._weights = _word_weights(len(self._vectors), self._vocabulary_rows, method)
         self._scorer_weights = scorer.WEIGHTS if weights is None else scorer.check_weights(weights)
 
-    def summarize(self, text: str | None) -> Summary:
-        return self.summarize_many([text])[0]
+    def summarize(self, text: str | None, budget: Budget | None = None) -> Summary:
+        return self.summarize_many([text], budget)[0]
 
-    def summarize_column(self, data: Any, column: str = "Text") -> Any:
+    def summarize_column(self, data: Any, column: str = "Text", budget: Budget | None = None) -> Any:
         """Summaries of a pandas Series, or of a DataFrame's ``column``, as a DataFrame with the
         same index and the `summarize` CLI's columns: summary, n_sentences_in, n_sentences_out,
         status (missing cells are ``empty``, numbers are summarized as their text, a text over
@@ -186,19 +178,33 @@ class Summarizer:
             data = data[column]
         if not isinstance(data, pd.Series):
             raise TypeError(f"expected a pandas Series or DataFrame, got {type(data).__name__}")
-        results = summarize_texts(self, data.tolist(), max_chars=DEFAULT_MAX_CHARS)
+        # checked here: summarize_texts makes a text that fails the engine a row with an error status
+        budget = self._checked_budget(budget)
+        results = summarize_texts(self, data.tolist(), max_chars=DEFAULT_MAX_CHARS, budget=budget)
         return pd.DataFrame(results, index=data.index)
 
-    def summarize_many(self, texts: Iterable[str | None]) -> list[Summary]:
+    def summarize_many(self, texts: Iterable[str | None], budget: Budget | None = None) -> list[Summary]:
         """Summaries of ``texts``, in order. Any iterable; consumed in chunks of _CHUNK texts so
         that temporary arrays stay small whatever the input size."""
+        budget = self._checked_budget(budget)
         results: list[Summary] = []
         iterator = iter(texts)
         while chunk := list(islice(iterator, _CHUNK)):
-            results.extend(self._summarize_chunk(chunk))
+            results.extend(self._summarize_chunk(chunk, budget))
         return results
 
-    def _summarize_chunk(self, texts: list[str | None]) -> list[Summary]:
+    def _checked_budget(self, budget: Budget | None) -> Budget:
+        """The call's budget, the method's default for None; TypeError for anything but a Budget."""
+        if budget is None:
+            return self.default_budget
+        if not isinstance(budget, Budget):
+            raise TypeError(
+                f"budget must be a Budget, e.g. Budget(sentences=3) or Budget(ratio=0.3); "
+                f"got {type(budget).__name__} {budget!r}"
+            )
+        return budget
+
+    def _summarize_chunk(self, texts: list[str | None], budget: Budget) -> list[Summary]:
         results: list[Summary | None] = []
         docs: dict[int, _Doc] = {}
         for i, text in enumerate(texts):
@@ -208,7 +214,7 @@ class Summarizer:
                 results.append(Summary([], [], 0, f"error: {type(exc).__name__}: {exc}"))
                 continue
             n = len(sentences)
-            k = self.budget.size(n) if n else 0
+            k = budget.size(n) if n else 0
             if n == 0:
                 results.append(Summary([], [], 0, "empty"))
             elif n <= k:

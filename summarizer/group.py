@@ -137,9 +137,8 @@ def summarize_groups(
 
     ``items`` is an iterable of ``(group_key, text)`` or ``(group_key, text, stars)`` tuples, or a
     DataFrame with ``key_column``, ``text_column`` and, if given, ``stars_column`` (``Score`` in
-    Amazon's reviews). ``summarizer`` (default ``Summarizer()``) gives the words' vectors; its
-    budget is not used: groups use ``budget`` (the number of themes, or of sentences for a group
-    without themes)."""
+    Amazon's reviews). ``summarizer`` (default ``Summarizer()``) gives the words' vectors;
+    ``budget`` is the number of themes, or of sentences for a group without themes."""
     if hasattr(items, "columns"):  # a DataFrame
         columns = [items[key_column], items[text_column]]
         if stars_column is not None:

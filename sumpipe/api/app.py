@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 import glove
 from summarizer import Budget, Summarizer
-from summarizer.engine import Method
+from summarizer.engine import METHODS, Method
 from summarizer.split import split_sentences
 from sumpipe.api import batch
 from sumpipe.api.bodies import MAX_BODY_BYTES, parse_body
@@ -137,13 +137,12 @@ class HealthOut(BaseModel):
 
 
 class Engine:
-    """The process's word vectors (loaded once, memory-mapped) and its summarizers per (method, budget)."""
+    """The process's word vectors (loaded once, memory-mapped) and its summarizer per method."""
 
     def __init__(self) -> None:
         self._vectors: glove.WordVectors | None = None
         self._lock = threading.Lock()
-        # Bounded: `ratio` is a float, so the distinct budgets a client can ask for are unbounded.
-        self.summarizer = lru_cache(maxsize=64)(self._build_summarizer)
+        self.summarizer = lru_cache(maxsize=len(METHODS))(self._build_summarizer)
 
     @property
     def vectors_loaded(self) -> bool:
@@ -156,10 +155,8 @@ class Engine:
                     self._vectors = glove.load()  # the default is memory-mapped; $SUMPIPE_GLOVE overrides
         return self._vectors
 
-    def _build_summarizer(self, method: Method, sentences: int | None, ratio: float | None) -> Summarizer:
-        # neither: the method's own default
-        budget = None if sentences is None and ratio is None else Budget(sentences=sentences, ratio=ratio)
-        return Summarizer(method=method, budget=budget, vectors=self.vectors())
+    def _build_summarizer(self, method: Method) -> Summarizer:
+        return Summarizer(method=method, vectors=self.vectors())
 
     def summarize(
         self,
@@ -169,7 +166,9 @@ class Engine:
         ratio: float | None,
         with_input_sentences: bool = False,
     ) -> list[SummaryOut]:
-        summaries = self.summarizer(method, sentences, ratio).summarize_many(list(texts))
+        # neither: the method's own default
+        budget = None if sentences is None and ratio is None else Budget(sentences=sentences, ratio=ratio)
+        summaries = self.summarizer(method).summarize_many(list(texts), budget)
         return [
             SummaryOut(
                 summary=" ".join(s.sentences),

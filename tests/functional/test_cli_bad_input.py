@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from cli_run import OUTPUT_COLUMNS, REVIEWS, SUMMARIZE, read_csv, run_main, run_script, write_csv
 
-from summarizer import Summarizer, Summary
+from summarizer import Budget, Summarizer, Summary
 from summarizer.batch import summarize_texts
 
 THREE_SENTENCES = "The tea is fresh and fragrant. The tin keeps it dry. Shipping took only two days."
@@ -243,10 +243,10 @@ class _FailsOnMarker(Summarizer):
     text costs only its own row.
     """
 
-    def summarize_many(self, texts: list[str]) -> list[Summary]:  # type: ignore[override]
+    def summarize_many(self, texts: list[str], budget: Budget | None = None) -> list[Summary]:  # type: ignore[override]
         if any("BOOM" in text for text in texts):
             raise RuntimeError("engine exploded\non BOOM")
-        return super().summarize_many(texts)
+        return super().summarize_many(texts, budget)
 
 
 def test_a_row_that_makes_the_engine_raise_gets_an_error_status_and_the_rest_are_summarized() -> None:

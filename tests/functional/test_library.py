@@ -1,6 +1,6 @@
 """The summarizer as a notebook uses it: a pandas column in, a DataFrame out, the same rows the
-`summarize` CLI writes; arguments of the wrong type refused when the Summarizer is made; type
-information shipped for every package."""
+`summarize` CLI writes; arguments of the wrong type refused where they are given (the Summarizer's
+when it is made, a budget at the call); type information shipped for every package."""
 
 from __future__ import annotations
 
@@ -63,10 +63,27 @@ def test_a_missing_column_lists_the_ones_there_are(summarizer: Summarizer, revie
 
 
 @pytest.mark.parametrize(
+    ("budget", "message"),
+    [
+        (3, r"budget must be a Budget, e\.g\. Budget\(sentences=3\) .*; got int 3"),
+        ("3", "budget must be a Budget"),
+    ],
+)
+def test_a_budget_of_the_wrong_type_fails_at_the_call(
+    summarizer: Summarizer, reviews: pd.DataFrame, budget: object, message: str
+) -> None:
+    with pytest.raises(TypeError, match=message):
+        summarizer.summarize("A text. Of two sentences.", budget)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=message):
+        summarizer.summarize_many(iter(["A text."]), budget)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=message):
+        summarizer.summarize_column(reviews, "Text", budget)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
     ("arguments", "error", "message"),
     [
-        ({"budget": 3}, TypeError, r"budget must be a Budget, e\.g\. Budget\(sentences=3\) .*; got int 3"),
-        ({"budget": "3"}, TypeError, "budget must be a Budget"),
+        ({"budget": Budget(sentences=3)}, TypeError, "unexpected keyword argument 'budget'"),
         ({"method": 3}, ValueError, "unknown method 3; choose one of default, kmeans"),
         ({"method": "lexrank"}, ValueError, "unknown method 'lexrank'"),
         ({"vectors": 123}, TypeError, r"vectors must be a glove\.WordVectors .*; got int"),
@@ -82,8 +99,8 @@ def test_vectors_by_path(tmp_path: Path) -> None:
         Summarizer(vectors=str(tmp_path / "nonexistent"))
     vectors = tmp_path / "tiny.txt"
     vectors.write_text("tea 1 0\nfresh 0 1\ntin 1 1\n")
-    tiny = Summarizer(budget=Budget(sentences=1), vectors=vectors)
-    summary = tiny.summarize("Tea is fresh. The tin. Fresh tea.")
+    tiny = Summarizer(vectors=vectors)
+    summary = tiny.summarize("Tea is fresh. The tin. Fresh tea.", Budget(sentences=1))
     assert summary.status == "ok"
     assert len(summary.sentences) == 1
 

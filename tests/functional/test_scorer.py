@@ -18,15 +18,14 @@ TEXT = (
 
 
 def test_weights_decide_what_is_kept() -> None:
-    lead_only = Summarizer(budget=Budget(sentences=2), weights=[0, 1, 0, 0, 0]).summarize(TEXT)
+    lead_only = Summarizer(weights=[0, 1, 0, 0, 0]).summarize(TEXT, Budget(sentences=2))
     assert lead_only.positions == [0, 1]
     # Weighting only what the text repeats picks the two sentences about the chips.
-    salient = Summarizer(budget=Budget(sentences=2), weights=[0, 0, 0, 1, 0]).summarize(TEXT)
+    salient = Summarizer(weights=[0, 0, 0, 1, 0]).summarize(TEXT, Budget(sentences=2))
     assert salient.positions == [2, 3]
-    shipped = Summarizer(budget=Budget(sentences=2)).summarize(TEXT)
+    shipped = Summarizer().summarize(TEXT, Budget(sentences=2))
     assert (
-        shipped.positions
-        == Summarizer(budget=Budget(sentences=2), weights=scorer.WEIGHTS).summarize(TEXT).positions
+        shipped.positions == Summarizer(weights=scorer.WEIGHTS).summarize(TEXT, Budget(sentences=2)).positions
     )
 
 

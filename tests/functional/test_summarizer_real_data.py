@@ -138,5 +138,5 @@ def test_product_summaries_say_what_buyers_say_in_readable_sentences(vectors):
 
 
 def test_a_fixed_budget_on_real_reviews(vectors, reviews):
-    summaries = Summarizer("default", Budget(sentences=2), vectors).summarize_many(reviews.Text)
+    summaries = Summarizer("default", vectors=vectors).summarize_many(reviews.Text, Budget(sentences=2))
     assert all(len(s.sentences) == min(2, s.n_input) for s in summaries)

@@ -1,6 +1,5 @@
 """The summarizer through its public API: budgets, statuses, order, fidelity, groups."""
 
-
 import numpy as np
 import pytest
 
@@ -53,7 +52,7 @@ def test_default_budget_and_output_is_verbatim_in_document_order(summarizer):
 )
 def test_budgets(vectors, budget, expected):
     for method in METHODS:
-        assert len(Summarizer(method, budget, vectors).summarize(REVIEW).sentences) == expected
+        assert len(Summarizer(method, vectors=vectors).summarize(REVIEW, budget).sentences) == expected
 
 
 @pytest.mark.parametrize(
@@ -85,8 +84,8 @@ def test_the_default_budget_compresses_short_texts_too():
 def test_short_texts_pass_through_and_empty_texts_are_marked(summarizer, vectors):
     two = "Great coffee. Fast shipping."
     # (the default budget keeps one of two sentences; the original's, ceil(sqrt(2)) = 2, all)
-    summarizer = Summarizer(summarizer.method, Budget(sqrt=True), vectors)
-    results = summarizer.summarize_many([two, "", None, "   ", float("nan"), "One sentence only"])
+    texts = [two, "", None, "   ", float("nan"), "One sentence only"]
+    results = summarizer.summarize_many(texts, Budget(sqrt=True))
     assert [r.status for r in results] == ["passthrough", "empty", "empty", "empty", "empty", "passthrough"]
     assert results[0].sentences == ["Great coffee.", "Fast shipping."]
     assert results[0].positions == [0, 1]
@@ -111,14 +110,14 @@ def test_batch_equals_one_by_one_and_is_deterministic(summarizer):
 def test_degenerate_texts_still_get_a_full_budget(summarizer, text):
     summary = summarizer.summarize(text)
     assert summary.status == "ok"
-    assert len(summary.sentences) == summarizer.budget.size(summary.n_input)
+    assert len(summary.sentences) == summarizer.default_budget.size(summary.n_input)
     assert summary.positions == sorted(set(summary.positions))
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_a_large_budget_on_a_long_text(vectors, method):
     """Hundreds of clusters need more k-means++ random draws than usual."""
-    summary = Summarizer(method, Budget(ratio=0.9), vectors).summarize("Ab cd ef. " * 1000)
+    summary = Summarizer(method, vectors=vectors).summarize("Ab cd ef. " * 1000, Budget(ratio=0.9))
     assert (summary.status, len(summary.sentences)) == ("ok", 900)
 
 
@@ -130,12 +129,12 @@ def test_unknown_method_is_refused(vectors):
 def test_kmeans_short_sentences_do_not_shift_the_picks(vectors):
     """The original clustered only sentences of > 2 words but indexed the full list with those
     positions, so a short sentence before a pick shifted it to the wrong sentence."""
-    summarizer = Summarizer("kmeans", Budget(sentences=3), vectors)
-    plain = summarizer.summarize(REVIEW)
+    summarizer = Summarizer("kmeans", vectors=vectors)
+    plain = summarizer.summarize(REVIEW, Budget(sentences=3))
     with_short = REVIEW.replace(
         "fresh and the bag was sealed well. ", "fresh and the bag was sealed well. Wow. Yum! "
     )
-    shifted = summarizer.summarize(with_short)
+    shifted = summarizer.summarize(with_short, Budget(sentences=3))
     assert shifted.n_input == plain.n_input + 2
     assert shifted.sentences == plain.sentences
     full = split_sentences(with_short)  # positions index the full sentence list
@@ -153,7 +152,7 @@ def test_kmeans_picks_the_sentence_nearest_each_centroid_like_sklearn(vectors):
         "The roasted coffee tastes smooth and rich. "
         "The courier delivered the parcel quickly."
     )
-    summary = Summarizer("kmeans", Budget(sentences=3), vectors).summarize(text)
+    summary = Summarizer("kmeans", vectors=vectors).summarize(text, Budget(sentences=3))
     topics = [("dog",), ("coffee",), ("courier", "parcel")]
     assert sorted(
         next(i for i, t in enumerate(topics) if any(w in s for w in t)) for s in summary.sentences
