@@ -1,9 +1,23 @@
-"""The extractive summarizer: GloVe sentence embeddings + k-means.
+"""The extractive summarizer: GloVe sentence embeddings + k-means, in four stages.
 
-Both methods split a text into sentences (``summarizer.split``), embed each sentence as the
-weighted mean of its words' GloVe vectors (punctuation weighs 0), and leave sentences of <= 2
-words out of the clustering (they say little) without ever shifting positions: positions always
-index the full sentence list. Output is always in document order.
+``Summarizer.summarize_many`` takes each chunk of texts through:
+
+1. **split** (``_split``): each text into sentences (``summarizer.split``), and the budget into
+   its number of sentences, k. An empty text, one of no more than k sentences (passed through
+   whole) and one the splitter fails on are finished here; the others go on, together.
+2. **embed** (``Summarizer._embed``): every sentence of the chunk as the weighted mean of its
+   words' GloVe vectors (punctuation weighs 0), all in one sparse matrix product, with its word
+   count and, for the default method, its salience (``summarizer.scorer``).
+3. **cluster** (``Summarizer._cluster``): a text's sentences of > 2 words (shorter ones say
+   little and are left out) clustered by k-means; texts that share a shape (sentences, clusters,
+   budget) in one batched k-means (``summarizer.kmeans``): that is the throughput. A text with no
+   more such sentences than its budget is not clustered.
+4. **select** (``Summarizer._select``): each method's k picks from a shape's clusters. A text
+   that was not clustered keeps its long sentences and fills its budget with its earliest short
+   ones (``_long_then_short``).
+
+Leaving sentences out never shifts positions: positions always index the full sentence list.
+Output is always in document order. ``summarize(text)`` is ``summarize_many([text])[0]``.
 
 ``kmeans``: the original algorithm, index bug fixed. Plain mean word vectors; k-means with
 k = budget, seeded and iterated exactly like sklearn's ``KMeans(random_state=0)``
@@ -18,17 +32,9 @@ size of its topic) and the best ``budget`` sentences are kept. On BBC news (ROUG
 cross-validated) it beats every sumy peer at its best setting (scripts/evaluate.py); ``kmeans``
 loses to all of them.
 
-If fewer sentences than the budget are long enough to cluster, all of them are kept and the
-budget is filled with the earliest short ones.
-
 At most ``MAX_CLUSTERS`` clusters, whatever the budget: k-means costs O(n * k) per iteration and
 its seeding O(k) steps, so a budget near the sentence count (``--ratio 0.99``) would make them
 quadratic. A ``kmeans`` budget above the cap takes each cluster's nearest members in turn.
-
-``Summarizer.summarize_many`` is the fast path: it splits and tokenizes a chunk of texts, builds
-all sentence embeddings in one sparse matrix product, then clusters all texts that share a
-shape (points, clusters) in one batched k-means. ``summarize(text)`` is
-``summarize_many([text])[0]``.
 """
 
 from __future__ import annotations
@@ -42,11 +48,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import chain, islice, repeat
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
+import numpy.typing as npt
 
-from summarizer import scorer
+from summarizer import schema, scorer
 from summarizer.kmeans import kmeans
 from summarizer.split import split_sentences
 from summarizer.tokens import SEPARATOR_ROW, Lookup, WordRows
@@ -59,6 +66,30 @@ _MAX_SHORT_WORDS = 2
 # Texts per internal batch: large enough to amortise numpy call overhead, small enough that the
 # batch's arrays stay a few MB.
 _CHUNK = 2048
+
+# Sentence embeddings, one a row: (sentences, dim), or (texts, sentences, dim) batched by shape.
+SentenceVectors = npt.NDArray[np.float32]
+Floats = npt.NDArray[np.float32]
+Ints = npt.NDArray[np.int64]
+Flags = npt.NDArray[np.bool_]
+
+
+@runtime_checkable
+class WordVectorsLike(Protocol):
+    """What a Summarizer needs of its word vectors; ``glove.WordVectors`` has it."""
+
+    @property
+    def vectors(self) -> npt.NDArray[np.floating[Any]]:
+        """(words, dim): row i is the vector of ``words[i]``."""
+        ...
+
+    @property
+    def words(self) -> list[str]: ...
+
+    def lookup(self, tokens: Iterable[str]) -> Ints:
+        """Each token's row, -1 when unknown. (The Summarizer checks each answer against ``words``:
+        a hash table may answer for a token it does not hold.)"""
+        ...
 
 
 @dataclass(frozen=True)
@@ -107,7 +138,7 @@ class Summary:
     sentences: list[str]
     positions: list[int]  # index of each sentence in split_sentences(text)
     n_input: int  # number of sentences in the input
-    status: str  # "ok" | "passthrough" | "empty" | "error: <reason>"
+    status: str  # "ok" | "passthrough" | "empty" | "error: <reason>" (summarizer.schema)
 
     @property
     def text(self) -> str:
@@ -115,13 +146,42 @@ class Summary:
 
 
 @dataclass
-class _Doc:
-    """A text on its way through summarize_many."""
+class _Text:
+    """A text on its way through the stages: its sentences and its budget, k sentences; then the
+    positions of the k it keeps, in document order."""
 
     sentences: list[str]
     k: int
-    first_row: int = 0  # its first sentence's row in the batch embedding matrix
     picks: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Embedded:
+    """What the embed stage makes of a batch of texts: their sentences, text after text, one a row.
+    Per-sentence and per-text facts are arrays for the whole batch: per-text numpy calls cost
+    more than the arithmetic at ~5 sentences a review."""
+
+    vectors: SentenceVectors  # (rows, dim)
+    words: Ints  # (rows,) each sentence's word count
+    long_enough: Flags  # (rows,) more than _MAX_SHORT_WORDS words: clustered and scored
+    salience: Floats | None  # (rows,) for the default method's scorer, else None
+    first_row: Ints  # (texts,) each text's first sentence's row
+    n_sentences: Ints  # (texts,)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What the cluster stage makes of the texts of one shape: B texts, each with m long enough
+    sentences, in `clusters` clusters, each text to keep k."""
+
+    texts: Ints  # (B,) the texts' places in the batch
+    k: int
+    clusters: int
+    rows: Ints  # (B, m) the sentences' rows in the batch (_Embedded)
+    positions: Ints  # (B, m) their positions in their texts
+    points: SentenceVectors  # (B, m, dim) their embeddings
+    labels: Ints  # (B, m) their clusters
+    centers: SentenceVectors  # (B, clusters, dim), in kmeans()' centred coordinates
 
 
 class Summarizer:
@@ -134,7 +194,13 @@ class Summarizer:
     first text.
     """
 
-    def __init__(self, method: Method = "default", *, vectors: Any = None, weights: Any = None) -> None:
+    def __init__(
+        self,
+        method: Method = "default",
+        *,
+        vectors: WordVectorsLike | str | os.PathLike[str] | None = None,
+        weights: npt.ArrayLike | None = None,
+    ) -> None:
         """``weights``: the default method's scorer weights, one per ``scorer.FEATURES`` (None: the
         shipped ``scorer.WEIGHTS``); for evaluating weights learned on other data."""
         if not isinstance(method, str) or method not in METHODS:
@@ -143,7 +209,7 @@ class Summarizer:
             import glove
 
             vectors = glove.load(vectors)
-        elif not (hasattr(vectors, "vectors") and hasattr(vectors, "lookup") and hasattr(vectors, "words")):
+        elif not isinstance(vectors, WordVectorsLike):
             raise TypeError(
                 "vectors must be a glove.WordVectors (glove.load(path)), a path, or None; "
                 f"got {type(vectors).__name__}"
@@ -205,78 +271,64 @@ class Summarizer:
         return budget
 
     def _summarize_chunk(self, texts: list[str | None], budget: Budget) -> list[Summary]:
-        results: list[Summary | None] = []
-        docs: dict[int, _Doc] = {}
-        for i, text in enumerate(texts):
-            try:
-                sentences = split_sentences(text) if isinstance(text, str) else []
-            except Exception as exc:  # one bad text must not fail the batch
-                results.append(Summary([], [], 0, f"error: {type(exc).__name__}: {exc}"))
-                continue
-            n = len(sentences)
-            k = budget.size(n) if n else 0
-            if n == 0:
-                results.append(Summary([], [], 0, "empty"))
-            elif n <= k:
-                results.append(Summary(sentences, list(range(n)), n, "passthrough"))
-            else:
-                results.append(None)
-                docs[i] = _Doc(sentences, k)
-        if docs:
-            self._pick(list(docs.values()))
-        for i, doc in docs.items():
-            results[i] = Summary([doc.sentences[p] for p in doc.picks], doc.picks, len(doc.sentences), "ok")
-        return results  # type: ignore[return-value]
+        """One chunk through the four stages (see the module's docstring)."""
+        summaries, to_pick = _split(texts, budget)
+        if to_pick:
+            batch = list(to_pick.values())
+            embedded = self._embed(batch, with_salience=self.method == "default")
+            unclustered, shapes = self._cluster(batch, embedded)
+            for i in unclustered:
+                batch[i].picks = _long_then_short(embedded, i, batch[i].k)
+            for shape in shapes:
+                for i, picks in zip(shape.texts.tolist(), self._select(shape, embedded), strict=True):
+                    batch[i].picks = picks
+        for i, text in to_pick.items():
+            picked = [text.sentences[p] for p in text.picks]
+            summaries[i] = Summary(picked, text.picks, len(text.sentences), schema.OK)
+        return summaries  # type: ignore[return-value]  # every None was filled above
 
-    def embed(self, sentences: list[str]) -> np.ndarray:
+    def embed(self, sentences: list[str]) -> SentenceVectors:
         """The sentences' embeddings (n, dim), as this method builds them."""
-        return self._embed([_Doc(sentences, k=len(sentences))], with_salience=False)[0]
+        return self._embed([_Text(sentences, k=len(sentences))], with_salience=False).vectors
 
-    def word_rows(self, words: Sequence[str]) -> np.ndarray:
+    def word_rows(self, words: Sequence[str]) -> Ints:
         """Each word's row in the vectors, -1 when unknown. GloVe's rows are in order of frequency,
         so a row is also the word's frequency rank in GloVe's corpus."""
         return self._vocabulary_rows(list(words)).astype(np.int64)
 
-    def word_vectors(self, rows: np.ndarray) -> np.ndarray:
+    def word_vectors(self, rows: Ints) -> Floats:
         """The vectors of vocabulary ``rows`` (from ``word_rows``), (len(rows), dim)."""
         return self._vectors[rows]
 
-    def sentence_features(self, text: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    def sentence_features(self, text: str) -> tuple[list[str], Ints, Floats]:
         """What the default method scores in ``text``: its sentences, the positions of those long
         enough to be scored (m,), and their features (m, len(scorer.FEATURES)). For learning
-        ``weights`` (scripts/evaluate.py); the same computation as ``summarize``."""
+        ``weights`` (scripts/evaluate.py); the same computation as ``summarize``, with the
+        default method's topics whatever the budget."""
         sentences = split_sentences(text)
         empty = np.zeros((0, len(scorer.FEATURES)), dtype=np.float32)
         if not sentences:
             return sentences, np.zeros(0, dtype=np.int64), empty
-        emb, salience = self._embed([_Doc(sentences, k=1)], with_salience=True)
-        assert salience is not None
-        words = np.array([sentence.count(" ") + 1 for sentence in sentences])
-        positions = np.flatnonzero(words > _MAX_SHORT_WORDS)
+        embedded = self._embed([_Text(sentences, k=1)], with_salience=True)
+        positions = np.flatnonzero(embedded.long_enough)
         if positions.size == 0:
             return sentences, positions, empty
         clusters = _topics(positions.size)
-        x = emb[positions][None]
-        labels, _ = kmeans(x, clusters)
-        found = scorer.features(
-            x,
-            labels,
-            clusters,
-            positions[None],
-            len(sentences),
-            words[positions][None],
-            salience[positions][None],
-        )
-        return sentences, positions, found[0]
+        points = embedded.vectors[positions][None]
+        labels, centers = kmeans(points, clusters)
+        rows = positions[None]
+        shape = _Shape(np.zeros(1, dtype=np.int64), 1, clusters, rows, rows, points, labels, centers)
+        return sentences, positions, self._features(shape, embedded)[0]
 
-    def _embed(self, docs: Sequence[_Doc], *, with_salience: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Weighted mean word vector of every sentence of every doc, (n_sentences, dim), and, when
-        asked (only the default method scores it), each sentence's salience (n_sentences,): the sum
-        over its content words of weight * (the word's count in its doc - 1)."""
-        sentences: list[str] = []
-        for doc in docs:
-            doc.first_row = len(sentences)
-            sentences.extend(doc.sentences)
+    # ---- the stages (split is _split, below) -------------------------------------------------
+
+    def _embed(self, texts: Sequence[_Text], *, with_salience: bool) -> _Embedded:
+        """Stage 2: the weighted mean word vector of every sentence of every text, and its word
+        count; when asked (only the default method scores it), each sentence's salience: the sum
+        over its content words of weight * (the word's count in its text - 1)."""
+        sentences = list(chain.from_iterable(text.sentences for text in texts))
+        n_sentences = np.fromiter((len(text.sentences) for text in texts), dtype=np.int64, count=len(texts))
+        words = np.fromiter(map(str.count, sentences, repeat(" ")), dtype=np.int64, count=len(sentences)) + 1
         rows = self._word_rows.of(sentences)
         ends = np.flatnonzero(rows == SEPARATOR_ROW)  # every sentence ends with one
         known = rows >= 0
@@ -293,75 +345,131 @@ class Summarizer:
         sums = _weighted_sums(weights, slot[rows], indptr, self._vectors[used])
         lengths = np.diff(indptr)
         wsum = np.add.reduceat(np.append(weights, 0.0), indptr[:-1]) * (lengths > 0)
-        emb = sums / np.maximum(wsum, 1e-12)[:, None].astype(np.float32)
-        if not with_salience:
-            return emb, None
-        # Each token's count in its own doc: one sort of (doc, word) keys for the whole batch.
-        doc_sizes = [len(doc.sentences) for doc in docs]
-        token_doc = np.repeat(np.repeat(np.arange(len(docs)), doc_sizes), lengths)
-        _, where, counts = np.unique(
-            token_doc * len(self._weights) + rows, return_inverse=True, return_counts=True
+        vectors = sums / np.maximum(wsum, 1e-12)[:, None].astype(np.float32)
+        salience = None
+        if with_salience:
+            # Each token's count in its own text: one sort of (text, word) keys for the whole batch.
+            token_text = np.repeat(np.repeat(np.arange(len(texts)), n_sentences), lengths)
+            _, where, counts = np.unique(
+                token_text * len(self._weights) + rows, return_inverse=True, return_counts=True
+            )
+            # Content words only: in a short text the only repeats are "it" and "the", and their
+            # small weights, normalized by the text's largest, would still rank its sentences.
+            repeated = np.where(weights >= _CONTENT_WEIGHT, weights, 0.0) * (counts[where] - 1)
+            salience = (np.add.reduceat(np.append(repeated, 0.0), indptr[:-1]) * (lengths > 0)).astype(
+                np.float32
+            )
+        return _Embedded(
+            vectors=vectors,
+            words=words,
+            long_enough=words > _MAX_SHORT_WORDS,
+            salience=salience,
+            first_row=np.cumsum(n_sentences) - n_sentences,
+            n_sentences=n_sentences,
         )
-        # Content words only: in a short text the only repeats are "it" and "the", and their
-        # small weights, normalized by the text's largest, would still rank its sentences.
-        repeated = np.where(weights >= _CONTENT_WEIGHT, weights, 0.0) * (counts[where] - 1)
-        salience = np.add.reduceat(np.append(repeated, 0.0), indptr[:-1]) * (lengths > 0)
-        return emb, salience.astype(np.float32)
 
-    def _pick(self, docs: list[_Doc]) -> None:
-        emb, salience = self._embed(docs, with_salience=self.method == "default")
-        # Per-sentence and per-doc facts as arrays for the whole batch: per-doc numpy calls cost
-        # more than the arithmetic at ~5 sentences a review.
-        first = np.fromiter((doc.first_row for doc in docs), dtype=np.int64, count=len(docs))
-        sizes = np.fromiter((len(doc.sentences) for doc in docs), dtype=np.int64, count=len(docs))
-        spaces = np.fromiter(
-            map(str.count, chain.from_iterable(doc.sentences for doc in docs), repeat(" ")),
-            dtype=np.int64,
-            count=int(sizes.sum()),
-        )
-        # Sentences of <= 2 words carry little content; they are not clustered, but positions
-        # always refer to the full sentence list.
-        eligible = spaces + 1 > _MAX_SHORT_WORDS
-        eligible_rows = np.flatnonzero(eligible)
-        n_eligible = np.add.reduceat(eligible.astype(np.int64), first)  # every doc has >= 2 sentences
-        eligible_start = np.cumsum(n_eligible) - n_eligible  # each doc's first entry in eligible_rows
-        groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
-        for i, (doc, m) in enumerate(zip(docs, n_eligible.tolist(), strict=True)):
-            if m <= doc.k:
-                rows = np.arange(first[i], first[i] + sizes[i])
-                short = rows[~eligible[rows]][: doc.k - m]
-                doc.picks = sorted((np.concatenate((rows[eligible[rows]], short)) - first[i]).tolist())
+    def _cluster(self, texts: Sequence[_Text], embedded: _Embedded) -> tuple[list[int], list[_Shape]]:
+        """Stage 3: the texts (places in `texts`) with no more long enough sentences than their
+        budget, left unclustered; and the others' long enough sentences clustered, the texts of
+        each shape (m sentences, clusters, budget) in one batched k-means: kmeans k = the budget
+        (at most MAX_CLUSTERS), default the text's topics."""
+        long_rows = np.flatnonzero(embedded.long_enough)
+        # (every text has sentences: no segment of reduceat is empty)
+        n_long = np.add.reduceat(embedded.long_enough.astype(np.int64), embedded.first_row)
+        long_start = np.cumsum(n_long) - n_long  # each text's first entry in long_rows
+        unclustered: list[int] = []
+        by_shape: dict[tuple[int, int, int], list[int]] = defaultdict(list)
+        for i, (text, m) in enumerate(zip(texts, n_long.tolist(), strict=True)):
+            if m <= text.k:
+                unclustered.append(i)
                 continue
-            clusters = min(MAX_CLUSTERS, doc.k) if self.method == "kmeans" else _topics(m)
-            groups[(m, clusters, doc.k)].append(i)
-        for (m, clusters, k), members in groups.items():
-            idx = np.array(members)
-            rows = eligible_rows[eligible_start[idx, None] + np.arange(m)]  # (B, m) batch rows
-            positions = rows - first[idx, None]
-            x = emb[rows]
-            labels, centers = kmeans(x, clusters)
-            if self.method == "kmeans" and k > clusters:
-                picks = _nearest_members_in_turn(x, labels, centers, positions, k)
-            elif self.method == "kmeans":
-                picks = _nearest_member_per_cluster(x, labels, centers, positions)
-            else:
-                assert salience is not None
-                found = scorer.features(
-                    x, labels, clusters, positions, sizes[idx, None], spaces[rows] + 1, salience[rows]
-                )
-                score = found @ self._scorer_weights
-                best = np.argsort(-score, axis=1, kind="stable")[:, :k]  # ties: the earliest
-                picks = np.take_along_axis(positions, best, axis=1)
-            # k-means can leave a cluster empty (identical sentences): -1, filled in document order
-            complete = (picks >= 0).all(axis=1)
-            for i, doc_picks in zip(members, np.sort(picks, axis=1).tolist(), strict=True):
-                docs[i].picks = doc_picks
-            for j in np.flatnonzero(~complete).tolist():
-                chosen = {p for p in picks[j].tolist() if p >= 0}
-                spare = (p for p in positions[j].tolist() if p not in chosen)
-                while len(chosen) < k:
-                    chosen.add(next(spare))
-                docs[members[j]].picks = sorted(chosen)
+            clusters = min(MAX_CLUSTERS, text.k) if self.method == "kmeans" else _topics(m)
+            by_shape[(m, clusters, text.k)].append(i)
+        shapes = []
+        for (m, clusters, k), members in by_shape.items():
+            places = np.array(members)
+            rows = long_rows[long_start[places, None] + np.arange(m)]
+            points = embedded.vectors[rows]
+            labels, centers = kmeans(points, clusters)
+            positions = rows - embedded.first_row[places, None]
+            shapes.append(_Shape(places, k, clusters, rows, positions, points, labels, centers))
+        return unclustered, shapes
+
+    def _select(self, shape: _Shape, embedded: _Embedded) -> list[list[int]]:
+        """Stage 4: each text's k picks (positions, in document order). kmeans: every cluster's
+        member nearest its centre (a budget above the cluster cap: nearest, then second nearest, in
+        turn); default: the k best by the scorer (ties: the earliest)."""
+        if self.method == "kmeans" and shape.k > shape.clusters:
+            picks = _nearest_members_in_turn(
+                shape.points, shape.labels, shape.centers, shape.positions, shape.k
+            )
+        elif self.method == "kmeans":
+            picks = _nearest_member_per_cluster(shape.points, shape.labels, shape.centers, shape.positions)
+        else:
+            score = self._features(shape, embedded) @ self._scorer_weights
+            best = np.argsort(-score, axis=1, kind="stable")[:, : shape.k]
+            picks = np.take_along_axis(shape.positions, best, axis=1)
+        return _completed(picks, shape.positions, shape.k)
+
+    def _features(self, shape: _Shape, embedded: _Embedded) -> Floats:
+        """The default method's scorer features of a shape's sentences, (B, m, len(FEATURES))."""
+        assert embedded.salience is not None
+        return scorer.features(
+            shape.points,
+            shape.labels,
+            shape.clusters,
+            shape.positions,
+            embedded.n_sentences[shape.texts, None],
+            embedded.words[shape.rows],
+            embedded.salience[shape.rows],
+        )
+
+
+def _split(texts: list[str | None], budget: Budget) -> tuple[list[Summary | None], dict[int, _Text]]:
+    """Stage 1: each text's sentences, and its budget in sentences. The summaries of the texts that
+    need no picking (empty, no longer than the budget, or an error of the splitter's: one bad text
+    must not fail the batch); None in place of the others, which are returned by their place."""
+    summaries: list[Summary | None] = []
+    to_pick: dict[int, _Text] = {}
+    for i, text in enumerate(texts):
+        try:
+            sentences = split_sentences(text) if isinstance(text, str) else []
+        except Exception as exc:
+            summaries.append(Summary([], [], 0, schema.error_status(f"{type(exc).__name__}: {exc}")))
+            continue
+        n = len(sentences)
+        k = budget.size(n) if n else 0
+        if n == 0:
+            summaries.append(Summary([], [], 0, schema.EMPTY))
+        elif n <= k:
+            summaries.append(Summary(sentences, list(range(n)), n, schema.PASSTHROUGH))
+        else:
+            summaries.append(None)
+            to_pick[i] = _Text(sentences, k)
+    return summaries, to_pick
+
+
+def _long_then_short(embedded: _Embedded, text: int, k: int) -> list[int]:
+    """Stage 4 for a text (its place in the batch) with no more long enough sentences than its
+    budget, k: all of them, and its earliest short ones up to k."""
+    first = embedded.first_row[text]
+    rows = np.arange(first, first + embedded.n_sentences[text])
+    long_enough = embedded.long_enough[rows]
+    short = rows[~long_enough][: k - int(long_enough.sum())]
+    return sorted((np.concatenate((rows[long_enough], short)) - first).tolist())
+
+
+def _completed(picks: Ints, positions: Ints, k: int) -> list[list[int]]:
+    """Each text's picks (B, k) in document order. k-means can leave a cluster empty (identical
+    sentences), picked as -1: such a text's budget is filled with its earliest unpicked sentences."""
+    completed = np.sort(picks, axis=1).tolist()
+    for j in np.flatnonzero(~(picks >= 0).all(axis=1)).tolist():
+        chosen = {p for p in picks[j].tolist() if p >= 0}
+        spare = (p for p in positions[j].tolist() if p not in chosen)
+        while len(chosen) < k:
+            chosen.add(next(spare))
+        completed[j] = sorted(chosen)
+    return completed
 
 
 def _topics(m: int) -> int:
@@ -379,9 +487,7 @@ def _csr_matrix() -> Any:
     return csr_matrix
 
 
-def _weighted_sums(
-    weights: np.ndarray, columns: np.ndarray, indptr: np.ndarray, table: np.ndarray
-) -> np.ndarray:
+def _weighted_sums(weights: Floats, columns: Ints, indptr: Ints, table: Floats) -> Floats:
     """Row i of the result is sum(weights[t] * table[columns[t]] for t in indptr[i]:indptr[i+1]).
 
     A sparse (rows x table) matrix product in scipy: one pass in C, no (tokens x dim) temporary, 5x
@@ -409,8 +515,8 @@ def _weighted_sums(
 
 
 def _nearest_member_per_cluster(
-    x: np.ndarray, labels: np.ndarray, centers: np.ndarray, positions: np.ndarray
-) -> np.ndarray:
+    x: SentenceVectors, labels: Ints, centers: SentenceVectors, positions: Ints
+) -> Ints:
     """Per problem and cluster, the position of the member nearest the centre (ties: the
     earliest), -1 for an empty cluster: (B, k). x (B, n, d) as given to kmeans()."""
     k = centers.shape[1]
@@ -424,8 +530,8 @@ def _nearest_member_per_cluster(
 
 
 def _nearest_members_in_turn(
-    x: np.ndarray, labels: np.ndarray, centers: np.ndarray, positions: np.ndarray, k: int
-) -> np.ndarray:
+    x: SentenceVectors, labels: Ints, centers: SentenceVectors, positions: Ints, k: int
+) -> Ints:
     """Per problem, the positions of `k` members: every cluster's nearest, then every cluster's
     second nearest, and so on (ties: the earliest): (B, k). For a budget above the cluster cap."""
     xc = x - x.mean(axis=1, keepdims=True)
@@ -456,7 +562,7 @@ _PUNCTUATION = (
 )
 
 
-def _word_weights(n_words: int, vocabulary_rows: Lookup, method: str) -> np.ndarray:
+def _word_weights(n_words: int, vocabulary_rows: Lookup, method: str) -> Floats:
     """Weight of each vocabulary row in a sentence embedding; 0 for punctuation."""
     if method == "kmeans":  # the original: a plain mean of the words' vectors
         weights = np.ones(n_words, dtype=np.float32)
@@ -468,13 +574,13 @@ def _word_weights(n_words: int, vocabulary_rows: Lookup, method: str) -> np.ndar
     return weights
 
 
-def _exact_lookup(vectors: Any) -> Lookup:
+def _exact_lookup(vectors: WordVectorsLike) -> Lookup:
     """`vectors.lookup`, its hash table's rows checked against the words: a token not in the
     vocabulary could share a 64-bit hash with one that is. (Not `vectors.index`: building that
     400,000-word dict cost every run ~0.3 s before its first summary; the words alone ~0.07 s.)"""
     words = vectors.words
 
-    def rows(tokens: list[str]) -> np.ndarray:
+    def rows(tokens: list[str]) -> Ints:
         found = vectors.lookup(tokens)
         rows = found.tolist()
         for position in np.flatnonzero(found >= 0).tolist():
