@@ -58,17 +58,19 @@ def bootstrap(values: np.ndarray, seed: int = 0) -> tuple[float, float]:
 
 def per_review(reviews: pd.DataFrame) -> dict[str, np.ndarray]:
     rows = [
-        (title, text)
+        (title, text, sentences)
         for title, text in zip(reviews["Summary"], reviews["Text"], strict=True)
-        if isinstance(title, str) and isinstance(text, str) and len(split_sentences(text)) >= MIN_SENTENCES
+        if isinstance(title, str) and isinstance(text, str)
+        for sentences in [split_sentences(text)]
+        if len(sentences) >= MIN_SENTENCES
     ]
-    titles = [title for title, _ in rows]
-    texts = [text for _, text in rows]
+    titles = [title for title, _, _ in rows]
+    texts = [text for _, text, _ in rows]
     picked = {
         method: [s.text for s in Summarizer(method).summarize_many(texts, Budget(sentences=1))]
         for method in ("default", "kmeans")
     }
-    picked["lead"] = [split_sentences(text)[0] for text in texts]
+    picked["lead"] = [sentences[0] for _, _, sentences in rows]
     scorer = RougeScorer(["rouge1"], use_stemmer=True)
     return {
         method: np.array(
@@ -91,20 +93,21 @@ def per_product(reviews: pd.DataFrame) -> dict[str, np.ndarray]:
     scores: dict[str, list[float]] = {"themes": [], "pooled": [], "lead": []}
     for product in counts[counts >= MIN_PRODUCT_REVIEWS].index:
         rows = reviews[reviews["ProductId"] == product]
-        texts = [t for t in rows["Text"] if isinstance(t, str)]
+        with_text = rows[rows["Text"].map(lambda text: isinstance(text, str))]
+        texts = with_text["Text"].tolist()
         title_words = Counter(
             word for title in rows["Summary"] if isinstance(title, str) for word in set(_stems(title, stem))
         )
         weights = {w: n for w, n in title_words.items() if n >= TITLE_WORD_SHARE * len(rows)}
         if not weights:
             continue
-        stars = [star_rating(s) for s in rows["Score"]] if "Score" in rows else None
+        stars = [star_rating(s) for s in with_text["Score"]] if "Score" in rows else None
         group = summarize_group(product, texts, summarizer, stars=stars)
         k = max(1, len(group.sentences))
         summaries = {
             "themes": " ".join([*(w for t in group.themes for w in t.words), *group.sentences]),
             "pooled": summarizer.summarize(" ".join(texts), Budget(sentences=k)).text,
-            "lead": " ".join(split_sentences(text)[0] for text in texts[:k] if split_sentences(text)),
+            "lead": " ".join(first for text in texts[:k] for first in split_sentences(text)[:1]),
         }
         total = sum(weights.values())
         for method, summary in summaries.items():

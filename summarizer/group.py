@@ -138,7 +138,7 @@ def summarize_groups(
     ``items`` is an iterable of ``(group_key, text)`` or ``(group_key, text, stars)`` tuples, or a
     DataFrame with ``key_column``, ``text_column`` and, if given, ``stars_column`` (``Score`` in
     Amazon's reviews). ``summarizer`` (default ``Summarizer()``) gives the words' vectors;
-    ``budget`` is the number of themes, or of sentences for a group without themes."""
+    ``budget`` applies to each group's distinct sentences (``summarize_group``)."""
     if hasattr(items, "columns"):  # a DataFrame
         columns = [items[key_column], items[text_column]]
         if stars_column is not None:
@@ -294,16 +294,17 @@ def _themes(
         texts = set().union(*(texts_with[word] for word in theme_words))
         found.append((theme_words, texts))
     found.sort(key=lambda theme: -len(theme[1]))
-    kept = _balanced(found, stars, wanted)
-    chooser = _Chooser(
-        pool, {word for word, texts in texts_with.items() if len(texts) >= min_texts}, candidates
-    )
+    high = {t for t, star in enumerate(stars) if star is not None and star >= 4}
+    low = {t for t, star in enumerate(stars) if star is not None and star <= 2}
+    kept = _balanced(found, low, wanted)
+    vocabulary = {word for word, texts in texts_with.items() if len(texts) >= min_texts}
+    chooser = _Chooser(pool, vocabulary, candidates, high, low)
     themes = []
     said_by_theme = []
     for theme_words, texts in kept:
         said = [s for s, words in enumerate(pool.words) if words.intersection(theme_words)]
         split = dict(sorted(Counter(stars[t] for t in texts if stars[t] is not None).items()))
-        picks = chooser.theme_sentences(theme_words, said, stars, split)
+        picks = chooser.theme_sentences(theme_words, said, split)
         if picks:
             sentences = [pool.sentences[s] for s in picks]
             themes.append(Theme(theme_words, len(texts), sentences, len(said), split))
@@ -336,11 +337,10 @@ def _same_theme(
 
 
 def _balanced(
-    found: list[tuple[list[str], set[int]]], stars: list[int | None], wanted: int
+    found: list[tuple[list[str], set[int]]], low: set[int], wanted: int
 ) -> list[tuple[list[str], set[int]]]:
     """The `wanted` largest themes, but with stars a quarter of them (at least one) kept for the
-    themes most 1-2 star texts use, if the largest leave those out. In order of size."""
-    low = {t for t, star in enumerate(stars) if star is not None and star <= 2}
+    themes most `low` (1-2 star) texts use, if the largest leave those out. In order of size."""
     if not low or wanted < 2:
         return found[:wanted]
     reserved = max(1, wanted // 4)
@@ -357,29 +357,27 @@ class _Chooser:
     """Picks the sentence that best says a theme, never one used already in the group (nor one whose
     words are mostly those of a used one)."""
 
-    def __init__(self, pool: _Pool, vocabulary: set[str], candidates: set[str]) -> None:
+    def __init__(
+        self, pool: _Pool, vocabulary: set[str], candidates: set[str], high: set[int], low: set[int]
+    ) -> None:
         self.pool = pool
         self.vocabulary = vocabulary  # words enough of the group's texts use
         self.candidates = candidates  # the theme words of all themes
+        self.high, self.low = high, low  # the group's 4-5 star and 1-2 star texts
         self.used: set[int] = set()
 
-    def theme_sentences(
-        self, theme_words: list[str], said: list[int], stars: list[int | None], split: dict[int, int]
-    ) -> list[int]:
+    def theme_sentences(self, theme_words: list[str], said: list[int], split: dict[int, int]) -> list[int]:
         """The theme's sentence (from a 4-5 star text when it has any) and, when a quarter of its
         starred texts (two at least) are 1-2 star, a complaint from one of those."""
-        texts = range(len(stars))
-        high = {t for t in texts if stars[t] is not None and stars[t] >= 4}
-        low = {t for t in texts if stars[t] is not None and stars[t] <= 2}
         picks = []
-        praise = self.best(theme_words, said, high) if split.get(4, 0) + split.get(5, 0) else None
+        praise = self.best(theme_words, said, self.high) if split.get(4, 0) + split.get(5, 0) else None
         if praise is None:
             praise = self.best(theme_words, said)
         if praise is not None:
             picks.append(praise)
         complaints = split.get(1, 0) + split.get(2, 0)
         if complaints >= 2 and complaints >= _COMPLAINT_SHARE * sum(split.values()):
-            complaint = self.best(theme_words, said, low)
+            complaint = self.best(theme_words, said, self.low)
             if complaint is not None:
                 picks.append(complaint)
         return picks
