@@ -568,6 +568,8 @@ def _as_key(value: object) -> str:
 # ---- ordered, bounded, optionally parallel -----------------------------------------------------
 
 _worker_summarizer: Summarizer | None = None
+# Long enough to be clustered and scored: every stage runs.
+_WARM_UP_TEXT = "The tea is good. The tea is strong and dark. The box came late. The box was torn open."
 
 
 def _start_worker(summarizer: Summarizer) -> None:
@@ -597,10 +599,30 @@ def _summarize_in_order(
     head = list(islice(jobs, 2))
     workers = usable_cores() if workers is None else workers
     report.workers = workers if workers > 1 and len(head) >= 2 else 1
-    if report.workers == 1:  # one chunk: a pool would only add its start-up
-        for keys, values in chain(head, jobs):
+    # A chunk allocates some 10^5 containers and frees them at its end; at the default threshold
+    # (700) the collector ran ~15 times a chunk, ~5% of the run, for cycles the engine never makes.
+    # (Not in the library: the threshold is the process's, and the API's threads share it.)
+    thresholds = gc.get_threshold()
+    gc.set_threshold(_GC_THRESHOLD, *thresholds[1:])
+    try:
+        yield from _summarize_chunks(chain(head, jobs), summarizer, report.workers, task)
+    finally:
+        gc.set_threshold(*thresholds)
+
+
+# Allocations between young-generation collections while summarizing (Python's default: 700).
+_GC_THRESHOLD = 50_000
+
+
+def _summarize_chunks(
+    jobs: Iterator[tuple[list[str], list[object]]], summarizer: Summarizer, workers: int, task: ChunkTask
+) -> Iterator[tuple[list[str], Results]]:
+    if workers == 1:
+        for keys, values in jobs:
             yield keys, task(summarizer, values)
         return
+    # Its lazy imports and tables loaded once here, not once in every worker.
+    summarizer.summarize(_WARM_UP_TEXT)
     # fork: the workers inherit the summarizer built once here (initargs are not pickled with
     # fork), so its vocabulary index and the memory-mapped vectors are shared pages, not copies,
     # and no worker pays to build them again.
@@ -614,7 +636,7 @@ def _summarize_in_order(
             workers, mp_context=context, initializer=_start_worker, initargs=(summarizer,)
         ) as pool:
             pending: deque[tuple[list[str], Future[Results]]] = deque()
-            for keys, values in chain(head, jobs):
+            for keys, values in jobs:
                 pending.append((keys, pool.submit(_summarize_in_worker, task, values)))
                 if len(pending) >= 2 * workers:
                     done_keys, future = pending.popleft()

@@ -10,8 +10,9 @@
    count and, for the default method, its salience (``summarizer.scorer``).
 3. **cluster** (``Summarizer._cluster``): a text's sentences of > 2 words (shorter ones say
    little and are left out) clustered by k-means; texts that share a shape (sentences, clusters,
-   budget) in one batched k-means (``summarizer.kmeans``): that is the throughput. A text with no
-   more such sentences than its budget is not clustered.
+   budget) are one batch, and the batches with the same clusters and sentence counts within a
+   factor of two one padded k-means call (``summarizer.kmeans``): that is the throughput. A text
+   with no more such sentences than its budget is not clustered.
 4. **select** (``Summarizer._select``): each method's k picks from a shape's clusters. A text
    that was not clustered keeps its long sentences and fills its budget with its earliest short
    ones (``_long_then_short``).
@@ -54,7 +55,7 @@ import numpy as np
 import numpy.typing as npt
 
 from summarizer import schema, scorer
-from summarizer.kmeans import kmeans
+from summarizer.kmeans import kmeans, kmeans_ragged
 from summarizer.split import split_sentences
 from summarizer.tokens import SEPARATOR_ROW, Lookup, WordRows
 
@@ -349,13 +350,16 @@ class Summarizer:
         salience = None
         if with_salience:
             # Each token's count in its own text: one sort of (text, word) keys for the whole batch.
-            token_text = np.repeat(np.repeat(np.arange(len(texts)), n_sentences), lengths)
-            _, where, counts = np.unique(
-                token_text * len(self._weights) + rows, return_inverse=True, return_counts=True
-            )
             # Content words only: in a short text the only repeats are "it" and "the", and their
             # small weights, normalized by the text's largest, would still rank its sentences.
-            repeated = np.where(weights >= _CONTENT_WEIGHT, weights, 0.0) * (counts[where] - 1)
+            # (Only they are counted, too: the sort costs half as much.)
+            content = np.flatnonzero(weights >= _CONTENT_WEIGHT)
+            token_text = np.repeat(np.repeat(np.arange(len(texts)), n_sentences), lengths)[content]
+            _, where, counts = np.unique(
+                token_text * len(self._weights) + rows[content], return_inverse=True, return_counts=True
+            )
+            repeated = np.zeros(len(weights))  # float64, as the counts make the products
+            repeated[content] = weights[content] * (counts[where] - 1)
             salience = (np.add.reduceat(np.append(repeated, 0.0), indptr[:-1]) * (lengths > 0)).astype(
                 np.float32
             )
@@ -385,14 +389,20 @@ class Summarizer:
                 continue
             clusters = min(MAX_CLUSTERS, text.k) if self.method == "kmeans" else _topics(m)
             by_shape[(m, clusters, text.k)].append(i)
-        shapes = []
+        # Shapes with the same clusters and sizes within a factor of two share one padded k-means
+        # call (a chunk of reviews has dozens of shapes of a few texts each).
+        by_call: dict[tuple[int, int], list[tuple[int, int, Ints, Ints]]] = defaultdict(list)
         for (m, clusters, k), members in by_shape.items():
             places = np.array(members)
             rows = long_rows[long_start[places, None] + np.arange(m)]
-            points = embedded.vectors[rows]
-            labels, centers = kmeans(points, clusters)
-            positions = rows - embedded.first_row[places, None]
-            shapes.append(_Shape(places, k, clusters, rows, positions, points, labels, centers))
+            by_call[(clusters, (m - 1).bit_length())].append((clusters, k, places, rows))
+        shapes = []
+        for call in by_call.values():
+            points = [embedded.vectors[rows] for _, _, _, rows in call]
+            clustered = zip(call, points, kmeans_ragged(points, call[0][0]), strict=True)
+            for (clusters, k, places, rows), x, (labels, centers) in clustered:
+                positions = rows - embedded.first_row[places, None]
+                shapes.append(_Shape(places, k, clusters, rows, positions, x, labels, centers))
         return unclustered, shapes
 
     def _select(self, shape: _Shape, embedded: _Embedded) -> list[list[int]]:
@@ -406,7 +416,9 @@ class Summarizer:
         elif self.method == "kmeans":
             picks = _nearest_member_per_cluster(shape.points, shape.labels, shape.centers, shape.positions)
         else:
-            score = self._features(shape, embedded) @ self._scorer_weights
+            # (Not `@`: numpy hands that to BLAS, whose AVX-512 kernels can raise a spurious
+            # "invalid value encountered in matmul" warning on clean input.)
+            score = np.einsum("bmf,f->bm", self._features(shape, embedded), self._scorer_weights)
             best = np.argsort(-score, axis=1, kind="stable")[:, : shape.k]
             picks = np.take_along_axis(shape.positions, best, axis=1)
         return _completed(picks, shape.positions, shape.k)

@@ -1,8 +1,10 @@
 """Batched k-means in numpy: many small problems of the same shape solved at once.
 
 A review has 3-40 sentences and 2-7 clusters; sklearn's per-call overhead (~1 ms) dwarfs the
-arithmetic. Here a batch of B problems with the same (n points, k clusters) is one 3-D array and
-every step of k-means++ seeding and Lloyd's algorithm is a handful of array operations.
+arithmetic. Here a batch of B problems with the same k clusters is one 3-D array (problems of
+fewer points padded with zeros that are never drawn as seeds nor counted in a cluster) and every
+step of k-means++ seeding and Lloyd's algorithm is a handful of array operations. Each Lloyd
+iteration works on the problems still moving only.
 
 The algorithm mirrors sklearn's ``KMeans(random_state=0)`` (greedy k-means++ with 2 + log(k)
 local trials, Lloyd iterations until labels stop changing or the centre shift falls below
@@ -47,16 +49,20 @@ def _sq_dist(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
     return np.maximum(d, 0.0, out=d)
 
 
-def kmeans_plusplus(x: np.ndarray, k: int, x_sq: np.ndarray) -> np.ndarray:
-    """Greedy k-means++ seeds (B, k, d) for a batch x (B, n, d), sklearn's procedure and stream."""
+def kmeans_plusplus(x: np.ndarray, k: int, x_sq: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Greedy k-means++ seeds (B, k, d) for a batch x (B, n, d) of problems of `sizes` points
+    (the rest padding), sklearn's procedure and stream."""
     b, n, _ = x.shape
     trials = 2 + int(np.log(k))
     stream = _uniform_stream(1 + (k - 1) * trials)
     rows = np.arange(b)
-    first = _first_center(n)
+    first = np.array([_first_center(size) for size in sizes.tolist()])
+    last = sizes - 1
     centers = np.empty((b, k, x.shape[2]), dtype=x.dtype)
-    centers[:, 0] = x[:, first]
-    closest = _sq_dist(x[:, first : first + 1], x, x_sq)[:, 0]  # (B, n)
+    centers[:, 0] = x[rows, first]
+    # A padding point is at distance 0 from the seeds: it adds nothing to the potential and is
+    # never drawn (draws fall short of the potential; one at its very end is clamped to `last`).
+    closest = _sq_dist(centers[:, :1], x, x_sq)[:, 0] * (np.arange(n) <= last[:, None])  # (B, n)
     pot = closest.sum(axis=1)
     for c in range(1, k):
         u = stream[1 + (c - 1) * trials : 1 + c * trials]
@@ -64,7 +70,7 @@ def kmeans_plusplus(x: np.ndarray, k: int, x_sq: np.ndarray) -> np.ndarray:
         cum = np.cumsum(closest, axis=1, dtype=np.float64)
         # batched searchsorted(side="left"): how many cumulative values are < each draw
         cand = (cum[:, :, None] < rand_vals[:, None, :]).sum(axis=1)
-        np.minimum(cand, n - 1, out=cand)
+        np.minimum(cand, last[:, None], out=cand)
         cand_x = x[rows[:, None], cand]  # (B, t, d)
         dist = np.minimum(_sq_dist(cand_x, x, x_sq), closest[:, None, :])  # (B, t, n)
         cand_pot = dist.sum(axis=2)
@@ -77,47 +83,90 @@ def kmeans_plusplus(x: np.ndarray, k: int, x_sq: np.ndarray) -> np.ndarray:
 
 def kmeans(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Cluster each of B problems x (B, n, d) into k clusters: (labels (B, n), centers (B, k, d))."""
+    return kmeans_padded(x, k, np.full(x.shape[0], x.shape[1]))
+
+
+def kmeans_ragged(problems: list[np.ndarray], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`kmeans` of each batch of problems (B_j, n_j, d), all into k clusters, in one padded batch:
+    a chunk of reviews has dozens of shapes of a few problems each, and a call costs about the
+    same for four problems as for four hundred."""
+    if len(problems) == 1:
+        return [kmeans(problems[0], k)]
+    counts = [len(problem) for problem in problems]
+    sizes = np.repeat([problem.shape[1] for problem in problems], counts)
+    padded = np.zeros((len(sizes), int(sizes.max()), problems[0].shape[2]), dtype=problems[0].dtype)
+    start = 0
+    for problem in problems:
+        padded[start : start + len(problem), : problem.shape[1]] = problem
+        start += len(problem)
+    labels, centers = kmeans_padded(padded, k, sizes)
+    results = []
+    start = 0
+    for problem in problems:
+        end = start + len(problem)
+        results.append((labels[start:end, : problem.shape[1]], centers[start:end]))
+        start = end
+    return results
+
+
+def kmeans_padded(x: np.ndarray, k: int, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`kmeans` of B problems x (B, n, d) of `sizes` (B,) points each, the rest of each row zero
+    padding (labelled, but left out of every sum)."""
     b, n, _ = x.shape
+    real = np.arange(n) < sizes[:, None]  # (B, n)
+    count = sizes.astype(x.dtype)[:, None, None]
     # sklearn centres the data first (for precision); distances are unchanged.
-    x = x - x.mean(axis=1, keepdims=True)
+    x = (x - x.sum(axis=1, keepdims=True) / count) * real[:, :, None]
     x_sq = np.einsum("bnd,bnd->bn", x, x)
-    tol = x.var(axis=1).mean(axis=1) * _TOL  # (B,)
-    centers = kmeans_plusplus(x, k, x_sq)
+    spread = (x - x.sum(axis=1, keepdims=True) / count) * real[:, :, None]
+    tol = ((spread * spread).sum(axis=1) / count[:, 0]).mean(axis=1) * _TOL  # (B,): mean variance
+    centers = kmeans_plusplus(x, k, x_sq, sizes)
     labels = np.full((b, n), -1)
-    active = np.ones(b, dtype=bool)
     eye = np.eye(k, dtype=x.dtype)
+    # The problems still iterating, and their working copies: compacted when some finish, so
+    # an iteration costs what the problems left cost, not the whole batch.
+    left = np.arange(b)
+    xa, x_sq_a, real_a, weight_a, tol_a = x, x_sq, real, real[:, :, None].astype(x.dtype), tol
+    centers_a, labels_a = centers, labels
     for _ in range(_MAX_ITER):
-        idx = np.flatnonzero(active)
-        xa = x[idx]
-        new_labels = _sq_dist(centers[idx], xa, x_sq[idx]).argmin(axis=1)  # (A, n)
-        onehot = eye[new_labels]  # (A, n, k)
+        new_labels = _sq_dist(centers_a, xa, x_sq_a).argmin(axis=1)  # (A, n)
+        onehot = eye[new_labels] * weight_a  # (A, n, k); padding in no cluster
         counts = onehot.sum(axis=1)  # (A, k)
-        sums = onehot.transpose(0, 2, 1) @ xa  # (A, k, d)
+        new_centers = (onehot.transpose(0, 2, 1) @ xa) / np.maximum(counts, 1)[:, :, None]
         empty = counts == 0
-        new_centers = sums / np.maximum(counts, 1)[:, :, None]
         if empty.any():
-            _relocate_empty(xa, new_labels, centers[idx], new_centers, empty)
-        shift = ((new_centers - centers[idx]) ** 2).sum(axis=(1, 2))
-        strict = (new_labels == labels[idx]).all(axis=1)
-        centers[idx] = new_centers
-        labels[idx] = new_labels
-        done = strict | (shift <= tol[idx])
+            _relocate_empty(xa, new_labels, centers_a, new_centers, empty, sizes[left])
+        shift = ((new_centers - centers_a) ** 2).sum(axis=(1, 2))
+        strict = ((new_labels == labels_a) | ~real_a).all(axis=1)
+        centers_a, labels_a = new_centers, new_labels
+        done = strict | (shift <= tol_a)
+        if not done.any():
+            continue
+        finished = np.flatnonzero(done)
+        centers[left[finished]] = centers_a[finished]
         # sklearn re-labels with the final centres unless the labels had stopped changing
-        loose = idx[done & ~strict]
+        loose = finished[~strict[finished]]
         if loose.size:
-            labels[loose] = _sq_dist(centers[loose], x[loose], x_sq[loose]).argmin(axis=1)
-        active[idx[done]] = False
-        if not active.any():
-            break
+            labels_a[loose] = _sq_dist(centers_a[loose], xa[loose], x_sq_a[loose]).argmin(axis=1)
+        labels[left[finished]] = labels_a[finished]
+        if finished.size == left.size:
+            return labels, centers
+        going = np.flatnonzero(~done)
+        left, xa, x_sq_a, real_a, weight_a, tol_a = (
+            array[going] for array in (left, xa, x_sq_a, real_a, weight_a, tol_a)
+        )
+        centers_a, labels_a = centers_a[going], labels_a[going]
+    centers[left], labels[left] = centers_a, labels_a  # (the iteration limit)
     return labels, centers
 
 
 def _relocate_empty(
-    x: np.ndarray, labels: np.ndarray, old: np.ndarray, new: np.ndarray, empty: np.ndarray
+    x: np.ndarray, labels: np.ndarray, old: np.ndarray, new: np.ndarray, empty: np.ndarray, sizes: np.ndarray
 ) -> None:
     """Like sklearn: an empty cluster takes the point farthest from its (previous) centre."""
     for i in np.flatnonzero(empty.any(axis=1)):
-        far = ((x[i] - old[i][labels[i]]) ** 2).sum(axis=1)
+        n = sizes[i]
+        far = ((x[i, :n] - old[i][labels[i, :n]]) ** 2).sum(axis=1)
         order = np.argsort(-far, kind="stable")
         for c, p in zip(np.flatnonzero(empty[i]), order, strict=False):
             new[i, c] = x[i, p]

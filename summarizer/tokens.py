@@ -15,7 +15,7 @@ import threading
 from array import array
 from collections.abc import Callable
 from functools import lru_cache
-from itertools import chain
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -70,6 +70,8 @@ SEPARATOR_ROW = -2
 # A word that is not exactly one token has the entry _FIRST_SPAN - i: its rows are span i of
 # WordRows' span tables.
 _FIRST_SPAN = -3
+# Not an entry: what a word not yet in the memo is looked up as.
+_NEW = 1 << 62
 
 
 # Rows of a list of tokens in the vocabulary (int64), -1 for a token not in it.
@@ -183,8 +185,12 @@ class WordRows(dict[str, int]):
 
     def _entries(self, words: list[str]) -> np.ndarray:
         """The memo entry of each of `words`, int64; words new to the memo are added first."""
-        self._memoize(list(dict.fromkeys(word for word in words if word not in self)))
-        return np.fromiter(map(self.__getitem__, words), dtype=np.int64, count=len(words))
+        entries = np.fromiter(map(self.get, words, repeat(_NEW)), dtype=np.int64, count=len(words))
+        new = np.flatnonzero(entries == _NEW).tolist()
+        if new:
+            self._memoize(list(dict.fromkeys(words[i] for i in new)))
+            entries[new] = [self[words[i]] for i in new]
+        return entries
 
 
 @lru_cache(maxsize=1)
