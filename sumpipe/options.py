@@ -4,7 +4,8 @@ the trigger, the ledger, the runner and the manifest; nothing else knows these n
 They travel as the input object's own S3 metadata, so they belong to that very version (no
 sidecar to race): `sumpipe submit reviews.csv --text-column body --sentences 2` writes
 ``x-amz-meta-sumpipe-text-column: body``; `aws s3 cp reviews.csv s3://input/ --metadata
-sumpipe-text-column=body,sumpipe-sentences=2` does the same. Values are percent-decoded (S3
+sumpipe-text-column=body,sumpipe-sentences=2` does the same; a flag (`sumpipe-themes`) is "true"
+or "false". Values are percent-decoded (S3
 metadata is ASCII; `submit` percent-encodes a column name that is not). Metadata not starting
 with ``sumpipe-`` is the user's own and ignored.
 
@@ -16,7 +17,7 @@ doesn't have is the summarizer's own one-line error (exit 2), also in error.json
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
@@ -47,11 +48,20 @@ class JobOptions:
     ratio: float | None = None
     method: str | None = None
     group_by: str | None = None
+    # With group_by: each row's 1-5 star rating (None: the summarizer's, Score when present), and
+    # a row per theme instead of one per group.
+    stars: str | None = None
+    themes: bool = False
     format: str = "csv"
 
     def __post_init__(self) -> None:
-        for option in ("text_column", "id_column", "group_by"):
+        for option in ("text_column", "id_column", "group_by", "stars"):
             _check_name(_flag(option), getattr(self, option))
+        if not isinstance(self.themes, bool):
+            raise OptionError("themes", f"must be true or false, got {self.themes!r}")
+        for option in ("stars", "themes"):
+            if getattr(self, option) not in (None, False) and self.group_by is None:
+                raise OptionError(option, f"is for group-by summaries; give {METADATA_PREFIX}group-by too")
         if self.sentences is not None and (isinstance(self.sentences, bool) or self.sentences < 1):
             raise OptionError("sentences", f"must be a whole number of at least 1, got {self.sentences!r}")
         if self.ratio is not None and not (math.isfinite(self.ratio) and 0 < self.ratio <= 1):
@@ -81,6 +91,8 @@ class JobOptions:
             "ratio": None if self.ratio is None else repr(self.ratio),
             "method": self.method,
             "group-by": self.group_by,
+            "stars": self.stars,
+            "themes": "true" if self.themes else None,
             "format": None if self.format == "csv" else self.format,
         }
         return {name: value for name, value in values.items() if value is not None}
@@ -92,7 +104,9 @@ class JobOptions:
         """The `summarize` flags for these options (an argument list, never a shell line)."""
         args = ["--method", self.method or default_method, "--output-format", self.format]
         for flag, value in self.as_strings().items():
-            if flag not in ("method", "format"):
+            if flag == "themes":
+                args.append("--themes")
+            elif flag not in ("method", "format"):
                 args += [f"--{flag}", value]
         return args
 
@@ -112,14 +126,38 @@ def _check_name(option: str, value: str | None) -> None:
         raise OptionError(option, f"holds control characters: {value!r}")
 
 
-_PARSERS = {
-    "text-column": ("text_column", str),
-    "id-column": ("id_column", str),
-    "sentences": ("sentences", int),
-    "ratio": ("ratio", float),
-    "method": ("method", str),
-    "group-by": ("group_by", str),
-    "format": ("format", str),
+def _whole_number(text: str) -> int:
+    return int(text.strip())
+
+
+def _number(text: str) -> float:
+    return float(text.strip())
+
+
+def _true_or_false(text: str) -> bool:
+    answer = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(
+        text.strip().lower()
+    )
+    if answer is None:
+        raise ValueError(text)
+    return answer
+
+
+def _as_is(text: str) -> str:
+    return text
+
+
+# option name -> (JobOptions attribute, parser, what a bad value should have been)
+_PARSERS: dict[str, tuple[str, Callable[[str], object], str]] = {
+    "text-column": ("text_column", _as_is, ""),
+    "id-column": ("id_column", _as_is, ""),
+    "sentences": ("sentences", _whole_number, "a whole number"),
+    "ratio": ("ratio", _number, "a number"),
+    "method": ("method", _as_is, ""),
+    "group-by": ("group_by", _as_is, ""),
+    "stars": ("stars", _as_is, ""),
+    "themes": ("themes", _true_or_false, "true or false"),
+    "format": ("format", _as_is, ""),
 }
 
 
@@ -131,11 +169,10 @@ def from_strings(values: Mapping[str, str]) -> JobOptions:
         if name not in _PARSERS:
             known = ", ".join(METADATA_PREFIX + option for option in _PARSERS)
             raise OptionError(name, f"unknown; the options are {known}")
-        attribute, kind = _PARSERS[name]
+        attribute, parse, expected = _PARSERS[name]
         try:
-            arguments[attribute] = kind(text.strip()) if kind is not str else text
+            arguments[attribute] = parse(text)
         except ValueError:
-            expected = "a whole number" if kind is int else "a number"
             raise OptionError(name, f"must be {expected}, got {text!r}") from None
     return JobOptions(**arguments)  # type: ignore[arg-type]
 

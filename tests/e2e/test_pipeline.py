@@ -279,6 +279,30 @@ def test_job_options_chosen_at_upload_shape_the_summary(local_stack, tmp_path):
     assert manifest["rows"] == len(source)
 
 
+def test_group_options_ask_for_a_row_per_theme_and_name_the_stars_column(local_stack, tmp_path):
+    """`sumpipe submit --group-by ProductId --themes --stars Rating`: the summarizer's own rows per
+    theme, with the star split read from the column named."""
+    source = pd.read_csv(DATA / "kettle_chips.csv").rename(columns={"Score": "Rating"})
+    path = tmp_path / "chips.csv"
+    source.to_csv(path, index=False)
+    out = tmp_path / "themes.csv"
+    done = subprocess.run(
+        [sys.executable, "-m", "sumpipe.ops.cli", "submit", str(path), "-o", str(out),
+         "--group-by", "ProductId", "--themes", "--stars", "Rating"],
+        capture_output=True, text=True, env={**os.environ}, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(out)
+    assert len(table) > 3 and set(table["ProductId"]) == {"B000G6RYNE"}
+    assert (table["n_rows"] == len(source)).all()
+    assert table["theme"].str.len().gt(0).all()
+    stars = table[[f"stars_{n}" for n in range(1, 6)]].sum(axis=1)
+    assert (stars == table["theme_rows"]).all()  # every row of a theme has its rating counted
+    job_id = done.stdout.split("-> job ")[1].split()[0]
+    manifest = json.loads(operator.output_object(local_stack, job_id, keys.MANIFEST))
+    assert manifest["options"] == {"group-by": "ProductId", "stars": "Rating", "themes": "true"}
+
+
 def test_group_summaries_in_parquet_and_a_bad_option_that_fails_at_once(local_stack, tmp_path):
     chosen = options.JobOptions(group_by="ProductId", format="parquet")
     submitted = operator.submit_file(local_stack, SAMPLE, f"groups-{uuid.uuid4().hex}.csv", chosen)
@@ -295,6 +319,7 @@ def test_group_summaries_in_parquet_and_a_bad_option_that_fails_at_once(local_st
     client("s3").put_object(
         Bucket=local_stack.input_bucket, Key=key, Body=SAMPLE.read_bytes(), Metadata={"sumpipe-ratio": "2"}
     )
+
     def finished():
         return next((j for j in local_stack.ledger().list_jobs() if j.input_key == key and j.terminal), None)
 

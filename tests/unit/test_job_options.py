@@ -33,6 +33,16 @@ def test_ratio_and_group_by_round_trip() -> None:
     assert from_metadata(chosen.as_metadata()) == chosen
 
 
+def test_theme_rows_and_a_stars_column_round_trip_and_become_flags() -> None:
+    chosen = JobOptions(group_by="ProductId", stars="Étoiles", themes=True)
+    assert chosen.as_strings() == {"group-by": "ProductId", "stars": "Étoiles", "themes": "true"}
+    assert from_metadata(chosen.as_metadata()) == chosen
+    flags = ["--group-by", "ProductId", "--stars", "Étoiles", "--themes"]
+    assert chosen.summarize_args("default")[4:] == flags
+    assert from_strings({"group-by": "p", "themes": " No "}) == JobOptions(group_by="p")
+    assert from_strings({"themes": "false"}) == JobOptions()
+
+
 def test_keys_are_matched_without_case_and_foreign_ones_ignored() -> None:
     assert from_metadata({"Sumpipe-Sentences": "3", "owner": "me"}) == JobOptions(sentences=3)
 
@@ -57,6 +67,10 @@ def test_flags_for_summarize() -> None:
         ({"sentences": "2", "ratio": "0.5"}, "job option sumpipe-ratio: give sentences or ratio, not both"),
         ({"ratio": "nan"}, "job option sumpipe-ratio: must be a fraction in (0, 1], got nan"),
         ({"method": "lexrank"}, "job option sumpipe-method: must be one of default, kmeans"),
+        ({"themes": "maybe"}, "job option sumpipe-themes: must be true or false, got 'maybe'"),
+        ({"themes": "yes"}, "job option sumpipe-themes: is for group-by summaries"),
+        ({"stars": "Score"}, "job option sumpipe-stars: is for group-by summaries"),
+        ({"group-by": "p", "stars": "\x1b[2J"}, "job option sumpipe-stars: holds control characters"),
     ],
 )
 def test_bad_values_name_their_option(values: dict[str, str], message: str) -> None:

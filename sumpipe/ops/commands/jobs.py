@@ -77,6 +77,12 @@ def _job_option_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--method", choices=options.METHODS, help="default: the stack's")
     group.add_argument("--group-by", metavar="NAME", help="one summary per distinct value of this column")
     group.add_argument(
+        "--stars", metavar="NAME", help="with --group-by: each row's 1-5 stars (default: Score if present)"
+    )
+    group.add_argument(
+        "--themes", action="store_true", help="with --group-by: a row per theme instead of one per group"
+    )
+    group.add_argument(
         "--format", choices=keys.SUMMARY_FORMATS, default="csv", help="the summary's format (default: csv)"
     )
 
@@ -90,6 +96,8 @@ def job_options(args: argparse.Namespace) -> options.JobOptions:
         ratio=args.ratio,
         method=args.method,
         group_by=args.group_by,
+        stars=args.stars,
+        themes=args.themes,
         format=args.format,
     )
 
