@@ -600,7 +600,7 @@ def _summarize_in_order(
     workers = usable_cores() if workers is None else workers
     report.workers = workers if workers > 1 and len(head) >= 2 else 1
     # A chunk allocates some 10^5 containers and frees them at its end; at the default threshold
-    # (700) the collector ran ~15 times a chunk, ~5% of the run, for cycles the engine never makes.
+    # (700) the collector ran ~15 times a chunk, 5-15% of the run, for cycles the engine never makes.
     # (Not in the library: the threshold is the process's, and the API's threads share it.)
     thresholds = gc.get_threshold()
     gc.set_threshold(_GC_THRESHOLD, *thresholds[1:])

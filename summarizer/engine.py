@@ -375,7 +375,8 @@ class Summarizer:
     def _cluster(self, texts: Sequence[_Text], embedded: _Embedded) -> tuple[list[int], list[_Shape]]:
         """Stage 3: the texts (places in `texts`) with no more long enough sentences than their
         budget, left unclustered; and the others' long enough sentences clustered, the texts of
-        each shape (m sentences, clusters, budget) in one batched k-means: kmeans k = the budget
+        each shape (m sentences, clusters, budget) as one batch, and the batches with the same
+        clusters and m within a factor of two in one padded k-means call: kmeans k = the budget
         (at most MAX_CLUSTERS), default the text's topics."""
         long_rows = np.flatnonzero(embedded.long_enough)
         # (every text has sentences: no segment of reduceat is empty)
@@ -391,16 +392,16 @@ class Summarizer:
             by_shape[(m, clusters, text.k)].append(i)
         # Shapes with the same clusters and sizes within a factor of two share one padded k-means
         # call (a chunk of reviews has dozens of shapes of a few texts each).
-        by_call: dict[tuple[int, int], list[tuple[int, int, Ints, Ints]]] = defaultdict(list)
+        by_call: dict[tuple[int, int], list[tuple[int, Ints, Ints]]] = defaultdict(list)
         for (m, clusters, k), members in by_shape.items():
             places = np.array(members)
             rows = long_rows[long_start[places, None] + np.arange(m)]
-            by_call[(clusters, (m - 1).bit_length())].append((clusters, k, places, rows))
+            by_call[(clusters, (m - 1).bit_length())].append((k, places, rows))
         shapes = []
-        for call in by_call.values():
-            points = [embedded.vectors[rows] for _, _, _, rows in call]
-            clustered = zip(call, points, kmeans_ragged(points, call[0][0]), strict=True)
-            for (clusters, k, places, rows), x, (labels, centers) in clustered:
+        for (clusters, _), call in by_call.items():
+            points = [embedded.vectors[rows] for _, _, rows in call]
+            clustered = zip(call, points, kmeans_ragged(points, clusters), strict=True)
+            for (k, places, rows), x, (labels, centers) in clustered:
                 positions = rows - embedded.first_row[places, None]
                 shapes.append(_Shape(places, k, clusters, rows, positions, x, labels, centers))
         return unclustered, shapes

@@ -93,20 +93,16 @@ def kmeans_ragged(problems: list[np.ndarray], k: int) -> list[tuple[np.ndarray, 
     if len(problems) == 1:
         return [kmeans(problems[0], k)]
     counts = [len(problem) for problem in problems]
+    starts = np.cumsum([0, *counts]).tolist()  # each batch's first problem in the padded one
     sizes = np.repeat([problem.shape[1] for problem in problems], counts)
     padded = np.zeros((len(sizes), int(sizes.max()), problems[0].shape[2]), dtype=problems[0].dtype)
-    start = 0
-    for problem in problems:
-        padded[start : start + len(problem), : problem.shape[1]] = problem
-        start += len(problem)
+    for problem, start, end in zip(problems, starts, starts[1:], strict=False):
+        padded[start:end, : problem.shape[1]] = problem
     labels, centers = kmeans_padded(padded, k, sizes)
-    results = []
-    start = 0
-    for problem in problems:
-        end = start + len(problem)
-        results.append((labels[start:end, : problem.shape[1]], centers[start:end]))
-        start = end
-    return results
+    return [
+        (labels[start:end, : problem.shape[1]], centers[start:end])
+        for problem, start, end in zip(problems, starts, starts[1:], strict=False)
+    ]
 
 
 def kmeans_padded(x: np.ndarray, k: int, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,10 +111,16 @@ def kmeans_padded(x: np.ndarray, k: int, sizes: np.ndarray) -> tuple[np.ndarray,
     b, n, _ = x.shape
     real = np.arange(n) < sizes[:, None]  # (B, n)
     count = sizes.astype(x.dtype)[:, None, None]
+
+    def centred(points: np.ndarray) -> np.ndarray:
+        """Each problem's points less their mean, the padding kept at zero."""
+        return (points - points.sum(axis=1, keepdims=True) / count) * real[:, :, None]
+
     # sklearn centres the data first (for precision); distances are unchanged.
-    x = (x - x.sum(axis=1, keepdims=True) / count) * real[:, :, None]
+    x = centred(x)
     x_sq = np.einsum("bnd,bnd->bn", x, x)
-    spread = (x - x.sum(axis=1, keepdims=True) / count) * real[:, :, None]
+    # (The variance centres once more, as numpy's var does: the same float rounding as sklearn.)
+    spread = centred(x)
     tol = ((spread * spread).sum(axis=1) / count[:, 0]).mean(axis=1) * _TOL  # (B,): mean variance
     centers = kmeans_plusplus(x, k, x_sq, sizes)
     labels = np.full((b, n), -1)

@@ -5,9 +5,8 @@ They travel as the input object's own S3 metadata, so they belong to that very v
 sidecar to race): `sumpipe submit reviews.csv --text-column body --sentences 2` writes
 ``x-amz-meta-sumpipe-text-column: body``; `aws s3 cp reviews.csv s3://input/ --metadata
 sumpipe-text-column=body,sumpipe-sentences=2` does the same; a flag (`sumpipe-themes`) is "true"
-or "false". Values are percent-decoded (S3
-metadata is ASCII; `submit` percent-encodes a column name that is not). Metadata not starting
-with ``sumpipe-`` is the user's own and ignored.
+or "false". Values are percent-decoded (S3 metadata is ASCII; `submit` percent-encodes a column
+name that is not). Metadata not starting with ``sumpipe-`` is the user's own and ignored.
 
 The trigger checks them before any instance starts: a bad one fails the job at once, with
 error.json naming the option. The runner turns them into `summarize` flags; a column the input
@@ -126,14 +125,6 @@ def _check_name(option: str, value: str | None) -> None:
         raise OptionError(option, f"holds control characters: {value!r}")
 
 
-def _whole_number(text: str) -> int:
-    return int(text.strip())
-
-
-def _number(text: str) -> float:
-    return float(text.strip())
-
-
 def _true_or_false(text: str) -> bool:
     answer = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(
         text.strip().lower()
@@ -143,21 +134,18 @@ def _true_or_false(text: str) -> bool:
     return answer
 
 
-def _as_is(text: str) -> str:
-    return text
-
-
-# option name -> (JobOptions attribute, parser, what a bad value should have been)
+# option name -> (JobOptions attribute, parser, what a bad value should have been); int() and
+# float() take the value with spaces around it.
 _PARSERS: dict[str, tuple[str, Callable[[str], object], str]] = {
-    "text-column": ("text_column", _as_is, ""),
-    "id-column": ("id_column", _as_is, ""),
-    "sentences": ("sentences", _whole_number, "a whole number"),
-    "ratio": ("ratio", _number, "a number"),
-    "method": ("method", _as_is, ""),
-    "group-by": ("group_by", _as_is, ""),
-    "stars": ("stars", _as_is, ""),
+    "text-column": ("text_column", str, ""),
+    "id-column": ("id_column", str, ""),
+    "sentences": ("sentences", int, "a whole number"),
+    "ratio": ("ratio", float, "a number"),
+    "method": ("method", str, ""),
+    "group-by": ("group_by", str, ""),
+    "stars": ("stars", str, ""),
     "themes": ("themes", _true_or_false, "true or false"),
-    "format": ("format", _as_is, ""),
+    "format": ("format", str, ""),
 }
 
 
