@@ -200,16 +200,21 @@ def build_pipeline_artifacts(out_dir: Path, root: Path = REPO_ROOT) -> PipelineA
     return PipelineArtifacts(functions=functions, layer=layer)
 
 
+_NOT_IN_WHEEL = shutil.ignore_patterns("__pycache__", "*.so", "*.c")
+
+
 def build_wheel(out_dir: Path, root: Path = REPO_ROOT) -> Path:
     """The project wheel the worker instances install at boot. Built from a copy of the sources, so a
-    stale (or someone else's, unwritable) build/ directory in the checkout never leaks into it."""
+    stale (or someone else's, unwritable) build/ directory in the checkout never leaks into it. A pure
+    wheel, whatever the instance's Python: without setup.py and the native splitter (its source and
+    any built copy), the instances run the splitter's Python reference, with the same output."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sumpipe-wheel-src-") as source:
         for name in ("pyproject.toml", "README.md", "LICENSE"):
             if (root / name).is_file():
                 shutil.copy2(root / name, Path(source) / name)
         for name in WHEEL_PACKAGES:
-            shutil.copytree(root / name, Path(source) / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(root / name, Path(source) / name, ignore=_NOT_IN_WHEEL)
         command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
                    "--no-deps", "--no-build-isolation", "--wheel-dir", str(out_dir), source]
         result = subprocess.run(command, capture_output=True, text=True, check=False)

@@ -121,3 +121,14 @@ def test_every_package_ships_its_type_information(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in package.WHEEL_PACKAGES:
         assert f"{name}/py.typed" in names
+
+
+def test_the_instance_wheel_is_pure_python_whatever_the_checkout_has_built(tmp_path: Path) -> None:
+    # The checkout holds the native splitter built for its own Python; the instances may run
+    # another, so their wheel carries the splitter's Python reference only.
+    assert list((package.REPO_ROOT / "summarizer").glob("_splitter*.so")), "the native splitter isn't built"
+    wheel = package.build_wheel(tmp_path)
+    names = zipfile.ZipFile(wheel).namelist()
+    assert wheel.name.endswith("-py3-none-any.whl")
+    assert "summarizer/split.py" in names
+    assert [name for name in names if name.endswith((".so", ".c"))] == []

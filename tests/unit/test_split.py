@@ -1,9 +1,15 @@
 """Sentence splitting on the things real reviews contain."""
 
+from pathlib import Path
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from summarizer import split_sentences
 from summarizer.split import clean
+
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.mark.parametrize(
@@ -72,7 +78,7 @@ def test_a_period_after_an_ordinary_word_is_decided_as_the_full_checks_would():
     # abbreviation (group 3 of _BOUNDARY); on such candidates the full checks must agree.
     import random
 
-    from summarizer.split import _ABBREVIATION_ENDINGS, _BOUNDARY, _is_boundary, _paragraphs
+    from summarizer.split import _ABBREVIATION_ENDINGS, _BOUNDARY, _collapse_spaces, _is_boundary, _lines
 
     pieces = [*"aAbxyzT .,!?'\"()[]:;-…”’0123456789", "etc", "Etc", "mrs", "prof", "nos", "e.g.", "U.S."]
     pieces += ["approx", "...", ":)", "good", "xyz.", " No. 5", "a.b.c", "ſ"]
@@ -80,12 +86,13 @@ def test_a_period_after_an_ordinary_word_is_decided_as_the_full_checks_would():
     checked = 0
     for _ in range(20_000):
         text = "".join(rng.choices(pieces, k=rng.randint(0, 25)))
-        for paragraph in _paragraphs(text):
+        for paragraph in map(_collapse_spaces, _lines(text)):
             for m in _BOUNDARY.finditer(paragraph):
                 mark, end = m.start(), m.end()
                 if m.group(3) is not None and paragraph[mark - 3 : mark] not in _ABBREVIATION_ENDINGS:
                     checked += 1
-                    assert _is_boundary(paragraph, m, end) == (paragraph[end : end + 1] != ","), paragraph
+                    verdict = _is_boundary(paragraph, mark, m.end(2), end)
+                    assert verdict == (paragraph[end : end + 1] != ","), paragraph
     assert checked > 500
 
 
@@ -104,3 +111,65 @@ def test_whitespace_is_collapsed_as_str_split_would():
     for _ in range(3000):
         part = "".join(rng.choices(pieces, k=rng.randint(0, 10)))
         assert _collapse_spaces(part) == " ".join(part.split()), repr(part)
+
+
+# The native scan (summarizer/_splitter.c, built by `pip install -e .`) against split.py's own loop,
+# its reference: the same sentences for any text. Imported directly, so that a checkout where the
+# extension failed to build fails here rather than quietly testing the reference against itself.
+_SCAN_ARGUMENTS = ("_ABBREVIATION_ENDINGS", "_is_boundary", "_url_spans")
+
+
+def _both_scans(text: str) -> tuple[list[str], list[str]]:
+    from summarizer._splitter import split_paragraph as native
+
+    from summarizer import split
+
+    extra = [getattr(split, name) for name in _SCAN_ARGUMENTS]
+    reference: list[str] = []
+    scanned: list[str] = []
+    for line in split._lines(text):
+        split._split_paragraph(line, reference, *extra)
+        native(line, scanned, *extra)
+    return reference, scanned
+
+
+def test_the_splitter_uses_the_native_scan_where_it_is_built():
+    from summarizer._splitter import split_paragraph
+
+    from summarizer import split
+
+    assert split._scan is split_paragraph
+
+
+_PIECES = [
+    *".!?…\"'”’“‘)](:;=8-o^DPp/\\|*<3_,",
+    *" \t\n\r\u00a0\u2003\u3000\x0b\x0c",
+    *"aAbZxyzT09é",
+    *("...", "?!", "!!", " :) ", " :-( ", " <3 ", " ^_^ ", ":D", "8)", "'s"),
+    *("www.", "http://", "https://x.co/a.b", "www.site.com.", "://"),
+    *("Mr.", "mrs.", "e.g.", "U.S.", "etc.", "No. 5", "approx.", "vs.", "a.b.c", "xyz.", "good.", "St"),
+    *("<br />", "<p>", "<b>x</b>", " The", " the", " I", "“Yes", '"No'),
+]
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_PIECES), max_size=40).map("".join))
+def test_the_native_scan_splits_generated_text_as_the_reference_does(text):
+    reference, scanned = _both_scans(text)
+    assert scanned == reference
+
+
+def test_the_native_scan_splits_real_reviews_and_articles_as_the_reference_does():
+    import csv
+
+    texts = []
+    with open(DATA / "reviews_sample.csv", newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            texts += [row["Text"], row["Summary"]]
+    texts += [p.read_text("latin-1") for p in sorted((DATA / "bbc_sample").rglob("*.txt"))]
+    sentences = 0
+    for text in texts:
+        reference, scanned = _both_scans(text)
+        assert scanned == reference, text
+        sentences += len(reference)
+    assert len(texts) > 600 and sentences > 1500
