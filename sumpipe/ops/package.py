@@ -4,10 +4,11 @@
   The zips are byte-for-byte reproducible (fixed timestamps, sorted entries), so their content hash
   names the S3 key and an unchanged function is not redeployed.
 - One layer with the pipeline functions' third-party dependencies, installed by pip for the Lambda
-  platform (manylinux x86_64, CPython 3.12). boto3 is left out: the Lambda runtime provides it.
+  platform (manylinux x86_64, CPython 3.12) at the versions uv.lock pins for it (sumpipe/ops/lock.py).
+  boto3 is left out: the Lambda runtime provides it.
 - The project wheel, which the worker instances install at boot, and the wheelhouse their image is
-  baked from: every wheel of the project's dependencies for the workers' Python and platform, with a
-  requirements.txt pinning them (so an instance installs with no package index).
+  baked from: every wheel of the project's dependencies for the workers' Python and platform, at
+  uv.lock's versions, with a requirements.txt pinning them (so an instance installs with no package index).
 - For the realtime API (optional): its zip (handler, `sumpipe`, `summarizer`, `glove`), a layer with what
   the API imports (numpy, FastAPI, pydantic, Mangum; no scikit-learn, scipy, pandas or pyarrow: scipy
   alone would not fit beside the vectors in 250 MB, and without it the summarizer sums word vectors
@@ -32,6 +33,11 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from sumpipe.ops import lock
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PIPELINE_FUNCTIONS = ("trigger", "worker", "stop_ec2")
@@ -141,20 +147,27 @@ def build_layer(
     requirements: Sequence[str],
     out_dir: Path,
     python_version: str = LAMBDA_PYTHON_VERSION,
+    root: Path = REPO_ROOT,
 ) -> Artifact:
-    """Install `requirements` for the Lambda platform into python/ and zip it as a layer."""
+    """Install `requirements`, at the versions uv.lock pins for Lambda's Python, for the Lambda
+    platform into python/ and zip it as a layer."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"sumpipe-layer-{name}-") as tmp:
         site = Path(tmp) / "python"
+        pins = lock.locked_versions(root, python_version)
+        constraints = _write_constraints(pins, Path(tmp) / "constraints.txt")
         command = [
             sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
             "--no-compile", "--platform", LAMBDA_PLATFORM, "--implementation", "cp",
             "--python-version", python_version, "--only-binary=:all:", "--target", str(site),
-            *requirements,
+            "--constraint", str(constraints), *requirements,
         ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise PackageError(f"layer {name}: pip install failed:\n{result.stderr.strip()}")
+        # An installed distribution's folder is <name>-<version>.dist-info.
+        installed = [d.name.removesuffix(".dist-info").split("-") for d in site.glob("*.dist-info")]
+        _check_locked(f"layer {name}", [(project, version) for project, version in installed], pins)
         entries = [
             (path, path.relative_to(tmp).as_posix())
             for path in site.rglob("*")
@@ -226,6 +239,23 @@ def build_wheel(out_dir: Path, root: Path = REPO_ROOT) -> Path:
     return wheels[-1]
 
 
+def _write_constraints(pins: dict[str, str], target: Path) -> Path:
+    target.write_text("".join(f"{name}=={version}\n" for name, version in sorted(pins.items())))
+    return target
+
+
+def _check_locked(what: str, installed: Iterable[tuple[str, str]], pins: dict[str, str]) -> None:
+    """Every distribution `what` took is the version uv.lock pins (a constraint can't stop pip from
+    adding a package the lock doesn't know)."""
+    strays = sorted(
+        f"{name} {version}"
+        for name, version in installed
+        if pins.get(canonicalize_name(name)) != str(Version(version))
+    )
+    if strays:
+        raise PackageError(f"{what}: not the versions uv.lock pins: {', '.join(strays)}")
+
+
 def project_requirements(root: Path = REPO_ROOT) -> list[str]:
     """The project's runtime dependencies, as pyproject.toml declares them."""
     pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
@@ -239,18 +269,24 @@ def build_wheelhouse(
     `platform` (None: this machine's), and requirements.txt pinning each one. Reproducible (sorted,
     fixed times and owners), so an unchanged wheelhouse keeps its content-addressed S3 key."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="sumpipe-wheelhouse-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sumpipe-wheelhouse-") as tmp, \
+            tempfile.TemporaryDirectory(prefix="sumpipe-wheelhouse-lock-") as lock_dir:  # fmt: skip
+        locked = lock.locked_versions(root, python_version)
+        constraints = _write_constraints(locked, Path(lock_dir) / "constraints.txt")
         command = [
             sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
             "--only-binary=:all:", "--implementation", "cp", "--python-version", python_version,
-            *(["--platform", platform] if platform else []), "--dest", tmp, *project_requirements(root),
+            *(["--platform", platform] if platform else []), "--dest", tmp,
+            "--constraint", str(constraints), *project_requirements(root),
         ]  # fmt: skip
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise PackageError(f"wheelhouse: pip download failed:\n{result.stderr.strip()}")
         wheels = sorted(Path(tmp).glob("*.whl"))
         # A wheel's file name is <name>-<version>-...: pinning each keeps the bake from resolving again.
-        pins = [f"{name}=={version}" for name, version, *_ in (w.name.split("-") for w in wheels)]
+        named = [(name, version) for name, version, *_ in (w.name.split("-") for w in wheels)]
+        _check_locked("wheelhouse", named, locked)
+        pins = [f"{name}=={version}" for name, version in named]
         (Path(tmp) / "requirements.txt").write_text("\n".join(pins) + "\n")
         target = out_dir / f"wheelhouse-py{python_version}.tar"
 

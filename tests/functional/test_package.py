@@ -8,8 +8,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 
-from sumpipe.ops import cli, package
+from sumpipe.ops import cli, lock, package
 
 
 @pytest.mark.parametrize("function", package.PIPELINE_FUNCTIONS)
@@ -71,6 +72,15 @@ def test_package_command_builds_everything_within_limits(
     assert any(n.startswith("python/paramiko/") for n in names)
     assert not any(n.startswith("python/boto3/") for n in names)
     assert layer.unzipped_bytes < package.UNZIPPED_LIMIT
+    # Every distribution in the layer is the version uv.lock pins for Lambda's Python.
+    pinned = lock.locked_versions(package.REPO_ROOT, package.LAMBDA_PYTHON_VERSION)
+    metadata = [n.split("/")[1] for n in names if n.endswith(".dist-info/METADATA")]
+    shipped = {
+        canonicalize_name(project): version
+        for project, version in (d.removesuffix(".dist-info").split("-") for d in metadata)
+    }
+    assert {"paramiko", "pydantic", "aws-lambda-powertools"} <= set(shipped)
+    assert {name: pinned.get(name) for name in shipped} == shipped
 
 
 def test_api_zip_holds_the_packages_the_api_imports(tmp_path: Path) -> None:
