@@ -187,7 +187,7 @@ def _split_paragraph(
 
 
 # The same scan in C (summarizer/_splitter.c): the splitter in half the time, 12% of the CLI's CPU.
-# `pip install -e .` builds it (setup.py); the instance wheel and the Lambda zips run the reference.
+# Installing the project builds it (setup.py); the instance wheel and the Lambda zips run the reference.
 try:
     from summarizer._splitter import split_paragraph as _scan
 except ImportError:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import base64
 import hmac
+import importlib
+import inspect
 import ipaddress
 import json
 import os
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -89,11 +92,17 @@ def enforce_iam(endpoint: str, enforced: bool = True) -> None:
             raise RuntimeError(f"the emulator refused to enforce IAM: HTTP {response.status}")
 
 
+class EmulatorError(RuntimeError):
+    """The emulator can't stand in for AWS: one line saying why."""
+
+
 def start(port: int, binds: list[str], log_path: Path, timeout_s: float = 20.0) -> subprocess.Popen[bytes]:
-    """Starts the server process and returns once every listener accepts connections."""
+    """Starts the server process and returns once every listener accepts connections; EmulatorError
+    with the line it ended on if it exits first (e.g. a moto whose hooked methods changed)."""
     argv = [sys.executable, "-m", "sumpipe.local.motoserver", "--port", str(port)]
     for address in binds:
         argv += ["--bind", address]
+    offset = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
@@ -102,7 +111,11 @@ def start(port: int, binds: list[str], log_path: Path, timeout_s: float = 20.0) 
     pending = list(binds)
     while pending:
         if process.poll() is not None:
-            raise RuntimeError(f"moto server exited ({process.returncode}); see {log_path}")
+            with log_path.open("rb") as log:
+                log.seek(offset)
+                lines = log.read().decode(errors="replace").strip().splitlines()
+            last = lines[-1].strip() if lines else "no output"
+            raise EmulatorError(f"moto server exited ({process.returncode}): {last} (log: {log_path})")
         try:
             with socket.create_connection((pending[0], port), timeout=0.5):
                 pending.pop(0)
@@ -110,11 +123,52 @@ def start(port: int, binds: list[str], log_path: Path, timeout_s: float = 20.0) 
         except OSError:
             if time.monotonic() > deadline:
                 process.kill()
-                raise RuntimeError(
+                raise EmulatorError(
                     f"moto server not listening on {pending[0]}:{port} after {timeout_s}s"
                 ) from None
         time.sleep(0.02)
     return process
+
+
+# moto's private methods this server replaces (see the two functions below), with the parameters
+# each replacement is written for. moto may change them in any release, so serve() checks them
+# before replacing anything.
+HOOKED_METHODS = {
+    ("moto.core.authorization", "ActionAuthenticatorMixin", "_authenticate_and_authorize_s3_action"): (
+        "self", "bucket_name", "key_name",
+    ),
+    ("moto.dynamodb.responses", "DynamoHandler", "call_action"): ("self",),
+}  # fmt: skip
+
+
+def hooked_method_problem() -> str | None:
+    """One line naming moto's version and the first hooked method that is missing or whose
+    parameters differ from what its replacement expects; None when every one is as expected."""
+    import moto
+
+    for (module, owner, name), expected in HOOKED_METHODS.items():
+        try:
+            method = getattr(getattr(importlib.import_module(module), owner, None), name, None)
+        except ImportError:
+            method = None
+        wanted = f"{module}.{owner}.{name}({', '.join(expected)})"
+        if not callable(method):
+            found = "it has no such method"
+        else:
+            try:
+                parameters = tuple(inspect.signature(method).parameters.values())
+            except (TypeError, ValueError):
+                parameters = None
+            if parameters is not None and tuple(p.name for p in parameters) == expected and all(
+                p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters
+            ):
+                continue
+            found = f"it has {name}{inspect.signature(method)}" if parameters is not None else "it differs"
+        return (
+            f"moto {moto.__version__}: the local stack's emulator replaces {wanted}, but {found}; "
+            "run scripts/setup to install the locked moto"
+        )
+    return None
 
 
 def make_dynamodb_requests_atomic() -> None:
@@ -129,7 +183,9 @@ def make_dynamodb_requests_atomic() -> None:
     a stop mark that its stopper had already removed, and the instance refused jobs until the
     mark's lease ran out. One lock around every DynamoDB request, serialization of the answer
     included, gives the emulator DynamoDB's behaviour. Other emulators fixed the same race in
-    themselves (floci-io/floci#572, stackshy/cloudemu#661)."""
+    themselves (floci-io/floci#572, stackshy/cloudemu#661). It replaces moto's private
+    DynamoHandler.call_action (checked on start by hooked_method_problem()): moto has no hook
+    around a request's handling but its internal WSGI app, which ThreadedMotoServer won't take."""
     from moto.dynamodb.responses import DynamoHandler
 
     if getattr(DynamoHandler.call_action, "serialized", False):
@@ -163,7 +219,21 @@ def authenticate_presigned_s3_requests() -> None:
     signer's secret; the expiry; for a form, every policy condition against the form's fields and
     the file's size, and every field against the conditions; then the signer's IAM permission for
     the action on the object, as for any request. A request with no signature at all is anonymous,
-    and refused."""
+    and refused.
+
+    Why it replaces moto's private `ActionAuthenticatorMixin._authenticate_and_authorize_s3_action`
+    (checked on start by hooked_method_problem()): moto has no documented hook for how a request
+    is authenticated, and its check is not at the edge of the server but inside each S3 handler,
+    which calls that method once it has parsed the bucket, the key and the IAM action. A WSGI
+    middleware around the app ThreadedMotoServer serves (DomainDispatcherApplication, itself
+    internal: ThreadedMotoServer takes no app) could verify a presigned URL or a POST policy, but
+    can't make moto serve the request afterwards: the handler's own check would still read the
+    Authorization header the request lacks. The only ways past it are global (the auth switch
+    INITIAL_NO_AUTH_ACTION_COUNT, shared by the server's threads) or forging a header signature
+    with the signer's secret, reimplementing moto's canonical request, after which moto would
+    authorize a POST upload on the bucket only, not on the key the policy names. And the signer's
+    secret and policies are in moto's IAM backend either way, reached through moto's own
+    S3IAMRequest as for a header-signed request."""
     from moto.core.authorization import ActionAuthenticatorMixin
 
     authorize = ActionAuthenticatorMixin._authenticate_and_authorize_s3_action
@@ -321,6 +391,9 @@ def _check_conditions(conditions: list[Any], fields: dict[str, str], size: int) 
 def serve(port: int, binds: list[str]) -> None:
     from moto.server import ThreadedMotoServer
 
+    problem = hooked_method_problem()
+    if problem is not None:
+        sys.exit(problem)  # one line on stderr, which start() reports
     make_dynamodb_requests_atomic()
     authenticate_presigned_s3_requests()
     servers = [ThreadedMotoServer(ip_address=address, port=port, verbose=False) for address in binds]

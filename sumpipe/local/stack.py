@@ -48,7 +48,7 @@ from typing import Any
 
 import boto3
 
-from sumpipe.local import motoserver
+from sumpipe.local import emulator_probe, motoserver
 from sumpipe.local.hosts import pid_alive, read_pid
 
 DEFAULT_DIR = Path(".sumpipe/local")
@@ -214,7 +214,11 @@ def _wait_for(state_dir: Path, marker: str, daemon_alive: Callable[[], bool], ti
         relayed = _relay_progress(state_dir / "stack.log", relayed)
         if not daemon_alive() or time.monotonic() > deadline:
             tail = (state_dir / "stack.log").read_text(errors="replace")[-3000:]
+            failure = state_dir / "failed"  # one line from a daemon that could not go on (see main)
+            reason = failure.read_text().strip() if failure.exists() else ""
             down(state_dir)
+            if reason:
+                raise StackError(reason)
             raise StackError(f"the local stack did not get ready (see {state_dir}/stack.log):\n{tail}")
         time.sleep(0.05)
 
@@ -287,7 +291,7 @@ def down(state_dir: Path = DEFAULT_DIR, timeout_s: float = 30.0) -> None:
     if hosts_dir is not None:
         shutil.rmtree(hosts_dir, ignore_errors=True)
     markers = ("stack.pid", "moto.pid", "ready", "emulator-ready", "attach", "parameters.json", "hosts-dir")
-    for name in (*markers, "env"):
+    for name in (*markers, "env", "failed"):
         (state_dir / name).unlink(missing_ok=True)
 
 
@@ -419,6 +423,8 @@ def serve(config: StackConfig) -> None:
         instance_roles = {i: instance_role_credentials(session, i) for i in instance_ids}
         if config.iam:
             motoserver.enforce_iam(endpoint)
+            # Before anything relies on it: the emulator authorizes S3 as AWS does (moto 5.2.6 didn't).
+            emulator_probe.check_s3_authorization(endpoint, administrator)
         hosts, metadata_services = start_hosts(
             session, network, stack_name, outputs, port, settings_env, instance_roles
         )
@@ -749,7 +755,12 @@ def main() -> None:
     parser.add_argument("command", choices=["serve"])
     parser.add_argument("state_dir", type=Path)
     args = parser.parse_args()
-    serve(StackConfig.from_json((args.state_dir / "config.json").read_text()))
+    try:
+        serve(StackConfig.from_json((args.state_dir / "config.json").read_text()))
+    except motoserver.EmulatorError as error:
+        # The emulator can't stand in for AWS: `local up` reports this one line (see _wait_for).
+        (args.state_dir / "failed").write_text(f"{error}\n")
+        raise SystemExit(f"local stack: {error}") from None
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ def test_whitespace_is_collapsed_as_str_split_would():
         assert _collapse_spaces(part) == " ".join(part.split()), repr(part)
 
 
-# The native scan (summarizer/_splitter.c, built by `pip install -e .`) against split.py's own loop,
+# The native scan (summarizer/_splitter.c, built on install) against split.py's own loop,
 # its reference: the same sentences for any text. Imported directly, so that a checkout where the
 # extension failed to build fails here rather than quietly testing the reference against itself.
 _SCAN_ARGUMENTS = ("_ABBREVIATION_ENDINGS", "_is_boundary", "_url_spans")

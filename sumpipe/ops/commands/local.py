@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from sumpipe.local import stack
+from sumpipe.local import motoserver, stack
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -116,7 +116,7 @@ def run_up(args: argparse.Namespace) -> int:
             _print_emulator_instructions(args.dir, args.stack)
             return 0
         _print_ready(stack.up(config), args.dir)
-    except stack.StackError as error:
+    except (stack.StackError, motoserver.EmulatorError) as error:
         print(f"sumpipe local up: {error}", file=sys.stderr)
         return 1
     return 0
