@@ -29,5 +29,23 @@ def job_context(logger: Logger, **keys: Any) -> Iterator[None]:
     logger.thread_safe_append_keys(**keys)
     try:
         yield
+    except Exception as exc:
+        # The keys go on with the exception, so the line that reports it outside this block
+        # (sumpipe.flow.events) names the job too; the innermost block's keys win.
+        carry_keys(exc, **keys)
+        raise
     finally:
         logger.thread_safe_remove_keys(list(keys))
+
+
+_CARRIED = "sumpipe_log_keys"
+
+
+def carry_keys(exc: BaseException, **keys: Any) -> None:
+    """Adds log keys to an exception (those it already carries, from inner blocks, win)."""
+    setattr(exc, _CARRIED, {**keys, **carried_keys(exc)})
+
+
+def carried_keys(exc: BaseException) -> dict[str, Any]:
+    """The `job_context` keys of the blocks `exc` was raised through (job_id, ...)."""
+    return dict(getattr(exc, _CARRIED, None) or {})

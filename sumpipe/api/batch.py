@@ -1,6 +1,8 @@
 """The page's batch jobs, on the stack the API serves: upload a table to the input bucket through a
 presigned POST the browser sends itself (the file never passes through the API, whatever its
-size), list the jobs from the ledger, and download a job's summary through a presigned GET.
+size), list the jobs from the ledger, and download a job's summary through a presigned GET. While
+an upload's job is on its way, the page asks whether the chain is broken for it (sumpipe.flow.chain:
+the functions' failure lines in their log groups, and the ledger).
 
 Both presigned requests are signed with the API's own credentials (its role when deployed), so
 they can do only what that role may: put objects in the input bucket, read the jobs' outputs.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sumpipe import keys, options
 from sumpipe.api.bodies import parse_body
+from sumpipe.flow import chain
 from sumpipe.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -183,6 +187,41 @@ def _job_out(job: Job) -> JobOut:
         review=f"jobs/{job.job_id}/rows"
         if job.state == "succeeded" and "group-by" not in job.options
         else None,
+    )
+
+
+class UploadStatusOut(BaseModel):
+    key: str
+    job_id: str | None = Field(description="The upload's job, once recorded.")
+    state: str | None
+    broken: str | None = Field(
+        description="Why its job won't come (a function keeps failing on it, or none recorded it), in "
+        "one line naming the function and its last error; null while it may still come."
+    )
+
+
+@router.get("/uploads/status")
+def upload_status(key: str, since: float) -> UploadStatusOut:
+    """The job of the upload of `key` made at `since` (epoch seconds, about), and whether the
+    chain is broken for it."""
+    from sumpipe import aws
+
+    settings = _require_batch()
+    if not key.startswith("uploads/"):
+        raise HTTPException(400, "key: an upload's key (uploads/<file name>)")
+    input_key_for(key.removeprefix("uploads/"))
+    now = time.time()
+    since = min(since, now)
+    recent = [
+        job
+        for job in _ledger(settings).list_jobs()
+        if job.input_key == key and job.created_at >= since - chain.CLOCK_SLACK_S
+    ]
+    job = max(recent, key=lambda j: j.created_at) if recent else None
+    upload = chain.Upload(key, job.job_id if job else None, since)
+    broken, _ = chain.check(aws.client("logs"), chain.named_functions(settings.stack_name), upload, job, now)
+    return UploadStatusOut(
+        key=key, job_id=job.job_id if job else None, state=job.state if job else None, broken=broken
     )
 
 

@@ -160,3 +160,25 @@ def test_a_jobs_rows_are_reviewed_one_by_one_on_the_page(
         summary,
     )
     assert decided["text"] == source["Text"][0]
+
+
+def test_the_page_shows_why_an_uploads_job_is_not_coming(
+    browser: WebDriver, page: str, running_stack: RunningStack, tmp_path
+) -> None:
+    """The trigger may not read the input (s3:GetObject gone from its role): instead of waiting
+    for a job that won't come, the page says which function fails on the upload, and why."""
+    from .test_iam_enforced import role_without
+
+    upload = tmp_path / "not coming.csv"
+    upload.write_bytes(SAMPLE.read_bytes())
+    status = "[data-testid=batch-status]"
+    with role_without(running_stack, "TriggerRole", "trigger.json", "s3:GetObject"):
+        _upload(browser, page, str(upload))
+        line = _wait(browser, 150).until(
+            lambda d: (e := d.find_element(By.CSS_SELECTOR, status)).text.startswith("Its job is not coming")
+            and e,
+            "the page to say why the job is not coming",
+        )
+    assert "trigger failed" in line.text and "uploads/not coming.csv" in line.text, line.text
+    assert "HeadObject 403 Forbidden" in line.text, line.text
+    assert "error" in line.get_attribute("class")

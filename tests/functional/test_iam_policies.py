@@ -117,7 +117,7 @@ def test_each_role_has_only_the_powers_its_part_needs() -> None:
     # The API: its logs, the feedback table, and what the page's batch section signs or reads.
     assert actions("api") == {
         "logs:CreateLogStream", "logs:PutLogEvents", "dynamodb:PutItem", "dynamodb:Scan", "dynamodb:GetItem",
-        "s3:PutObject", "s3:GetObject",
+        "s3:PutObject", "s3:GetObject", "logs:FilterLogEvents",
     }  # fmt: skip
 
 

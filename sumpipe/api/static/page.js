@@ -123,7 +123,8 @@ const uploadForm = $("#upload-form");
 const batchStatus = $("[data-testid=batch-status]");
 const jobsTable = $("[data-testid=jobs]");
 const ACTIVE = new Set(["queued", "starting", "running"]);
-let awaited = null; // the input key just uploaded, until its job is listed
+// The upload just made ({key, since}), until its job has finished or the chain is found broken.
+let awaited = null;
 
 function cell(row, text, className) {
   const td = row.insertCell();
@@ -173,10 +174,25 @@ async function showJobs() {
     }
   }
   jobsTable.hidden = jobs.length === 0;
-  if (awaited && jobs.some((job) => job.input_key === awaited)) awaited = null;
+  if (awaited) await checkAwaited().catch(() => {});
   // Often while a job is on its way (or the one just uploaded isn't listed yet), else now and then.
   const busy = awaited || jobs.some((job) => ACTIVE.has(job.state));
   setTimeout(showJobs, busy ? 2000 : 15000);
+}
+
+// Never a silent wait: when a function keeps failing on the upload, or no job is recorded for it,
+// the server says why (GET uploads/status), and the page shows it.
+async function checkAwaited() {
+  const query = new URLSearchParams({ key: awaited.key, since: String(awaited.since) });
+  const response = await fetch(`uploads/status?${query}`);
+  if (!response.ok) return;
+  const status = await response.json();
+  if (status.broken) {
+    say(`Its job is not coming: ${status.broken}`, true, batchStatus);
+    awaited = null;
+  } else if (status.state && !ACTIVE.has(status.state)) {
+    awaited = null;
+  }
 }
 
 uploadForm.addEventListener("submit", async (event) => {
@@ -255,7 +271,7 @@ async function startBatch() {
   uploadForm.hidden = false;
   if (new URLSearchParams(location.search).has("uploaded")) {
     const key = new URLSearchParams(location.search).get("key") || "";
-    awaited = key;
+    awaited = { key, since: Date.now() / 1000 - 30 }; // S3 sent the browser back as it stored the file
     say(`Uploaded ${key.replace(/^uploads\//, "")}: its job is below.`, false, batchStatus);
     history.replaceState(null, "", location.pathname);
   }

@@ -20,13 +20,14 @@ from typing import Any
 
 from sumpipe import keys, options
 from sumpipe.aws import client
+from sumpipe.flow import chain
 from sumpipe.ledger import DynamoLedger, Job, Ledger
 from sumpipe.local import motoserver, stack
 from sumpipe.ops.commands import local
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEMO_SAMPLE = REPO_ROOT / "tests" / "data" / "reviews_sample.csv"
-FUNCTIONS = {"trigger": "TriggerFunctionName", "worker": "WorkerFunctionName", "stop_ec2": "StopFunctionName"}
+FUNCTIONS = chain.FUNCTION_OUTPUTS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +41,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     submit.add_argument(
         "--timeout", type=float, default=1800.0, help="seconds to wait (default: %(default)s)"
     )
+    submit.add_argument(
+        "--record-timeout",
+        type=float,
+        default=chain.Policy.record_timeout_s,
+        metavar="S",
+        help="give up when no job is recorded this long after the upload, or a function keeps failing "
+        "on it with no progress this long (default: %(default)s)",
+    )
     _job_option_arguments(submit)
     _stack_argument(submit)
     submit.set_defaults(func=run_submit)
@@ -49,8 +58,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _stack_argument(jobs)
     jobs.set_defaults(func=run_jobs)
 
-    logs = subparsers.add_parser("logs", help="a job's log lines from every step, in time order")
-    logs.add_argument("job_id", metavar="JOB")
+    logs = subparsers.add_parser(
+        "logs", help="a job's log lines from every step, in time order (or a function's recent lines)"
+    )
+    logs.add_argument("job_id", metavar="JOB", nargs="?")
+    logs.add_argument(
+        "--function", choices=chain.FUNCTIONS, help="instead of a job's lines: this function's recent lines"
+    )
+    logs.add_argument(
+        "--minutes", type=float, default=60.0, help="with --function: how far back (default: %(default)s)"
+    )
     logs.add_argument("--json", action="store_true", help="the raw JSON lines")
     _stack_argument(logs)
     logs.set_defaults(func=run_logs)
@@ -175,6 +192,10 @@ class Submitted:
     version: str
     uploaded_at: float
 
+    @property
+    def upload(self) -> chain.Upload:
+        return chain.Upload(self.key, self.job_id, self.uploaded_at)
+
 
 def submit_file(
     target: Stack, path: Path, key: str | None = None, job_options: options.JobOptions | None = None
@@ -190,12 +211,26 @@ def submit_file(
     return Submitted(keys.job_id(target.input_bucket, key, version), key, version, uploaded_at)
 
 
-def wait_for_job(target: Stack, job_id: str, timeout_s: float, on_state: Any = None) -> Job:
-    """Polls the ledger until the job is succeeded/failed; TimeoutError after `timeout_s`."""
+def wait_for_job(
+    target: Stack,
+    job_id: str,
+    timeout_s: float,
+    on_state: Any = None,
+    *,
+    upload: chain.Upload | None = None,
+    policy: chain.Policy | None = None,
+    on_failure: Any = None,
+) -> Job:
+    """Polls the ledger until the job is succeeded/failed; TimeoutError after `timeout_s`. With the
+    `upload`, also watches the chain for it (sumpipe.flow.chain): chain.ChainBroken, naming the
+    failing function and its last error, as soon as the policy says the job won't come;
+    `on_failure(failures)` hears of each new failure meanwhile."""
     ledger = target.ledger()
     deadline = time.monotonic() + timeout_s
     last_state = None
     interval = 0.05
+    next_check = time.monotonic() + 1.0
+    seen_failures = 0
     while True:
         job = ledger.get_job(job_id)
         if job is not None and job.state != last_state:
@@ -204,10 +239,39 @@ def wait_for_job(target: Stack, job_id: str, timeout_s: float, on_state: Any = N
                 on_state(job)
         if job is not None and job.terminal:
             return job
+        if upload is not None and time.monotonic() >= next_check:
+            broken, failures = chain.check(
+                client("logs"),
+                chain.stack_function_names(target.outputs),
+                upload,
+                job,
+                time.time(),
+                sqs=client("sqs"),
+                dead_letter_queues=chain.stack_dead_letter_queues(target.outputs),
+                policy=policy or chain.Policy(),
+            )
+            count = sum(f.count for f in failures)
+            if count > seen_failures and on_failure is not None:
+                on_failure(failures)
+            seen_failures = max(seen_failures, count)
+            if broken is not None:
+                raise chain.ChainBroken(broken)
+            next_check = time.monotonic() + CHAIN_CHECK_INTERVAL_S
         if time.monotonic() > deadline:
             raise TimeoutError(f"job {job_id} still {last_state or 'not recorded'} after {timeout_s:.0f}s")
         time.sleep(interval)
         interval = min(interval * 1.5, 1.0)
+
+
+# Each look at the chain reads three log groups (and peeks at three queues): not at every poll.
+CHAIN_CHECK_INTERVAL_S = 2.0
+
+
+def _print_failure(failures: list[chain.Failures]) -> None:
+    latest = max(failures, key=lambda f: f.at[-1])
+    times = "once" if latest.count == 1 else f"{latest.count} times"
+    print(f"  {_clock(latest.at[-1])}  {latest.function} failed ({times} so far): {shown(latest.error)}",
+          file=sys.stderr)  # fmt: skip
 
 
 def output_object(target: Stack, job_id: str, name: str) -> bytes:
@@ -228,12 +292,19 @@ def run_submit(args: argparse.Namespace) -> int:
     if not (args.wait or args.output):
         print(f"follow it with: sumpipe jobs   /   sumpipe logs {submitted.job_id}")
         return 0
-    job = wait_for_job(
-        target,
-        submitted.job_id,
-        args.timeout,
-        on_state=lambda j: print(f"  {_clock(time.time())}  {j.state}", file=sys.stderr),
-    )
+    try:
+        job = wait_for_job(
+            target,
+            submitted.job_id,
+            args.timeout,
+            on_state=lambda j: print(f"  {_clock(time.time())}  {j.state}", file=sys.stderr),
+            upload=submitted.upload,
+            policy=chain.Policy(record_timeout_s=args.record_timeout, stall_s=args.record_timeout),
+            on_failure=_print_failure,
+        )
+    except chain.ChainBroken as broken:
+        print(f"sumpipe submit: {shown(broken)}", file=sys.stderr)
+        return 1
     return report_outcome(target, job, args.output or Path(f"{args.file.stem}.{chosen.summary_name}"))
 
 
@@ -357,7 +428,38 @@ def format_line(line: LogLine) -> str:
     return shown(text)
 
 
+def function_log_lines(target: Stack, function: str, since: float) -> list[LogLine]:
+    """A function's lines since `since` (epoch seconds), every job's and none."""
+    logs = client("logs")
+    group = chain.log_group(target.outputs[FUNCTIONS[function]])
+    kwargs: dict[str, Any] = {"logGroupName": group, "startTime": int(since * 1000)}
+    lines = []
+    try:
+        while True:
+            page = logs.filter_log_events(**kwargs)
+            for event in page.get("events", []):
+                record = _json_or_none(event["message"]) or {"message": event["message"]}
+                lines.append(LogLine(event["timestamp"] / 1000, function, record))
+            if not page.get("nextToken"):
+                break
+            kwargs["nextToken"] = page["nextToken"]
+    except logs.exceptions.ResourceNotFoundException:
+        pass
+    return sorted(lines, key=lambda line: line.at)
+
+
 def run_logs(args: argparse.Namespace) -> int:
+    if (args.job_id is None) == (args.function is None):
+        print("sumpipe logs: error: name a JOB, or a function with --function", file=sys.stderr)
+        return 2
+    if args.function is not None:
+        lines = function_log_lines(_target(args), args.function, time.time() - args.minutes * 60)
+        if not lines:
+            print(f"no log lines from {args.function} in the last {args.minutes:g} minutes", file=sys.stderr)
+            return 1
+        for line in lines:
+            print(json.dumps({"source": line.source, **line.record}) if args.json else format_line(line))
+        return 0
     lines = job_log_lines(_target(args), args.job_id)
     if not lines:
         print(f"no log lines for {args.job_id} (yet)", file=sys.stderr)
@@ -424,7 +526,15 @@ def run_demo(args: argparse.Namespace) -> int:
         target = resolve_stack(None)
         print(f"submitting {args.file.name} ({args.file.stat().st_size / 1024:.0f} KiB)...")
         submitted = submit_file(target, args.file)
-        job = wait_for_job(target, submitted.job_id, 600)
+        try:
+            job = wait_for_job(
+                target, submitted.job_id, 600, upload=submitted.upload, on_failure=_print_failure
+            )
+        except chain.ChainBroken as broken:
+            print(f"sumpipe demo: {shown(broken)}", file=sys.stderr)
+            if started_stack and not args.keep:
+                print("(to look closer, run it again with --keep: the stack then stays up)", file=sys.stderr)
+            return 1
         lines = wait_for_log(target, job.job_id, "instance stopped", 10)
         print(f"\ntimeline of job {job.job_id} (seconds after the upload):")
         for offset, label in timeline(lines, submitted.uploaded_at):
