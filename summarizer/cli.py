@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input-format", choices=FORMATS, help="override the format guessed for INPUT")
     parser.add_argument("--output-format", choices=FORMATS, help="override the format guessed for OUTPUT")
     parser.add_argument(
+        "--raw-csv",
+        action="store_true",
+        help="CSV output cells exactly as they are, for programs: no ' before text a spreadsheet would "
+        "run as a formula (default: neutralized; ids and group keys only when they could execute)",
+    )
+    parser.add_argument(
         "--sep",
         type=_delimiter,
         metavar="CHAR",
@@ -304,7 +310,14 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, stderr: Tex
         options = replace(options, stars_column=DEFAULT_STARS_COLUMN)
     try:
         check_columns(reader.columns, options)
-        writer = TableWriter(args.output, output_format, output_schema(options), stdout=stdout)
+        writer = TableWriter(
+            args.output,
+            output_format,
+            output_schema(options),
+            stdout=stdout,
+            identifier_columns=[options.group_by if options.group_by is not None else schema.ID],
+            spreadsheet_safe=not args.raw_csv,
+        )
         bar = None if args.quiet else _progress_bar(reader, args.progress, stderr)
         sample = open(args.sample, "w", encoding="utf-8") if args.sample else None  # noqa: SIM115
         try:

@@ -29,7 +29,7 @@ import re
 import secrets
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -39,6 +39,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from summarizer.csv_safety import neutralize_formula
 
 FORMATS = ("csv", "jsonl", "parquet")
 EXTENSIONS = {
@@ -787,17 +789,6 @@ def _spool(stream: _PeekableStream) -> BinaryIO:
 
 # ---- Writers -----------------------------------------------------------------------------------
 
-# OWASP CSV injection: a spreadsheet treats a cell starting with one of these as a formula.
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def neutralize_formula(text: str) -> str:
-    """Prefix a cell that a spreadsheet would run as a formula with a single quote.
-
-    Only the first character matters; text that merely contains the characters is untouched.
-    """
-    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
-
 
 def _csv_field(text: str, quote: bool) -> str:
     """`text` as one CSV field, exactly as the csv module writes it with "\\n" line ends:
@@ -830,14 +821,29 @@ Columns = dict[str, list[object]]
 
 
 class TableWriter:
-    """Appends chunks of rows with fixed columns to a CSV, JSON Lines or Parquet output."""
+    """Appends chunks of rows with fixed columns to a CSV, JSON Lines or Parquet output.
 
-    def __init__(self, path: str, fmt: str, schema: pa.Schema, stdout: BinaryIO | None = None) -> None:
+    CSV cells a spreadsheet would run are neutralized (summarizer.csv_safety), the
+    `identifier_columns` only when they could execute, so ids join back to the input; with
+    `spreadsheet_safe` False CSV cells are written as they are. JSON Lines and Parquet never change.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        fmt: str,
+        schema: pa.Schema,
+        stdout: BinaryIO | None = None,
+        identifier_columns: Collection[str] = (),
+        spreadsheet_safe: bool = True,
+    ) -> None:
         if fmt not in FORMATS:
             raise InputError(f"unknown output format {fmt!r}; use one of {', '.join(FORMATS)}")
         self.format = fmt
         self.schema = schema
         self._text_columns = [column.name for column in schema if pa.types.is_string(column.type)]
+        self._spreadsheet_safe = spreadsheet_safe
+        self._identifier_columns = frozenset(identifier_columns)
         self._final_path: str | None = None
         if path == STDIO:
             self._out: BinaryIO = stdout if stdout is not None else sys.stdout.buffer
@@ -857,7 +863,9 @@ class TableWriter:
             self._final_path = path
         self._parquet: pq.ParquetWriter | None = None
         if fmt == "csv":
-            self._write_csv([[_csv_field(name, quote=False) for name in schema.names]])
+            # Column names are identifiers too: the group key's is the input's own.
+            header = self._cells(schema.names, identifier=True)
+            self._write_csv([[_csv_field(name, quote="\r" in name) for name in header]])
         elif fmt == "parquet":
             self._parquet = pq.ParquetWriter(self._out, schema)
 
@@ -866,7 +874,8 @@ class TableWriter:
         names = self.schema.names
         if self.format == "csv":
             texts = [
-                [neutralize_formula(str(value)) for value in columns[name]] for name in self._text_columns
+                self._cells(columns[name], identifier=name in self._identifier_columns)
+                for name in self._text_columns
             ]
             # A bare "\r" (possible in ids and group keys) is not a line break to the csv module
             # and would go out unquoted, splitting the row for many readers. The rare chunk
@@ -885,6 +894,11 @@ class TableWriter:
             assert self._parquet is not None
             table = pa.Table.from_pydict({name: columns[name] for name in names}, schema=self.schema)
             self._parquet.write_table(table)
+
+    def _cells(self, values: Iterable[object], identifier: bool) -> list[str]:
+        if not self._spreadsheet_safe:
+            return [str(value) for value in values]
+        return [neutralize_formula(str(value), identifier=identifier) for value in values]
 
     def _write_csv(self, rows: Iterable[Iterable[object]]) -> None:
         text = "".join([",".join(map(str, row)) + "\n" for row in rows])

@@ -147,6 +147,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object], str]] = {
     "themes": ("themes", _true_or_false, "true or false"),
     "format": ("format", str, ""),
 }
+OPTION_NAMES = tuple(_PARSERS)
 
 
 def from_strings(values: Mapping[str, str]) -> JobOptions:

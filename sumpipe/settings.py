@@ -63,13 +63,44 @@ class Settings(BaseSettings):
     # SQLite file (`sumpipe serve`; relative to its working directory).
     feedback_table: str = ""
     feedback_db: str = ".sumpipe/feedback.sqlite3"
+    # The feedback store's quotas (sumpipe/feedback/quota.py), so one client can't grow it without
+    # bound. A decision's text fields in UTF-8 bytes: a 100,000-character text with its summary
+    # fits, and every decision stays under DynamoDB's 400 KB item limit.
+    feedback_max_decision_bytes: int = 300_000
+    # Decisions one reviewer (the name the page sends; unnamed ones share a quota) may record in a
+    # minute (UTC): a reviewer clicking through a job's rows makes a few.
+    feedback_decisions_per_minute: int = 60
+    # Where browsers reach the review page (the API's own address). Redirects are built from it,
+    # never from a request's Host header, and its origin may send the page's state-changing requests
+    # (POST /feedback, /uploads). `sumpipe serve` sets it from --host/--port; the template, to the
+    # HTTP API's URL.
+    public_url: str = "http://127.0.0.1:8080/"
+    # Other origins whose pages may POST to the API (JSON lists: '["https://review.example.com"]').
+    allowed_origins: tuple[str, ...] = ()
+    # Host header values the server answers besides public_url's host (and, when that is a loopback
+    # name, the other loopback names): a request for any other host is a DNS-rebinding attempt.
+    allowed_hosts: tuple[str, ...] = ()
+    # GET /docs (Swagger UI from the package's files). Off in the Lambda, whose layer lacks them.
+    api_docs: bool = True
 
 
 # Settings only a worker instance has (its runner.env, from deploy/bootstrap.sh); the functions'
 # environment in the template holds every other one.
 INSTANCE_SETTINGS = frozenset({"shutdown_scheduler"})
-# Settings only the API (its function, or `sumpipe serve`) uses: where the review page's decisions go.
-API_SETTINGS = frozenset({"feedback_table", "feedback_db"})
+# Settings only the API (its function, or `sumpipe serve`) uses: where the review page's decisions
+# go, and whom it answers.
+API_SETTINGS = frozenset(
+    {
+        "feedback_table",
+        "feedback_db",
+        "feedback_max_decision_bytes",
+        "feedback_decisions_per_minute",
+        "public_url",
+        "allowed_origins",
+        "allowed_hosts",
+        "api_docs",
+    }
+)
 
 
 @lru_cache(maxsize=1)

@@ -9,8 +9,10 @@ One ASGI application serves every path: `sumpipe serve` runs it under uvicorn, a
 Lambda (`lambdas/api/handler.py`) wraps the same object with Mangum. The summarizer runs in the
 request path; the word vectors are memory-mapped and loaded once per process.
 
-Bodies are read and checked by sumpipe/api/bodies.py: bad input is a 400 or 413 that names the
-problem, never a 422 or a 500.
+Bodies are read and checked by sumpipe/api/bodies.py: bad input is a 400 (413 for a body over the
+size limit) that names the problem, never a 422 or a 500. Hosts, origins and the headers every
+response carries are sumpipe/api/security.py's; every status a route returns is in the OpenAPI
+document (tests/functional/test_openapi_conformance.py fuzzes the server against it).
 """
 
 from __future__ import annotations
@@ -24,19 +26,32 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 import glove
 from summarizer import Budget, Summarizer
 from summarizer.engine import METHODS, Method
 from summarizer.split import split_sentences
-from sumpipe.api import batch
+from sumpipe.api import batch, docs
 from sumpipe.api.bodies import MAX_BODY_BYTES, parse_body
-from sumpipe.feedback import CORRECT, Decision, FeedbackStore, export_rows, open_store
+from sumpipe.api.openapi import ERROR_RESPONSES, document, request_validation_error
+from sumpipe.api.security import SecurityMiddleware, require_json_from_own_origin
+from sumpipe.feedback import (
+    CORRECT,
+    Decision,
+    DecisionIdReused,
+    DecisionRefused,
+    DecisionTooLarge,
+    FeedbackStore,
+    TooManyDecisions,
+    export_rows,
+    open_store,
+)
 from sumpipe.settings import Settings, get_settings
 
 MAX_TEXT_CHARS = 100_000
@@ -47,18 +62,41 @@ MAX_REASON_CHARS = 2000
 INLINE_MAX_CHARS = 10_000
 
 
+def _whole_float_as_int(value: object) -> object:
+    # JSON Schema's "integer" includes 2.0; strict pydantic would refuse it (and still refuses 2.5,
+    # "2" and true).
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+SentenceCount = Annotated[int, Field(ge=1, le=MAX_SENTENCES), BeforeValidator(_whole_float_as_int)]
+
+
 class SummarizeRequest(BaseModel):
     """Exactly one of `text` / `texts`; at most one of `sentences` / `ratio` (neither: the default budget)."""
 
     # strict: "3" is not a sentence count and true is not a number; unknown fields are typos, refused.
-    model_config = ConfigDict(strict=True, extra="forbid")
+    # The schema says what the validator below checks: one non-null input, not both budgets.
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["text"], "properties": {"text": {"type": "string"}}},
+                {"required": ["texts"], "properties": {"texts": {"type": "array"}}},
+            ],
+            "not": {
+                "required": ["sentences", "ratio"],
+                "properties": {"sentences": {"type": "integer"}, "ratio": {"type": "number"}},
+            },
+        },
+    )
 
     text: str | None = Field(None, max_length=MAX_TEXT_CHARS, description="One text to summarize.")
     texts: list[Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]] | None = Field(
         None, min_length=1, max_length=MAX_TEXTS, description="Several texts, summarized as one batch."
     )
     method: Method | None = Field(None, description="Default: $SUMPIPE_SUMMARIZER_METHOD, else default.")
-    sentences: int | None = Field(None, ge=1, le=MAX_SENTENCES, description="Sentences per summary.")
+    sentences: SentenceCount | None = Field(None, description="Sentences per summary.")
     ratio: float | None = Field(None, gt=0, le=1, description="Fraction of the input's sentences to keep.")
     with_input_sentences: bool = Field(
         False, description="Also answer every sentence of the input (`input_sentences`), for the page."
@@ -92,7 +130,21 @@ class BatchOut(BaseModel):
 class FeedbackIn(BaseModel):
     """A reviewer's decision on a summary they were shown (the page sends it)."""
 
-    model_config = ConfigDict(strict=True, extra="forbid")
+    # The schema says what the validator below checks: "correct" needs a correction with a
+    # non-blank character, the other decisions none. (A correction equal to the summary shown is
+    # the page's to stop, as it does: JSON Schema can't compare two fields, so the API takes it.)
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        json_schema_extra={
+            "if": {"required": ["decision"], "properties": {"decision": {"const": "correct"}}},
+            "then": {
+                "required": ["corrected_summary"],
+                "properties": {"corrected_summary": {"pattern": r"\S"}},
+            },
+            "else": {"properties": {"corrected_summary": {"maxLength": 0}}},
+        },
+    )
 
     decision_id: str | None = Field(
         None,
@@ -116,8 +168,6 @@ class FeedbackIn(BaseModel):
         if self.decision == CORRECT:
             if not self.corrected_summary.strip():
                 raise ValueError('decision "correct" needs a corrected_summary')
-            if self.corrected_summary.strip() == self.summary_shown.strip():
-                raise ValueError("corrected_summary is the summary shown: nothing was corrected")
         elif self.corrected_summary:
             raise ValueError('corrected_summary is only for decision "correct"')
         return self
@@ -203,7 +253,13 @@ app = FastAPI(
     version="1",
     summary="Extractive summaries (GloVe sentence embeddings, nearest-to-centroid sentences).",
     lifespan=_lifespan,
+    # /docs is sumpipe/api/docs.py's (Swagger UI from the package, not a CDN); no ReDoc.
+    docs_url=None,
+    redoc_url=None,
 )
+app.add_middleware(SecurityMiddleware)
+app.add_exception_handler(RequestValidationError, request_validation_error)
+app.openapi = lambda: document(app)  # type: ignore[method-assign]
 
 
 @app.exception_handler(Exception)
@@ -228,11 +284,12 @@ def health() -> HealthOut:
         }
     },
     responses={
-        400: {"description": "Malformed body: not UTF-8, not JSON, wrong types, unknown fields."},
-        413: {
-            "description": f"Body over {MAX_BODY_BYTES} bytes, a text over {MAX_TEXT_CHARS} "
-            f"characters, or more than {MAX_TEXTS} texts."
+        400: {
+            **ERROR_RESPONSES[400],
+            "description": "Malformed body: not UTF-8, not JSON, wrong types, unknown fields, a text "
+            f"over {MAX_TEXT_CHARS} characters, more than {MAX_TEXTS} texts.",
         },
+        413: {**ERROR_RESPONSES[413], "description": f"Body over {MAX_BODY_BYTES} bytes."},
     },
 )
 async def summarize(request: Request) -> SummaryOut | BatchOut:
@@ -263,6 +320,7 @@ PAGE_HEADERS = {
 }
 app.mount("/static", StaticFiles(directory=STATIC), name="static")
 app.include_router(batch.router)
+app.include_router(docs.router)
 
 
 @app.get("/", include_in_schema=False)
@@ -288,10 +346,27 @@ def text_id_of(text: str) -> str:
 @app.post(
     "/feedback",
     status_code=201,
+    dependencies=[Depends(require_json_from_own_origin)],
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": FEEDBACK_SCHEMA}}}
     },
-    responses={200: {"model": FeedbackOut, "description": "Already recorded (a retry): nothing written."}},
+    responses={
+        200: {"model": FeedbackOut, "description": "Already recorded (a retry): nothing written."},
+        **{status: ERROR_RESPONSES[status] for status in (400, 403, 415)},
+        # The store's refusals (sumpipe/feedback/quota.py), mapped by _refusal below.
+        409: {**ERROR_RESPONSES[400], "description": "The decision_id was recorded with another decision."},
+        413: {
+            **ERROR_RESPONSES[413],
+            "description": "The body is over the size limit, or the decision over the store's "
+            "(settings.feedback_max_decision_bytes).",
+        },
+        429: {
+            **ERROR_RESPONSES[400],
+            "description": "The reviewer recorded settings.feedback_decisions_per_minute decisions "
+            "this minute; Retry-After says when to try again.",
+            "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+        },
+    },
 )
 async def feedback(request: Request) -> Any:
     """Record a reviewer's decision: approve, correct (with the corrected summary) or reject."""
@@ -309,14 +384,27 @@ async def feedback(request: Request) -> Any:
         job_id=parsed.job_id,
         **({"decision_id": parsed.decision_id} if parsed.decision_id else {}),
     )
-    recorded = await run_in_threadpool(feedback_store().record, decision)
+    try:
+        recorded = await run_in_threadpool(feedback_store().record, decision)
+    except DecisionRefused as refused:
+        return _refusal(refused)
     answer = FeedbackOut(decision_id=decision.decision_id, recorded=recorded)
     return answer if recorded else JSONResponse(answer.model_dump(), status_code=200)
 
 
+def _refusal(refused: DecisionRefused) -> JSONResponse:
+    """A decision the store refused, as the HTTP status that says why."""
+    if isinstance(refused, TooManyDecisions):
+        headers = {"Retry-After": str(refused.retry_after)}
+        return JSONResponse({"detail": str(refused)}, status_code=429, headers=headers)
+    status = {DecisionTooLarge: 413, DecisionIdReused: 409}[type(refused)]
+    return JSONResponse({"detail": str(refused)}, status_code=status)
+
+
 @app.get("/feedback.csv", response_class=StreamingResponse)
 def feedback_export() -> StreamingResponse:
-    """Every decision as CSV (EXPORT_COLUMNS of sumpipe/feedback/base.py), oldest first."""
+    """Every decision as CSV (sumpipe/feedback/export.py), oldest first; cells a spreadsheet
+    would run are neutralized, ids kept exact unless they could execute."""
     return StreamingResponse(
         export_rows(feedback_store().decisions()),
         media_type="text/csv; charset=utf-8",

@@ -16,12 +16,15 @@ import time
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from sumpipe import keys, options
 from sumpipe.api.bodies import parse_body
+from sumpipe.api.filenames import attachment
+from sumpipe.api.openapi import ERROR_RESPONSES
+from sumpipe.api.security import require_json_from_own_origin
 from sumpipe.flow import chain
 from sumpipe.settings import Settings, get_settings
 
@@ -37,6 +40,15 @@ MAX_JOBS_LISTED = 200
 # treat specially. The job's summary is named after it.
 FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ ()+-]{0,199}")
 INPUT_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".json", ".parquet")
+# FILENAME and INPUT_SUFFIXES as one JSON Schema pattern (ECMA regex: no inline flags, so each
+# suffix's letters are spelled in both cases), for the OpenAPI document.
+FILENAME_PATTERN = (
+    r"^[A-Za-z0-9][A-Za-z0-9._ ()+-]*\.("
+    + "|".join("".join(f"[{c.lower()}{c.upper()}]" for c in suffix[1:]) for suffix in INPUT_SUFFIXES)
+    + ")$"
+)
+# Every job route answers 503 without a stack.
+NEEDS_STACK = {503: ERROR_RESPONSES[503]}
 
 
 def batch_enabled(settings: Settings) -> bool:
@@ -78,8 +90,18 @@ class UploadIn(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    filename: str = Field(max_length=200)
-    options: dict[str, str] = Field(default_factory=dict, max_length=10)
+    filename: str = Field(
+        max_length=200,
+        json_schema_extra={"pattern": FILENAME_PATTERN},
+        description="A bare file name of letters, digits, spaces and . _ - ( ) + ending in a table's suffix.",
+    )
+    options: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=10,
+        json_schema_extra={"propertyNames": {"enum": list(options.OPTION_NAMES)}},
+        description="Checked as `sumpipe submit` checks them (sumpipe/options.py): a bad one is a "
+        "400 naming it.",
+    )
 
 
 UPLOAD_SCHEMA = UploadIn.model_json_schema()
@@ -146,9 +168,11 @@ def input_key_for(filename: str) -> str:
 
 @router.post(
     "/uploads",
+    dependencies=[Depends(require_json_from_own_origin)],
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": UPLOAD_SCHEMA}}}
     },
+    responses={status: ERROR_RESPONSES[status] for status in (400, 403, 413, 415, 503)},
 )
 async def upload(request: Request) -> UploadOut:
     """A presigned POST for one upload to the input bucket, with the job options as its metadata
@@ -160,7 +184,8 @@ async def upload(request: Request) -> UploadOut:
         metadata = options.from_strings(body.options).as_metadata()
     except options.OptionError as error:
         raise HTTPException(400, str(error)) from None
-    back = str(request.url_for("page")) + "?uploaded=1"
+    # Back to the page's configured address: the Host header is the client's to choose.
+    back = settings.public_url.rstrip("/") + "/?uploaded=1"
     fields = {"success_action_redirect": back, **{f"x-amz-meta-{k}": v for k, v in metadata.items()}}
     conditions: list[Any] = [{name: value} for name, value in fields.items()]
     conditions.append(["content-length-range", 1, settings.max_input_bytes])
@@ -200,7 +225,7 @@ class UploadStatusOut(BaseModel):
     )
 
 
-@router.get("/uploads/status")
+@router.get("/uploads/status", responses=NEEDS_STACK)
 def upload_status(key: str, since: float) -> UploadStatusOut:
     """The job of the upload of `key` made at `since` (epoch seconds, about), and whether the
     chain is broken for it."""
@@ -225,7 +250,7 @@ def upload_status(key: str, since: float) -> UploadStatusOut:
     )
 
 
-@router.get("/jobs")
+@router.get("/jobs", responses=NEEDS_STACK)
 def jobs() -> list[JobOut]:
     """The most recent jobs first, at most MAX_JOBS_LISTED."""
     settings = _require_batch()
@@ -253,7 +278,7 @@ def summary_positions(sentences: list[str], summary: str) -> list[int]:
     return positions
 
 
-@router.get("/jobs/{job_id}/rows")
+@router.get("/jobs/{job_id}/rows", responses={404: ERROR_RESPONSES[404], **NEEDS_STACK})
 def rows(job_id: str) -> RowsOut:
     """The job's review sample (the runner's `summarize --sample`): its first rows, each with its
     text's sentences and which of them the summary is."""
@@ -277,7 +302,12 @@ def rows(job_id: str) -> RowsOut:
     return RowsOut(job_id=job_id, method=method, rows=found)
 
 
-@router.get("/jobs/{job_id}/summary", response_class=RedirectResponse, status_code=303)
+@router.get(
+    "/jobs/{job_id}/summary",
+    response_class=RedirectResponse,
+    status_code=303,
+    responses={404: ERROR_RESPONSES[404], **NEEDS_STACK},
+)
 def summary(job_id: str) -> RedirectResponse:
     """303 to a short-lived presigned GET of the job's summary, named after its input."""
     settings = _require_batch()
@@ -289,7 +319,7 @@ def summary(job_id: str) -> RedirectResponse:
         Params={
             "Bucket": settings.output_bucket,
             "Key": keys.output_key(job_id, name),
-            "ResponseContentDisposition": f'attachment; filename="{download}"',
+            "ResponseContentDisposition": attachment(download),
         },
         ExpiresIn=DOWNLOAD_EXPIRES_S,
     )

@@ -1,4 +1,5 @@
-"""Stakeholders' decisions on summaries: the contract (base) and its backends (sqlite, dynamodb)."""
+"""Stakeholders' decisions on summaries: the contract (base), its quotas (quota), its backends
+(sqlite, dynamodb) and the CSV export (export)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,28 @@ from sumpipe.feedback.base import (
     EXPORT_COLUMNS,
     REJECT,
     Decision,
+    DecisionIdReused,
+    DecisionRefused,
+    DecisionTooLarge,
     FeedbackStore,
-    export_rows,
+    TooManyDecisions,
 )
+from sumpipe.feedback.export import export_rows
+from sumpipe.feedback.quota import FeedbackLimits
 from sumpipe.feedback.sqlite import SqliteFeedbackStore
 from sumpipe.settings import Settings
 
 
 def open_store(settings: Settings) -> FeedbackStore:
     """The stack's table when the settings name one (deployed), else the SQLite file."""
+    limits = FeedbackLimits.from_settings(settings)
     if settings.feedback_table:
         # Imported here: boto3 costs the API's cold start a few hundred ms, and only this needs it.
         from sumpipe import aws
         from sumpipe.feedback.dynamodb import DynamoFeedbackStore
 
-        return DynamoFeedbackStore(aws.client("dynamodb"), settings.feedback_table)
-    return SqliteFeedbackStore(settings.feedback_db)
+        return DynamoFeedbackStore(aws.client("dynamodb"), settings.feedback_table, limits)
+    return SqliteFeedbackStore(settings.feedback_db, limits)
 
 
 __all__ = [
@@ -34,8 +41,13 @@ __all__ = [
     "EXPORT_COLUMNS",
     "REJECT",
     "Decision",
+    "DecisionIdReused",
+    "DecisionRefused",
+    "DecisionTooLarge",
+    "FeedbackLimits",
     "FeedbackStore",
     "SqliteFeedbackStore",
+    "TooManyDecisions",
     "export_rows",
     "open_store",
 ]

@@ -3,7 +3,10 @@
 A decision is one row, never changed once written: two reviewers deciding on the same text at
 the same time write two rows, and the export has both (no read-modify-write, so nothing to lose).
 Each decision carries an id the page makes when the reviewer clicks; recording it again (a retried
-request) is answered as already recorded, not written twice.
+request) is answered as already recorded, not written twice. The same id with a different decision
+is refused: a reused id, not a retry.
+
+Every store enforces the same quotas (sumpipe/feedback/quota.py), checked and written atomically.
 
 Backends (like the ledger's): `SqliteFeedbackStore`, a file, the default for `sumpipe serve`, and
 `DynamoFeedbackStore`, the stack's table when deployed. The same contract tests run against both.
@@ -11,12 +14,9 @@ Backends (like the ledger's): `SqliteFeedbackStore`, a file, the default for `su
 
 from __future__ import annotations
 
-import csv
-import io
 import uuid
-from collections.abc import Iterable, Iterator
-from dataclasses import astuple, dataclass, field, fields
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, replace
 from typing import Protocol
 
 APPROVE, CORRECT, REJECT = "approve", "correct", "reject"
@@ -42,33 +42,45 @@ class Decision:
 EXPORT_COLUMNS = tuple(f.name for f in fields(Decision))
 
 
+def is_retry(recorded: Decision, decision: Decision) -> bool:
+    """`decision` is `recorded` sent again: everything but the time (stamped per request) equal."""
+    return replace(decision, time=recorded.time) == recorded
+
+
+class DecisionRefused(Exception):
+    """`FeedbackStore.record` wrote nothing; the message says why, in one line for the reviewer."""
+
+
+class DecisionIdReused(DecisionRefused):
+    def __init__(self, decision_id: str) -> None:
+        super().__init__(f"decision_id {decision_id} was already recorded with a different decision")
+
+
+class DecisionTooLarge(DecisionRefused):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"the decision's text fields are {size:,} bytes (UTF-8), over the limit of {limit:,} "
+            "bytes per decision (feedback_max_decision_bytes)"
+        )
+
+
+class TooManyDecisions(DecisionRefused):
+    def __init__(self, reviewer: str, limit: int, retry_after: int) -> None:
+        who = f"reviewer {reviewer!r}" if reviewer else "reviewers without a name"
+        super().__init__(
+            f"{who} recorded {limit} decisions this minute, the limit per minute "
+            f"(feedback_decisions_per_minute); try again in {retry_after} s"
+        )
+        self.retry_after = retry_after
+
+
 class FeedbackStore(Protocol):
     def record(self, decision: Decision) -> bool:
-        """Write `decision`; False when one with its id was already recorded (nothing is written)."""
+        """Write `decision`; False when this very decision was already recorded (a retry: nothing
+        is written). Raises a DecisionRefused when its id was recorded with a different decision,
+        or it is over a quota."""
         ...
 
     def decisions(self) -> Iterator[Decision]:
         """Every recorded decision, oldest first."""
         ...
-
-
-def export_rows(decisions: Iterable[Decision]) -> Iterator[str]:
-    """The CSV export, a line at a time (header first), so a large store streams."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-
-    def take() -> str:
-        line = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return line
-
-    writer.writerow(EXPORT_COLUMNS)
-    yield take()
-    for decision in decisions:
-        row = list(astuple(decision))
-        row[EXPORT_COLUMNS.index("time")] = datetime.fromtimestamp(decision.time, UTC).isoformat(
-            timespec="milliseconds"
-        )
-        writer.writerow(row)
-        yield take()

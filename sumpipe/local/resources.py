@@ -251,7 +251,7 @@ def build_local_artifacts(
     if "WheelhouseKey" not in parameters:
         progress("downloading the workers' dependencies (the wheelhouse the image is baked from)")
         files["WheelhouseKey"] = package.build_wheelhouse(
-            out_dir / "wheelhouse", parameters["WorkerPython"], platform=None
+            out_dir / "wheelhouse", parameters["WorkerPython"], platforms=()
         )
     return files
 

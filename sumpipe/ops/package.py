@@ -42,11 +42,20 @@ from sumpipe.ops import lock
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PIPELINE_FUNCTIONS = ("trigger", "worker", "stop_ec2")
 LAMBDA_PYTHON_VERSION = "3.12"
-LAMBDA_PLATFORM = "manylinux2014_x86_64"
+# Lambda's Python 3.12 runtime and the workers both run Amazon Linux 2023: glibc 2.34 on x86_64. pip
+# takes a wheel for any of these tags (it expands none itself), so a release that ships only newer
+# manylinux wheels (numpy 2.4: manylinux_2_28) is found as well as one built for manylinux2014.
+AL2023_PLATFORMS = (
+    *(f"manylinux_2_{minor}_x86_64" for minor in range(34, 16, -1)),
+    "manylinux2014_x86_64",
+    "manylinux2010_x86_64",
+    "manylinux1_x86_64",
+)
+LAMBDA_PLATFORMS = AL2023_PLATFORMS
 # The project's packages (pyproject.toml's [tool.setuptools.packages.find] include).
 WHEEL_PACKAGES = ("glove", "summarizer", "sumpipe", "lambdas")
-# The worker instances (t3: x86_64, glibc 2.17 or newer).
-WORKER_PLATFORM = "manylinux2014_x86_64"
+# The worker instances (t3: x86_64, Amazon Linux 2023).
+WORKER_PLATFORMS = AL2023_PLATFORMS
 PIPELINE_LAYER_REQUIREMENTS = (
     "pydantic>=2.6",
     "pydantic-settings>=2.2",
@@ -67,7 +76,10 @@ SHARED_MODULES = ("__init__.py", "settings.py", "logs.py", "aws.py", "keys.py", 
 # The folders each function's zip takes besides those (sumpipe/ is split by where code runs: the
 # instance's runner, the operator's tooling and the local stack never go into a function).
 PIPELINE_FOLDERS = ("sumpipe/ledger", "sumpipe/flow")
-FUNCTION_FOLDERS = {API_FUNCTION: ("sumpipe/api", "sumpipe/feedback", "summarizer", "glove")}
+# The API's job routes read the ledger and the chain's failure lines (sumpipe.flow.chain).
+FUNCTION_FOLDERS = {
+    API_FUNCTION: ("sumpipe/api", "sumpipe/feedback", *PIPELINE_FOLDERS, "summarizer", "glove"),
+}
 # Where the GloVe layer's cache directory lands in the function (layers unpack into /opt).
 GLOVE_LAYER_DIR = "glove"
 
@@ -158,7 +170,7 @@ def build_layer(
         constraints = _write_constraints(pins, Path(tmp) / "constraints.txt")
         command = [
             sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-            "--no-compile", "--platform", LAMBDA_PLATFORM, "--implementation", "cp",
+            "--no-compile", *_platform_flags(LAMBDA_PLATFORMS), "--implementation", "cp",
             "--python-version", python_version, "--only-binary=:all:", "--target", str(site),
             "--constraint", str(constraints), *requirements,
         ]
@@ -239,6 +251,10 @@ def build_wheel(out_dir: Path, root: Path = REPO_ROOT) -> Path:
     return wheels[-1]
 
 
+def _platform_flags(platforms: Sequence[str]) -> list[str]:
+    return [flag for platform in platforms for flag in ("--platform", platform)]
+
+
 def _write_constraints(pins: dict[str, str], target: Path) -> Path:
     target.write_text("".join(f"{name}=={version}\n" for name, version in sorted(pins.items())))
     return target
@@ -263,10 +279,10 @@ def project_requirements(root: Path = REPO_ROOT) -> list[str]:
 
 
 def build_wheelhouse(
-    out_dir: Path, python_version: str, platform: str | None = WORKER_PLATFORM, root: Path = REPO_ROOT
+    out_dir: Path, python_version: str, platforms: Sequence[str] = WORKER_PLATFORMS, root: Path = REPO_ROOT
 ) -> Path:
     """wheelhouse-py<X.Y>.tar: the wheels of the project's dependencies for CPython `python_version` on
-    `platform` (None: this machine's), and requirements.txt pinning each one. Reproducible (sorted,
+    `platforms` (none: this machine's), and requirements.txt pinning each one. Reproducible (sorted,
     fixed times and owners), so an unchanged wheelhouse keeps its content-addressed S3 key."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sumpipe-wheelhouse-") as tmp, \
@@ -276,7 +292,7 @@ def build_wheelhouse(
         command = [
             sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
             "--only-binary=:all:", "--implementation", "cp", "--python-version", python_version,
-            *(["--platform", platform] if platform else []), "--dest", tmp,
+            *_platform_flags(platforms), "--dest", tmp,
             "--constraint", str(constraints), *project_requirements(root),
         ]  # fmt: skip
         result = subprocess.run(command, capture_output=True, text=True, check=False)

@@ -145,34 +145,6 @@ def test_megabyte_text_is_summarized_when_the_limit_is_lifted(
     assert out["n_sentences_out"].tolist() == ["3"]
 
 
-def test_cells_that_a_spreadsheet_would_run_are_neutralized(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    rows = [
-        {"Id": "=1+1", "Text": '=HYPERLINK("http://evil.example","click")'},
-        {"Id": "+1", "Text": "+SUM(A1:A9)"},
-        {"Id": "-2", "Text": "-2+3 is what the label says."},
-        {"Id": "@x", "Text": "@SUM(1)"},
-        {"Id": "\tt", "Text": "Fine text with = and + and @ inside."},
-        {"Id": "\rr", "Text": "Another fine text."},
-    ]
-    source = write_csv(tmp_path / "in.csv", rows)
-    assert run_main(capsys, source, "-o", tmp_path / "out.csv") == (0, "")
-    out = read_csv(tmp_path / "out.csv")
-    assert out["id"].tolist() == ["'=1+1", "'+1", "'-2", "'@x", "'\tt", "'\rr"]
-    assert out["summary"].tolist() == [
-        '\'=HYPERLINK("http://evil.example","click")',
-        "'+SUM(A1:A9)",
-        "'-2+3 is what the label says.",
-        "'@SUM(1)",
-        "Fine text with = and + and @ inside.",
-        "Another fine text.",
-    ]
-    # Only CSV is opened by spreadsheets: JSON Lines keeps the values as they are.
-    assert run_main(capsys, source, "-o", tmp_path / "out.jsonl") == (0, "")
-    assert '"id": "=1+1"' in (tmp_path / "out.jsonl").read_text()
-
-
 def test_missing_text_is_empty_and_numbers_are_text(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

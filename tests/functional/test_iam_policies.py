@@ -75,13 +75,18 @@ def test_policy_is_least_privilege(path: Path) -> None:
                     assert resource.endswith(":parameter/${AWS::StackName}/worker/known-hosts"), resource
                 elif service == "dynamodb":
                     # The job table, or (Query only) its sparse index of active jobs; the API's
-                    # feedback table, only to add decisions and export them.
+                    # feedback table, only to add decisions, export them and count each
+                    # reviewer's (UpdateItem, only of the quota counters' keys).
                     index = "${JobTable.Arn}/index/active-by-deadline"
                     table = resource == "GetAtt:JobTable.Arn"
                     feedback = resource == "GetAtt:FeedbackTable.Arn" and path.stem == "api"
                     assert table or (resource, action) == (index, "dynamodb:Query") or feedback, resource
                     if feedback:
-                        assert action in ("dynamodb:PutItem", "dynamodb:Scan"), action
+                        assert action in ("dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem"), action
+                    if feedback and action == "dynamodb:UpdateItem":
+                        assert statement["Condition"] == {
+                            "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["rate#*"]}
+                        }, sid
                 elif service == "sqs":
                     assert resource.startswith("GetAtt:") and resource.endswith("Queue.Arn"), resource
                 elif service == "logs":
@@ -117,6 +122,7 @@ def test_each_role_has_only_the_powers_its_part_needs() -> None:
     # The API: its logs, the feedback table, and what the page's batch section signs or reads.
     assert actions("api") == {
         "logs:CreateLogStream", "logs:PutLogEvents", "dynamodb:PutItem", "dynamodb:Scan", "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
         "s3:PutObject", "s3:GetObject", "logs:FilterLogEvents",
     }  # fmt: skip
 

@@ -228,7 +228,6 @@ def test_a_retried_decision_is_recorded_once(server: str) -> None:
     ("change", "words"),
     [
         ({"decision": "correct"}, "needs a corrected_summary"),
-        ({"decision": "correct", "corrected_summary": "x"}, "nothing was corrected"),
         ({"corrected_summary": "y"}, 'only for decision "correct"'),
         ({"decision": "maybe"}, "decision"),
         ({"method": "gpt"}, "method"),

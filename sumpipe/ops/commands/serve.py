@@ -40,9 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn  # deferred: `sumpipe --help` and the other commands don't need it
 
+    from sumpipe.api.server_limits import uvicorn_options
+
     # The app reads its settings in its own process (uvicorn's workers are separate processes).
     if args.feedback_db:
         os.environ["SUMPIPE_FEEDBACK_DB"] = args.feedback_db
+    os.environ.setdefault("SUMPIPE_PUBLIC_URL", public_url(args.host, args.port))
     os.environ.update(batch_settings(args))
 
     uvicorn.run(
@@ -51,8 +54,18 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         access_log=args.access_log,
+        **uvicorn_options(),
     )
     return 0
+
+
+def public_url(host: str, port: int) -> str:
+    """Where browsers reach this server, unless $SUMPIPE_PUBLIC_URL says (behind a proxy, or bound
+    to every address): the page's redirects and its allowed origin come from it, never from a
+    request's Host header."""
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 (a bind address, compared)
+        host = "127.0.0.1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
 
 def batch_settings(args: argparse.Namespace) -> dict[str, str]:
