@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
@@ -20,6 +21,11 @@ RUNNER_LOG = "runner.log.jsonl"
 SAMPLE = "sample.jsonl"
 # Output files whose creation finishes a job (the output bucket notifies only these).
 FINISHING_FILES = (*SUMMARIES, ERROR)
+# The review page's feedback exports, written to the output bucket for a presigned download when
+# the API runs behind API Gateway (sumpipe/api/feedback_download.py). Outside jobs/, so no job
+# event comes of them; only the API's role may write and read them (iam/api.json), and the
+# template's lifecycle rule deletes them after a day.
+EXPORTS_PREFIX = "exports/"
 
 
 def summary_name(fmt: str) -> str:
@@ -46,6 +52,15 @@ def require_job_id(value: str) -> str:
 
 def output_key(job: str, name: str) -> str:
     return f"{JOBS_PREFIX}{require_job_id(job)}/{name}"
+
+
+def feedback_export_key(made_at: float, nonce: str) -> str:
+    """An export's own object (two exports at once never share one): its UTC time, so a listing is
+    in time order, then `nonce`, a random hex string."""
+    if not re.fullmatch(r"[0-9a-f]{8,64}", nonce):
+        raise ValueError(f"not a hex nonce: {nonce[:70]!r}")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(made_at))
+    return f"{EXPORTS_PREFIX}feedback-{stamp}-{nonce}.csv"
 
 
 def decode_event_key(raw: str) -> str:

@@ -2,7 +2,8 @@
 
 The page (`GET /`, sumpipe/api/static) lets stakeholders summarize a text and approve, correct or
 reject the summary; `POST /feedback` records each decision in the feedback store (sumpipe/feedback)
-and `GET /feedback.csv` exports them all. On a stack, the page also uploads tables and lists and
+and `GET /feedback.csv` exports them all (deployed, through the output bucket:
+sumpipe/api/feedback_download.py). On a stack, the page also uploads tables and lists and
 downloads their jobs (sumpipe/api/batch.py).
 
 One ASGI application serves every path: `sumpipe serve` runs it under uvicorn, and the API
@@ -29,7 +30,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
@@ -39,6 +40,14 @@ from summarizer.engine import METHODS, Method
 from summarizer.split import split_sentences
 from sumpipe.api import batch, docs
 from sumpipe.api.bodies import MAX_BODY_BYTES, parse_body
+from sumpipe.api.feedback_download import (
+    CSV_MEDIA_TYPE,
+    EXPORT_NAME,
+    behind_api_gateway,
+    download_url,
+    write_export,
+)
+from sumpipe.api.filenames import attachment
 from sumpipe.api.openapi import ERROR_RESPONSES, document, request_validation_error
 from sumpipe.api.security import SecurityMiddleware, require_json_from_own_origin
 from sumpipe.feedback import (
@@ -401,12 +410,31 @@ def _refusal(refused: DecisionRefused) -> JSONResponse:
     return JSONResponse({"detail": str(refused)}, status_code=status)
 
 
-@app.get("/feedback.csv", response_class=StreamingResponse)
-def feedback_export() -> StreamingResponse:
+@app.get(
+    "/feedback.csv",
+    response_class=StreamingResponse,
+    responses={
+        303: {
+            "description": "Deployed (behind API Gateway): to a presigned GET (5 minutes) of the "
+            "same CSV, written to the output bucket, since a Lambda's response is at most 6 MB."
+        }
+    },
+)
+def feedback_export(request: Request) -> Response:
     """Every decision as CSV (sumpipe/feedback/export.py), oldest first; cells a spreadsheet
     would run are neutralized, ids kept exact unless they could execute."""
+    settings = get_settings()
+    decisions = feedback_store().decisions()
+    # A function without an output bucket (not the template's) streams: fine up to 6 MB.
+    if behind_api_gateway(request.scope) and settings.output_bucket:
+        from sumpipe import aws  # boto3 only when used: it costs the API's cold start
+
+        s3 = aws.client("s3", signature_version="s3v4")
+        key = write_export(s3, settings.output_bucket, decisions, time.time())
+        url = download_url(s3, settings.output_bucket, key)
+        return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
     return StreamingResponse(
-        export_rows(feedback_store().decisions()),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="feedback.csv"'},
+        export_rows(decisions),
+        media_type=CSV_MEDIA_TYPE,
+        headers={"Content-Disposition": attachment(EXPORT_NAME)},
     )

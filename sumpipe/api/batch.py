@@ -86,7 +86,7 @@ class BatchInfo(BaseModel):
 
 class UploadIn(BaseModel):
     """The file's name, and the job options (sumpipe.options: text-column, id-column, sentences,
-    ratio, method, group-by, format) as text, as `sumpipe submit` takes them."""
+    ratio, method, group-by, stars, themes, format) as text, as `sumpipe submit` takes them."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
 

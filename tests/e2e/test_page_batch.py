@@ -1,24 +1,30 @@
 """The review page's batch section against the local stack, IAM enforced, in a real browser: a
 table uploaded from the page (a presigned POST straight to the input bucket, with the job options
-as its metadata) becomes a job in the list, and its summary downloads through a presigned GET."""
+set on the page as its metadata) becomes a job with those options in the list, and its summary
+downloads through a presigned GET."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Iterator
+from pathlib import PurePosixPath
 
 import httpx
 import pandas as pd
 import pytest
 from api_server import serve
-from browser import chromium
+from browser import chromium, fill
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from sumpipe import keys
+from summarizer import schema
+from sumpipe import keys, options
+from sumpipe.api.filenames import attachment
+from sumpipe.aws import client
 from sumpipe.ops.commands import jobs as operator
 
 from .conftest import DATA, RunningStack
@@ -46,7 +52,7 @@ def _upload(browser: WebDriver, page: str, path: str, **job_options: str) -> Non
     WebDriverWait(browser, 20).until(lambda _: form.is_displayed(), "the upload form")
     form.find_element(By.NAME, "file").send_keys(path)
     for name, value in job_options.items():
-        form.find_element(By.NAME, name).send_keys(value)
+        fill(form, name, value)
     form.find_element(By.XPATH, ".//button[normalize-space()='Upload']").click()
     # The browser goes to the bucket and is sent back: a new page.
     _wait(browser, 30).until(
@@ -88,6 +94,79 @@ def test_a_table_uploaded_from_the_page_is_summarized_and_downloads(
     assert download.status_code == 200, download.text
     assert download.headers["content-disposition"] == 'attachment; filename="page upload.summary.csv"'
     assert download.content == operator.output_object(running_stack.target, job.job_id, keys.SUMMARY)
+
+
+@pytest.mark.parametrize(
+    ("name", "job_options"),
+    [
+        (
+            "page options.csv",
+            {
+                "text-column": "Text",
+                "id-column": "Id",
+                "sentences": "1",
+                "method": "kmeans",
+                "format": "jsonl",
+            },
+        ),
+        (
+            "page themes.csv",
+            {
+                "group-by": "ProductId",
+                "stars": "Score",
+                "themes": "true",
+                "ratio": "0.5",
+                "format": "parquet",
+            },
+        ),
+    ],
+    ids=["per-row", "group-by"],
+)
+def test_every_job_option_set_on_the_page_shapes_the_job(
+    browser: WebDriver, page: str, running_stack: RunningStack, tmp_path, name: str, job_options: dict
+) -> None:
+    upload = tmp_path / name
+    upload.write_bytes(SAMPLE.read_bytes())
+    _upload(browser, page, str(upload), **job_options)
+    _job_row(browser, name, "succeeded")
+    [job] = [j for j in running_stack.target.ledger().list_jobs() if j.input_key == f"uploads/{name}"]
+    assert job.options == job_options  # recorded in the ledger as the page set them
+    summary_name = options.from_strings(job.options).summary_name
+    download = httpx.get(f"{page}/jobs/{job.job_id}/summary", follow_redirects=True, timeout=30)
+    assert download.status_code == 200, download.text
+    assert download.headers["content-disposition"] == attachment(f"{PurePosixPath(name).stem}.{summary_name}")
+    assert download.content == operator.output_object(running_stack.target, job.job_id, summary_name)
+    source = pd.read_csv(SAMPLE, dtype=str, keep_default_na=False)
+    if job_options["format"] == "jsonl":
+        rows = [json.loads(line) for line in download.text.splitlines()]
+        assert [row[schema.ID] for row in rows] == list(source["Id"])
+        assert {row[schema.N_SENTENCES_OUT] for row in rows} <= {0, 1}  # one sentence each, at most
+    else:
+        themes = pd.read_parquet(io.BytesIO(download.content))
+        assert {"ProductId", schema.THEME, schema.THEME_ROWS, schema.STARS} <= set(themes.columns)
+        assert set(themes["ProductId"]) <= set(source["ProductId"])
+
+
+def test_a_bad_job_option_is_refused_on_the_page_before_any_upload(
+    browser: WebDriver, page: str, running_stack: RunningStack, tmp_path
+) -> None:
+    upload = tmp_path / "two budgets.csv"
+    upload.write_bytes(SAMPLE.read_bytes())
+    browser.get(page + "/")
+    form = browser.find_element(By.ID, "upload-form")
+    WebDriverWait(browser, 20).until(lambda _: form.is_displayed(), "the upload form")
+    form.find_element(By.NAME, "file").send_keys(str(upload))
+    fill(form, "sentences", "2")
+    fill(form, "ratio", "0.5")
+    form.find_element(By.XPATH, ".//button[normalize-space()='Upload']").click()
+    line = browser.find_element(By.CSS_SELECTOR, "[data-testid=batch-status]")
+    _wait(browser, 20).until(lambda _: line.text.startswith("Could not upload"), "the refusal")
+    assert line.text == "Could not upload: job option sumpipe-ratio: give sentences or ratio, not both"
+    assert "error" in line.get_attribute("class")
+    listed = client("s3").list_objects_v2(
+        Bucket=running_stack.target.input_bucket, Prefix="uploads/two budgets"
+    )
+    assert listed["KeyCount"] == 0  # nothing reached the bucket
 
 
 def test_a_bad_job_option_from_the_page_fails_the_job_naming_it(
@@ -175,8 +254,9 @@ def test_the_page_shows_why_an_uploads_job_is_not_coming(
     with role_without(running_stack, "TriggerRole", "trigger.json", "s3:GetObject"):
         _upload(browser, page, str(upload))
         line = _wait(browser, 150).until(
-            lambda d: (e := d.find_element(By.CSS_SELECTOR, status)).text.startswith("Its job is not coming")
-            and e,
+            lambda d: (
+                (e := d.find_element(By.CSS_SELECTOR, status)).text.startswith("Its job is not coming") and e
+            ),
             "the page to say why the job is not coming",
         )
     assert "trigger failed" in line.text and "uploads/not coming.csv" in line.text, line.text

@@ -11,6 +11,9 @@ from contextlib import contextmanager
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import Select
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -30,3 +33,16 @@ def chromium() -> Iterator[webdriver.Chrome]:
         yield driver
     finally:
         driver.quit()
+
+
+def fill(form: WebElement, name: str, value: str) -> None:
+    """Set a form's field as a user does: type into a box, pick from a list, tick a box ("true")."""
+    field = form.find_element(By.NAME, name)
+    if field.tag_name == "select":
+        Select(field).select_by_value(value)
+    elif field.get_attribute("type") == "checkbox":
+        if field.is_selected() != (value == "true"):
+            field.click()
+    else:
+        field.clear()
+        field.send_keys(value)

@@ -9,12 +9,15 @@ from typing import Any
 
 import pytest
 
+from sumpipe import keys
+
 IAM_DIR = Path(__file__).resolve().parents[2] / "iam"
 POLICY_FILES = sorted(IAM_DIR.glob("*.json"))
 # Actions AWS can't scope to a resource (no resource-level permissions): the only ones allowed on "*".
 UNSCOPABLE_ACTIONS = {"ec2:DescribeInstances", "ec2:DescribeInstanceStatus"}
 TAG_CONDITION = "aws:ResourceTag/sumpipe:role"
 STACK_CONDITION = "aws:ResourceTag/aws:cloudformation:stack-name"
+EXPORTS = "arn:${AWS::Partition}:s3:::${OutputBucket}/" + keys.EXPORTS_PREFIX
 
 
 def statements(path: Path) -> list[dict[str, Any]]:
@@ -67,8 +70,14 @@ def test_policy_is_least_privilege(path: Path) -> None:
                             "arn:${AWS::Partition}:s3:::${InputBucket}/",
                             "arn:${AWS::Partition}:s3:::${OutputBucket}/jobs/",
                             "arn:${AWS::Partition}:s3:::${ArtifactsBucket}/${AWS::StackName}/",
+                            EXPORTS,
                         )
                     ), f"{path.name}/{sid}: S3 outside the pipeline's buckets and prefixes: {resource}"
+                    if resource.startswith(EXPORTS):
+                        # The review page's feedback exports: the API writes each and signs its
+                        # download (sumpipe/api/feedback_download.py); no other role touches them.
+                        assert (path.stem, resource) == ("api", EXPORTS + "*"), f"{path.name}/{sid}"
+                        assert action in ("s3:PutObject", "s3:GetObject"), f"{path.name}/{sid}: {action}"
                 elif service == "secretsmanager":
                     assert resource.endswith(":secret:${AWS::StackName}/worker-ssh-key-??????"), resource
                 elif service == "ssm":
@@ -134,6 +143,25 @@ def test_the_rules_catch_a_widened_policy(tmp_path: Path) -> None:
     path = tmp_path / "worker.json"
     path.write_text(json.dumps(widened))
     with pytest.raises(AssertionError, match="Resource"):
+        test_policy_is_least_privilege(path)
+
+
+@pytest.mark.parametrize(
+    ("role", "action", "resource"),
+    [
+        ("worker", "s3:GetObject", EXPORTS + "*"),  # another role reading everyone's decisions
+        ("api", "s3:DeleteObject", EXPORTS + "*"),
+        ("api", "s3:PutObject", "arn:${AWS::Partition}:s3:::${OutputBucket}/*"),
+    ],
+)
+def test_the_exports_prefix_is_the_apis_alone(tmp_path: Path, role: str, action: str, resource: str) -> None:
+    widened = json.loads((IAM_DIR / f"{role}.json").read_text())
+    widened["Statement"].append(
+        {"Sid": "Oops", "Effect": "Allow", "Action": action, "Resource": {"Fn::Sub": resource}}
+    )
+    path = tmp_path / f"{role}.json"
+    path.write_text(json.dumps(widened))
+    with pytest.raises(AssertionError, match="Oops"):
         test_policy_is_least_privilege(path)
 
 

@@ -124,3 +124,45 @@ def test_package_api_builds_layers_within_limits_and_measures_the_cold_start(
     assert list(from_layer.lookup(tokens)) == list(default.lookup(tokens))
     np.testing.assert_array_equal(from_layer.vectors[:1000], default.vectors[:1000])
     assert not (opt / package.GLOVE_LAYER_DIR / "meta.json").read_text().count("/")  # no absolute path
+
+
+def _project(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_a_handler_whose_imports_reach_operator_or_local_code_is_refused(tmp_path: Path) -> None:
+    root = _project(
+        tmp_path,
+        {
+            "lambdas/__init__.py": "",
+            "lambdas/bad/__init__.py": "",
+            # Deferred, as handlers defer imports: the walk finds it all the same.
+            "lambdas/bad/handler.py": "def lambda_handler(event, context):\n"
+            "    from sumpipe.local import stack\n",
+            "sumpipe/__init__.py": "",
+            "sumpipe/local/__init__.py": "",
+            "sumpipe/local/stack.py": "",
+        },
+    )
+    with pytest.raises(
+        package.PackageError, match=r"bad: its handler's imports reach sumpipe\.local, sumpipe\.local\.stack"
+    ):
+        package.build_function_zip("bad", tmp_path / "out", root)
+
+
+def test_the_build_refuses_layers_that_lack_a_module_the_zip_imports(tmp_path: Path) -> None:
+    layer = tmp_path / "api-deps.zip"
+    with zipfile.ZipFile(layer, "w") as archive:
+        for name in ("numpy", "fastapi", "starlette", "pydantic", "pydantic_settings"):  # no mangum
+            archive.writestr(f"python/{name}/__init__.py", "")
+        archive.writestr("python/mangum-0.19.0.dist-info/METADATA", "")
+    deps = package.describe_zip("api-deps", layer)
+    expected = r"api: .* neither its layers \(api-deps\) .*: mangum \(imported by lambdas\.api\.handler\)"
+    with pytest.raises(package.PackageError, match=expected):
+        package.check_layers_provide(package.API_FUNCTION, [deps])
+    with zipfile.ZipFile(layer, "a") as archive:
+        archive.writestr("python/mangum/__init__.py", "")
+    package.check_layers_provide(package.API_FUNCTION, [package.describe_zip("api-deps", layer)])

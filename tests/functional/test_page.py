@@ -1,5 +1,6 @@
 """The review page (`/` of `sumpipe serve`) in a real browser: summarize a text, see its summary
-highlighted in place, approve, correct or reject it, and export the decisions as CSV."""
+highlighted in place, approve, correct or reject it, and export the decisions as CSV; with a stack
+(the local stack's emulator), upload a table with its job options."""
 
 from __future__ import annotations
 
@@ -8,16 +9,23 @@ import io
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
 
+import boto3
 import httpx
 import pytest
 from api_server import serve
-from browser import chromium
+from browser import chromium, fill
+from pipeline_aws import create_job_table
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from sumpipe import options
 from sumpipe.feedback import EXPORT_COLUMNS
+from sumpipe.local import motoserver
 
 REVIEW = (
     "I bought these kettle chips for a party. They are thick and very crunchy. "
@@ -251,3 +259,108 @@ def test_without_a_stack_the_page_says_how_to_get_batch_jobs(browser: WebDriver,
     assert not browser.find_element(By.ID, "upload-form").is_displayed()
     answer = httpx.post(server + "/uploads", json={"filename": "reviews.csv"})
     assert answer.status_code == 503 and "needs a stack" not in answer.text and "need a stack" in answer.text
+
+
+# --- the batch section, with a stack -----------------------------------------------------------
+
+TABLE = b"Id,ProductId,Score,Text\n1,B01,5,Thick and crunchy. Would buy again.\n"
+
+
+@pytest.fixture(scope="module")
+def stack_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    """`sumpipe serve` with a stack in the local stack's emulator (which checks the upload's POST
+    policy as S3 does): its buckets and job table, no functions. What an upload asks of its job is
+    the object's metadata, read here as the trigger reads it."""
+    port = motoserver.free_port()
+    moto = motoserver.start(port, ["127.0.0.1"], tmp_path_factory.mktemp("moto") / "moto.log")
+    endpoint = f"http://127.0.0.1:{port}"
+    aws = {**motoserver.endpoint_environment(endpoint), **motoserver.BOOTSTRAP_CREDENTIALS}
+    try:
+        session = boto3.Session(
+            aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=aws["AWS_SECRET_ACCESS_KEY"],
+            region_name=motoserver.REGION,
+        )
+        s3 = session.client("s3", endpoint_url=endpoint)
+        for bucket in ("in-bucket", "out-bucket"):
+            s3.create_bucket(Bucket=bucket)
+        create_job_table(session.client("dynamodb", endpoint_url=endpoint))
+        env = {**aws, "SUMPIPE_INPUT_BUCKET": "in-bucket", "SUMPIPE_OUTPUT_BUCKET": "out-bucket"}
+        with serve({**env, "SUMPIPE_JOB_TABLE": "jobs"}) as (url, _):
+            yield SimpleNamespace(url=url, s3=s3)
+    finally:
+        moto.terminate()
+        moto.wait(timeout=10)
+
+
+def upload_on_page(browser: WebDriver, url: str, table: Path, job_options: dict[str, str]) -> str:
+    """Open the page, pick `table`, set the job options, press Upload; the batch status line once
+    it says how the upload went."""
+    browser.get(url + "/")
+    form = browser.find_element(By.ID, "upload-form")
+    wait_for(browser, form.is_displayed, "the upload form")
+    form.find_element(By.NAME, "file").send_keys(str(table))
+    for name, value in job_options.items():
+        fill(form, name, value)
+    form.find_element(By.XPATH, ".//button[normalize-space()='Upload']").click()
+
+    def outcome() -> str | None:
+        # After a good upload the browser comes back from the bucket: a new page, read when loaded.
+        try:
+            line = browser.find_element(By.CSS_SELECTOR, "[data-testid=batch-status]")
+            return line.text if line.text.startswith(("Uploaded", "Could not")) else None
+        except WebDriverException:
+            return None
+
+    return wait_for(browser, outcome, "the upload's outcome", timeout=30)
+
+
+@pytest.mark.parametrize(
+    "job_options",
+    [
+        {"text-column": "Text", "id-column": "Id", "ratio": "0.5", "method": "kmeans", "format": "jsonl"},
+        # Any column name fits (percent-encoded in the metadata).
+        {
+            "group-by": "ProductId",
+            "stars": "Sterne (1–5)",
+            "themes": "true",
+            "sentences": "2",
+            "format": "parquet",
+        },
+    ],
+    ids=["per-row", "group-by"],
+)
+def test_every_job_option_set_on_the_page_goes_with_the_upload(
+    browser: WebDriver, stack_page: SimpleNamespace, tmp_path: Path, job_options: dict[str, str]
+) -> None:
+    table = tmp_path / f"options {uuid.uuid4().hex[:8]}.csv"
+    table.write_bytes(TABLE)
+    assert upload_on_page(browser, stack_page.url, table, job_options).startswith("Uploaded")
+    stored = stack_page.s3.head_object(Bucket="in-bucket", Key=f"uploads/{table.name}")
+    # What the trigger reads of it (sumpipe.options, the one contract) is what was set on the page.
+    assert options.from_metadata(stored["Metadata"]).as_strings() == job_options
+
+
+@pytest.mark.parametrize(
+    ("job_options", "message"),
+    [
+        ({"sentences": "2", "ratio": "0.5"}, "job option sumpipe-ratio: give sentences or ratio, not both"),
+        (
+            {"themes": "true"},
+            "job option sumpipe-themes: is for group-by summaries; give sumpipe-group-by too",
+        ),
+        ({"group-by": "ProductId", "method": "kmeans"}, "job option sumpipe-method: kmeans does not apply"),
+        ({"ratio": "0"}, "job option sumpipe-ratio: must be a fraction in (0, 1], got 0.0"),
+    ],
+)
+def test_a_bad_job_option_is_refused_on_the_page_naming_it(
+    browser: WebDriver, stack_page: SimpleNamespace, tmp_path: Path, job_options: dict[str, str], message: str
+) -> None:
+    table = tmp_path / f"refused {uuid.uuid4().hex[:8]}.csv"
+    table.write_bytes(TABLE)
+    said = upload_on_page(browser, stack_page.url, table, job_options)
+    assert said.startswith(f"Could not upload: {message}"), said
+    line = browser.find_element(By.CSS_SELECTOR, "[data-testid=batch-status]")
+    assert "error" in line.get_attribute("class")
+    listed = stack_page.s3.list_objects_v2(Bucket="in-bucket", Prefix=f"uploads/{table.name}")
+    assert listed["KeyCount"] == 0  # nothing reached the bucket

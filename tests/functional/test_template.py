@@ -93,6 +93,21 @@ def test_the_output_bucket_notifies_exactly_the_files_that_finish_a_job(template
     assert sorted(suffixes) == sorted(keys.FINISHING_FILES)
 
 
+def test_feedback_exports_expire_and_finish_no_job(template: dict[str, Any]) -> None:
+    """An export holds every decision and is written for one download of minutes: none is kept."""
+    assert not keys.EXPORTS_PREFIX.startswith(keys.JOBS_PREFIX)  # so no job event comes of one
+    rules = template["Resources"]["OutputBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert rules == [
+        {
+            "Id": "ExpireFeedbackExports",
+            "Status": "Enabled",
+            "Prefix": keys.EXPORTS_PREFIX,
+            "ExpirationInDays": 1,
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+        }
+    ]
+
+
 def test_queue_visibility_outlasts_the_consumer(template: dict[str, Any]) -> None:
     resources = template["Resources"]
     for mapping in (r for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"):

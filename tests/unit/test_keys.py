@@ -46,3 +46,11 @@ def test_output_keys_parse_only_job_files(key, parsed):
 def test_anything_but_a_job_id_is_refused_in_output_keys(bad):
     with pytest.raises(ValueError):
         keys.output_key(bad, keys.SUMMARY)
+
+
+def test_a_feedback_export_has_its_own_key_outside_the_jobs():
+    key = keys.feedback_export_key(1_796_000_000.5, "00ff00ff00ff00ff")
+    assert key == "exports/feedback-20261130T005320Z-00ff00ff00ff00ff.csv"
+    assert keys.parse_output_key(key) is None  # never a job's file
+    with pytest.raises(ValueError):
+        keys.feedback_export_key(0, "../../jobs/x")

@@ -195,14 +195,22 @@ async function checkAwaited() {
   }
 }
 
+// The job options, named as the input object's metadata (sumpipe-<name>) and checked by the server
+// as the trigger checks them: an empty field is the default, so it is not sent.
+function jobOptions() {
+  const options = {};
+  for (const field of uploadForm.elements) {
+    if (!field.name || field.type === "file") continue;
+    const value = field.type === "checkbox" ? (field.checked ? field.value : "") : field.value.trim();
+    if (value) options[field.name] = value;
+  }
+  return options;
+}
+
 uploadForm.addEventListener("submit", async (event) => {
   event.preventDefault();
   const file = uploadForm.elements.file;
-  const options = {};
-  for (const name of ["text-column", "group-by"]) {
-    const value = uploadForm.elements[name].value.trim();
-    if (value) options[name] = value;
-  }
+  const options = jobOptions();
   say(`Uploading ${file.files[0].name}…`, false, batchStatus);
   try {
     const signed = await post("uploads", { filename: file.files[0].name, options });
