@@ -3,7 +3,7 @@
 #
 # `sumpipe deploy` renders this file into the template: it prepends `#!/bin/bash` and these variables,
 # all taken from the stack (never from job input):
-#   SUMPIPE_REGION  ARTIFACTS_BUCKET  WHEEL_KEY  WHEELHOUSE_KEY  WORKER_PYTHON  KNOWN_HOSTS_PARAMETER
+#   SUMPIPE_REGION  ARTIFACTS_BUCKET  ARTIFACTS_BUCKET_OWNER  WHEEL_KEY  WHEELHOUSE_KEY  WORKER_PYTHON  KNOWN_HOSTS_PARAMETER
 #   SSH_PUBLIC_KEY  IDLE_SHUTDOWN_MINUTES  JOB_TABLE  OUTPUT_BUCKET  JOB_DEADLINE
 #
 # Two steps, so that an image can be baked once (an AMI, or the local stack's cached image) and each
@@ -23,7 +23,7 @@
 # AWS endpoint overrides in the boot environment (AWS_ENDPOINT_URL*, AWS_EC2_METADATA_SERVICE_ENDPOINT:
 # none on EC2; private endpoints, or an emulator) are handed on to the runner and the boot helpers.
 set -euo pipefail
-: "${SUMPIPE_REGION:?}" "${ARTIFACTS_BUCKET:?}" "${WHEEL_KEY:?}" "${WHEELHOUSE_KEY:?}" "${WORKER_PYTHON:?}"
+: "${SUMPIPE_REGION:?}" "${ARTIFACTS_BUCKET:?}" "${ARTIFACTS_BUCKET_OWNER:?}" "${WHEEL_KEY:?}" "${WHEELHOUSE_KEY:?}" "${WORKER_PYTHON:?}"
 : "${KNOWN_HOSTS_PARAMETER:?}" "${SSH_PUBLIC_KEY:?}" "${IDLE_SHUTDOWN_MINUTES:?}" "${JOB_TABLE:?}"
 : "${OUTPUT_BUCKET:?}" "${JOB_DEADLINE:?}"
 exec >>/var/log/sumpipe-bootstrap.log 2>&1
@@ -36,11 +36,12 @@ BAKED_MARK=$VENV/.sumpipe-baked
 aws_overrides=$(env | grep -E '^AWS_(ENDPOINT_URL(_[A-Z0-9_]+)?|EC2_METADATA_SERVICE_ENDPOINT)=' || true)
 
 # fetch KEY FILE: an object of the artifacts bucket, with the instance role's credentials. Plain
-# python3 and SigV4 by hand, because the bake runs before any AWS SDK is installed.
+# python3 and SigV4 by hand, because the bake runs before any AWS SDK is installed. The request names
+# the bucket's expected owner (the stack's account): S3 refuses it if another account owns the bucket.
 fetch() {
-  python3 - "$SUMPIPE_REGION" "$ARTIFACTS_BUCKET" "$1" "$2" <<'PY'
+  python3 - "$SUMPIPE_REGION" "$ARTIFACTS_BUCKET" "$1" "$2" "$ARTIFACTS_BUCKET_OWNER" <<'PY'
 import datetime, hashlib, hmac, json, os, shutil, sys, urllib.parse, urllib.request
-region, bucket, key, target = sys.argv[1:5]
+region, bucket, key, target, owner = sys.argv[1:6]
 metadata = os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://169.254.169.254/").rstrip("/")
 def get(url, method="GET", **headers):
     return urllib.request.urlopen(urllib.request.Request(url, method=method, headers=headers), timeout=10)
@@ -55,7 +56,8 @@ else:
     base, path = f"https://{bucket}.s3.{region}.amazonaws.com", "/" + urllib.parse.quote(key, safe="/~")
 stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 headers = {"host": urllib.parse.urlsplit(base).netloc, "x-amz-content-sha256": hashlib.sha256(b"").hexdigest(),
-           "x-amz-date": stamp, "x-amz-security-token": credentials["Token"]}
+           "x-amz-date": stamp, "x-amz-security-token": credentials["Token"],
+           "x-amz-expected-bucket-owner": owner}
 signed = ";".join(sorted(headers))
 canonical = "\n".join(["GET", path, "", *(f"{k}:{headers[k]}" for k in sorted(headers)), "", signed,
                        headers["x-amz-content-sha256"]])
@@ -126,12 +128,17 @@ runuser -u sumpipe -- env PYTHONPATH="$APP" "$VENV/bin/python" -c 'import glove;
 
 # --- the job runner's settings: what the template gives the functions, the runner reads from here
 install -d -m 0750 -o sumpipe -g sumpipe /var/lib/sumpipe/runner-logs
+# Jobs' work directories and the summarizer's temporary files: on the root volume, never in /tmp (a
+# RAM disk of half the memory on Amazon Linux 2023, smaller than the 2 GiB an input may be).
+install -d -m 0750 -o sumpipe -g sumpipe /var/lib/sumpipe/work
 cat >/etc/sumpipe/runner.env <<ENV
 AWS_DEFAULT_REGION=$SUMPIPE_REGION
 SUMPIPE_JOB_TABLE=$JOB_TABLE
 SUMPIPE_OUTPUT_BUCKET=$OUTPUT_BUCKET
 SUMPIPE_JOB_DEADLINE_S=$JOB_DEADLINE
 SUMPIPE_RUNNER_LOG_DIR=/var/lib/sumpipe/runner-logs
+SUMPIPE_WORK_DIR=/var/lib/sumpipe/work
+TMPDIR=/var/lib/sumpipe/work
 SUMPIPE_SHUTDOWN_SCHEDULER=$PREFIX/schedule-shutdown
 PYTHONPATH=$APP
 AWS_METADATA_SERVICE_TIMEOUT=5

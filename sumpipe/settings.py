@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     # the runner through sudo) that schedules the instance's own power-off past a starting job's
     # deadline. Empty: not on a worker instance, nothing scheduled.
     shutdown_scheduler: str = ""
+    # On a worker instance: where a job's files (its summary, and the summarizer's temporary files,
+    # such as a Parquet input's spool) are made: on the instance's disk (deploy/bootstrap.sh gives
+    # /var/lib/sumpipe/work), since /tmp is a RAM disk of half the memory on Amazon Linux 2023 and
+    # an input may be 2 GiB. Empty: the system's temporary directory.
+    work_dir: str = ""
     summarizer_method: Literal["default", "kmeans"] = "default"
     # Inputs larger than this are refused by the trigger (error.json says the size and the limit)
     # before any instance starts: the worker's disk and the job's deadline are finite.
@@ -86,7 +91,7 @@ class Settings(BaseSettings):
 
 # Settings only a worker instance has (its runner.env, from deploy/bootstrap.sh); the functions'
 # environment in the template holds every other one.
-INSTANCE_SETTINGS = frozenset({"shutdown_scheduler"})
+INSTANCE_SETTINGS = frozenset({"shutdown_scheduler", "work_dir"})
 # Settings only the API (its function, or `sumpipe serve`) uses: where the review page's decisions
 # go, and whom it answers.
 API_SETTINGS = frozenset(

@@ -79,7 +79,7 @@ class Failures:
 class Policy:
     record_timeout_s: float = 120.0
     # The template's maxReceiveCount: SQS delivers an event that many times, then dead-letters it.
-    max_failures: int = 4
+    max_failures: int = 5
     stall_s: float = 120.0
 
 

@@ -142,8 +142,19 @@ def run(job_id: str) -> int:
     settings = get_settings()
     signal.signal(signal.SIGTERM, _hard_limit)
     # Inputs and summaries can be large: the job's files go when it ends, however it ends.
-    with tempfile.TemporaryDirectory(prefix=f"{job_id}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{job_id}-", dir=work_root(settings)) as tmp:
         return _run(job_id, settings, Path(tmp))
+
+
+def work_root(settings: Settings) -> Path | None:
+    """Where jobs' work directories are made: settings.work_dir (on the instance's disk, not the
+    RAM disk that /tmp is on Amazon Linux 2023), created if missing; None: the system's temporary
+    directory (off an instance)."""
+    if not settings.work_dir:
+        return None
+    root = Path(settings.work_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    return root
 
 
 def _run(job_id: str, settings: Settings, workdir: Path) -> int:
@@ -331,8 +342,13 @@ def start_summarizer(workdir: Path, summary_name: str, options: list[str]) -> su
         *_program("summarize", "summarizer.cli"), "-", "-o", str(workdir / summary_name),
         "--report", str(workdir / SUMMARIZER_REPORT), "--no-progress", *options,
     ]  # fmt: skip
+    # Its temporary files (a Parquet input read from a pipe is spooled to one) go in the job's
+    # directory: on the instance's disk, and removed with it.
+    environment = {**os.environ, "TMPDIR": str(workdir)}
     with open(workdir / SUMMARIZER_STDERR, "wb") as stderr:
-        return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr)
+        return subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr, env=environment
+        )
 
 
 def finish_summarizer(summarizer: subprocess.Popen[bytes], workdir: Path) -> None:

@@ -308,8 +308,9 @@ def _make_hosts_dir(state_dir: Path, prefix: str) -> Path:
     must be searchable by that user, which a user's or pytest's private directory is not."""
     path = Path(tempfile.mkdtemp(prefix=f"sumpipe-{prefix}-"))
     path.chmod(0o755)
-    (path / "runner-logs").mkdir(mode=0o1777)
-    (path / "runner-logs").chmod(0o1777)
+    for shared in ("runner-logs", "work"):  # the runner's logs, and its jobs' work directories
+        (path / shared).mkdir(mode=0o1777)
+        (path / shared).chmod(0o1777)
     (state_dir / "hosts-dir").write_text(str(path))
     return path
 
@@ -729,6 +730,7 @@ def _loopback_hosts(
         "SUMPIPE_JOB_TABLE": settings_env["SUMPIPE_JOB_TABLE"],
         **{k: v for k, v in settings_env.items() if k == "SUMPIPE_JOB_DEADLINE_S"},
         "SUMPIPE_RUNNER_LOG_DIR": str(network.state_dir / "runner-logs"),
+        "SUMPIPE_WORK_DIR": str(network.state_dir / "work"),
         # As the bootstrap's runner.env: botocore asks the metadata service once, with a 1 s timeout,
         # by default, too little for a runner starting beside ten others on a busy instance.
         "AWS_METADATA_SERVICE_TIMEOUT": "5",

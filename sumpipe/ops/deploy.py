@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -24,7 +25,7 @@ from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sumpipe.ops import package
+from sumpipe.ops import package, preflight
 
 REPO_ROOT = package.REPO_ROOT
 TEMPLATE_PATH = REPO_ROOT / "deploy" / "template.yaml"
@@ -32,10 +33,13 @@ POLICY_METADATA = "sumpipe:policy"
 USER_DATA_METADATA = "sumpipe:user-data"
 # CloudFormation takes a template body up to this size inline; bigger ones go through S3.
 INLINE_TEMPLATE_LIMIT = 51_200
+ARTIFACTS_OWNER_VARIABLE = "ARTIFACTS_BUCKET_OWNER"
 # Variables the bootstrap script expects (see deploy/bootstrap.sh), from template parameters.
 BOOTSTRAP_VARIABLES = {
     "SUMPIPE_REGION": {"Ref": "AWS::Region"},
     "ARTIFACTS_BUCKET": {"Ref": "ArtifactsBucket"},
+    # The artifacts bucket's expected owner: the instance's fetches refuse a bucket of another account.
+    ARTIFACTS_OWNER_VARIABLE: {"Ref": "AWS::AccountId"},
     "WHEEL_KEY": {"Ref": "WheelKey"},
     "WHEELHOUSE_KEY": {"Ref": "WheelhouseKey"},
     "WORKER_PYTHON": {"Ref": "WorkerPython"},
@@ -48,6 +52,8 @@ BOOTSTRAP_VARIABLES = {
 }
 
 Progress = Callable[[str], None]
+# Shown an update's change set (its lines), says whether to apply it.
+Confirm = Callable[[list[str]], bool]
 # Builds the artifacts into a directory, for the stack's parameters (the caller's; the template's
 # defaults for the rest): template parameter (an S3 key parameter) -> file to upload.
 ArtifactBuilder = Callable[[Path, Progress, Mapping[str, str]], dict[str, Path]]
@@ -170,6 +176,91 @@ def _template_argument(s3: Any, bucket: str, stack_name: str, template: Mapping[
     return {"TemplateURL": f"https://{bucket}.s3.{s3.meta.region_name}.amazonaws.com/{key}"}
 
 
+def stack_parameters(cloudformation: Any, stack_name: str) -> dict[str, str] | None:
+    """The existing stack's parameters (key -> value as given), or None when there is no stack."""
+    try:
+        stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+    except ClientError as error:
+        if "does not exist" in error.response["Error"]["Message"]:
+            return None
+        raise
+    if not stacks:
+        return None
+    return {p["ParameterKey"]: p.get("ParameterValue", "") for p in stacks[0].get("Parameters", [])}
+
+
+def previous_values(template: Mapping[str, Any], previous: Mapping[str, str]) -> dict[str, str]:
+    """The existing stack's parameter values an update keeps: those the template still declares. An
+    SSM-typed parameter (ImageId) is kept only as the SSM parameter name AWS reports; moto reports the
+    value it resolved to (ami-...), which it can't resolve again, so there the default applies."""
+    declared = template.get("Parameters", {})
+    return {
+        key: value
+        for key, value in previous.items()
+        if key in declared
+        and not (
+            str(declared[key].get("Type", "")).startswith("AWS::SSM::Parameter::Value")
+            and re.fullmatch(r"[a-z]+-[0-9a-f]{8,17}", value)
+        )
+    }
+
+
+def update_parameters(
+    parameters: Mapping[str, str], previous: Mapping[str, str], template: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """An update's Parameters: the given values, and UsePreviousValue for every other parameter the stack
+    has and the template still declares (CloudFormation would otherwise reset it to its default: a
+    redeploy without --param SubnetId=... would replace the network and the instances)."""
+    given = [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()]
+    declared = template.get("Parameters", {})
+    kept = [
+        {"ParameterKey": k, "UsePreviousValue": True}
+        for k, value in previous_values(template, previous).items()
+        # A value equal to the default needs no carrying over (and moto, which keeps previous values
+        # typed, would otherwise see it as changed and update resources whose condition is false).
+        if k not in parameters and str(value) != str(declared[k].get("Default"))
+    ]
+    return given + kept
+
+
+def change_set_preview(change_set: Mapping[str, Any]) -> list[str]:
+    """Lines describing a change set: a summary, then each resource change, replacements and removals
+    marked (DescribeChangeSet's Replacement: True = a new physical resource, Conditional = maybe)."""
+    lines = []
+    counts = {"Add": 0, "Modify": 0, "Remove": 0}
+    replaced = 0
+    for change in change_set.get("Changes", []):
+        detail = change.get("ResourceChange", {})
+        action = detail.get("Action", "?")
+        counts[action] = counts.get(action, 0) + 1
+        causes = sorted({
+            d.get("Target", {}).get("Name") or d.get("CausingEntity") or ""
+            for d in detail.get("Details", [])
+        } - {""})
+        because = f" (because of {', '.join(causes)})" if causes else ""
+        mark = ""
+        if action == "Remove":
+            mark = "  <-- DELETED"
+        elif detail.get("Replacement") == "True":
+            replaced += 1
+            mark = "  <-- REPLACED (a new resource; the old one is deleted)"
+        elif detail.get("Replacement") == "Conditional":
+            replaced += 1
+            mark = "  <-- MAY BE REPLACED"
+        symbol = {"Add": "+", "Modify": "~", "Remove": "-"}.get(action, "?")
+        lines.append(
+            f"  {symbol} {action:<8} {detail.get('LogicalResourceId')} ({detail.get('ResourceType')})"
+            f"{because}{mark}"
+        )
+    summary = (
+        f"change set: {counts['Add']} to add, {counts['Modify']} to modify ({replaced} replaced or maybe), "
+        f"{counts['Remove']} to remove"
+    )
+    if not lines:
+        lines.append("  (no resource changes listed; parameter or output changes only)")
+    return [summary, *lines]
+
+
 def apply_stack(
     cloudformation: Any,
     s3: Any,
@@ -179,12 +270,14 @@ def apply_stack(
     artifacts_bucket: str,
     progress: Progress,
     poll_s: float = 5.0,
+    *,
+    confirm: Confirm | None = None,
 ) -> dict[str, str]:
-    """Create the stack, or update it through a change set; the stack outputs."""
+    """Create the stack, or update it through a change set: parameters not in `parameters` keep their
+    values, the change set is shown, and `confirm` (when given) decides whether it runs; the outputs."""
     for key, value in parameters.items():
         if "'" in value:
             raise DeployError(f"parameter {key}: single quotes are not allowed")
-    cfn_parameters = [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()]
     template_argument = _template_argument(s3, artifacts_bucket, stack_name, template)
     capabilities = ["CAPABILITY_IAM"]
     status = stack_status(cloudformation, stack_name)
@@ -193,7 +286,8 @@ def apply_stack(
     if status is None:
         progress(f"creating stack {stack_name}")
         cloudformation.create_stack(
-            StackName=stack_name, Parameters=cfn_parameters, Capabilities=capabilities,
+            StackName=stack_name, Capabilities=capabilities,
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
             OnFailure="ROLLBACK", Tags=[{"Key": "sumpipe:stack", "Value": stack_name}], **template_argument,
         )
         final = wait_for_stack(cloudformation, stack_name, progress, poll_s)
@@ -201,12 +295,20 @@ def apply_stack(
             raise DeployError(f"{stack_name}: create ended in {final}; see the events above")
         return stack_outputs(cloudformation, stack_name)
 
+    previous = stack_parameters(cloudformation, stack_name) or {}
     change_set_name = f"sumpipe-{int(time.time())}"
     progress(f"updating stack {stack_name} (change set {change_set_name})")
-    cloudformation.create_change_set(
-        StackName=stack_name, ChangeSetName=change_set_name, ChangeSetType="UPDATE",
-        Parameters=cfn_parameters, Capabilities=capabilities, **template_argument,
-    )
+    try:
+        cloudformation.create_change_set(
+            StackName=stack_name, ChangeSetName=change_set_name, ChangeSetType="UPDATE",
+            Parameters=update_parameters(parameters, previous, template), Capabilities=capabilities,
+            **template_argument,
+        )
+    except ClientError as error:
+        if "No updates are to be performed" in error.response["Error"]["Message"]:
+            progress("no changes")
+            return stack_outputs(cloudformation, stack_name)
+        raise
     change_set = _wait_for_change_set(cloudformation, stack_name, change_set_name, poll_s)
     if change_set["Status"] == "FAILED":
         if "didn't contain changes" in change_set.get("StatusReason", "") or "No updates" in change_set.get(
@@ -216,9 +318,12 @@ def apply_stack(
             progress("no changes")
             return stack_outputs(cloudformation, stack_name)
         raise DeployError(f"{stack_name}: change set failed: {change_set.get('StatusReason')}")
-    for change in change_set.get("Changes", []):
-        detail = change["ResourceChange"]
-        progress(f"  {detail['Action']:<8} {detail['LogicalResourceId']} ({detail['ResourceType']})")
+    preview = change_set_preview(change_set)
+    for line in preview:
+        progress(line)
+    if confirm is not None and not confirm(preview):
+        cloudformation.delete_change_set(StackName=stack_name, ChangeSetName=change_set_name)
+        raise DeployError(f"{stack_name}: not applied, so the stack is unchanged (change set deleted)")
     cloudformation.execute_change_set(StackName=stack_name, ChangeSetName=change_set_name)
     final = wait_for_stack(cloudformation, stack_name, progress, poll_s)
     if final != "UPDATE_COMPLETE":
@@ -239,16 +344,45 @@ def artifacts_bucket_name(stack_name: str, account_id: str, region: str) -> str:
     return f"{stack_name}-{account_id}-{region}-artifacts"
 
 
+def pin_bucket_owner(s3: Any, bucket: str, account_id: str) -> None:
+    """Every request `s3` makes to `bucket` from now on carries ExpectedBucketOwner=`account_id`
+    (each operation that takes it: all but CreateBucket), so S3 refuses it (403) when the bucket
+    belongs to another account: the artifacts bucket's name is predictable, and whoever created it
+    first would otherwise receive the code and serve the functions theirs. A botocore hook, so that
+    no call, the transfer manager's multipart parts included, can leave it out."""
+
+    def add_owner(params: dict[str, Any], model: Any, **_: Any) -> None:
+        members = model.input_shape.members if model.input_shape is not None else {}
+        if params.get("Bucket") == bucket and "ExpectedBucketOwner" in members:
+            params.setdefault("ExpectedBucketOwner", account_id)
+
+    s3.meta.events.register("provide-client-params.s3.*", add_owner, unique_id=f"sumpipe-owner-{bucket}")
+
+
 def ensure_private_bucket(s3: Any, bucket: str, region: str) -> None:
-    """Create `bucket` if missing: encrypted, public access blocked."""
+    """Create `bucket` if missing: encrypted, public access blocked. With the bucket's owner pinned
+    (pin_bucket_owner), a bucket of that name in another account is refused."""
     try:
         s3.head_bucket(Bucket=bucket)
         return
     except ClientError as error:
-        if error.response["Error"]["Code"] not in ("404", "NoSuchBucket", "NotFound"):
+        code = error.response["Error"]["Code"]
+        if code in ("403", "AccessDenied", "Forbidden"):
+            raise DeployError(
+                f"bucket {bucket} exists but not in this account (or this identity may not use it); "
+                "the artifacts bucket must be the stack account's own"
+            ) from error
+        if code not in ("404", "NoSuchBucket", "NotFound"):
             raise
     location = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
-    s3.create_bucket(Bucket=bucket, **location)
+    try:
+        s3.create_bucket(Bucket=bucket, **location)
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "BucketAlreadyExists":
+            raise DeployError(
+                f"bucket {bucket} was created by another account; it can't hold this stack's code"
+            ) from error
+        raise
     s3.put_public_access_block(
         Bucket=bucket,
         PublicAccessBlockConfiguration={
@@ -359,10 +493,16 @@ def deploy(
     *,
     build: ArtifactBuilder = build_cloud_artifacts,
     poll_s: float = 5.0,
+    confirm: Confirm | None = None,
+    ebs_key_grants_ok: bool = False,
 ) -> dict[str, str]:
-    """Build and upload the artifacts, create or update the stack, store the SSH key; the outputs.
+    """Check, build and upload the artifacts, create or update the stack, store the SSH key; the outputs.
 
-    `overrides` are template parameters given by the caller (the user's --param, or the emulator's).
+    `overrides` are template parameters given by the caller (the user's --param, or the emulator's);
+    on update, the stack's other parameters keep their values. The preflight checks
+    (sumpipe/ops/preflight.py) run first: one that fails raises DeployError before anything is built
+    or touched. `confirm` is asked, after the update's change set is shown, whether to apply it (None:
+    apply without asking).
     """
     region = session.region_name
     account_id = session.client("sts").get_caller_identity()["Account"]
@@ -371,10 +511,25 @@ def deploy(
     secrets = session.client("secretsmanager")
 
     bucket = artifacts_bucket_name(stack_name, account_id, region)
+    template = render_template()
+    previous = stack_parameters(cloudformation, stack_name)
+    effective = preflight.effective_parameters(
+        template, previous_values(template, previous or {}), {"ArtifactsBucket": bucket, **overrides}
+    )
+    try:
+        found = preflight.run(
+            session, template, effective, stack_name, account_id, progress,
+            artifacts_bucket=bucket, updating=previous is not None, ebs_key_grants_ok=ebs_key_grants_ok,
+        )
+    except preflight.PreflightError as error:
+        raise DeployError(f"preflight: {error}") from error
+
+    pin_bucket_owner(s3, bucket, account_id)
     ensure_private_bucket(s3, bucket, region)
     parameters: dict[str, str] = {"ArtifactsBucket": bucket}
     with tempfile.TemporaryDirectory(prefix="sumpipe-package-") as tmp:
-        for parameter, path in build(Path(tmp), progress, overrides).items():
+        build_parameters = {"WorkerPython": effective["WorkerPython"], **overrides}
+        for parameter, path in build(Path(tmp), progress, build_parameters).items():
             parameters[parameter] = upload_artifact(s3, bucket, stack_name, path)
 
     secret_id = f"{stack_name}/worker-ssh-key"
@@ -384,10 +539,11 @@ def deploy(
         parameters["SshPublicKey"] = public_key_of(existing_key)
     else:
         new_private_key, parameters["SshPublicKey"] = generate_ssh_key_pair()
+    parameters.update(found)
     parameters.update(overrides)
 
     outputs = apply_stack(
-        cloudformation, s3, stack_name, render_template(), parameters, bucket, progress, poll_s
+        cloudformation, s3, stack_name, template, parameters, bucket, progress, poll_s, confirm=confirm
     )
     if new_private_key:
         # The stack creates the secret empty; its value never appears in the template. An emulator
@@ -426,6 +582,7 @@ def destroy(
         raise DeployError(f"{stack_name}: delete ended in {final}; see the events above")
     _delete_leftover_secret(session.client("secretsmanager"), outputs.get("SshKeySecretId", ""), progress)
     artifacts = artifacts_bucket_name(stack_name, account_id, session.region_name)
+    pin_bucket_owner(s3, artifacts, account_id)
     if _bucket_exists(s3, artifacts):
         empty_bucket(s3, artifacts)
         s3.delete_bucket(Bucket=artifacts)

@@ -43,6 +43,12 @@ def submit_wait(key: str, *flags: str) -> tuple[subprocess.CompletedProcess[str]
     return done, time.monotonic() - started
 
 
+def max_receive_count(queue_url: str) -> int:
+    """How often SQS delivers the queue's messages before dead-lettering them (the template's)."""
+    attributes = client("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])
+    return int(json.loads(attributes["Attributes"]["RedrivePolicy"])["maxReceiveCount"])
+
+
 def trigger_failure_lines(target: operator.Stack, key: str) -> list[dict]:
     group = chain.log_group(target.outputs["TriggerFunctionName"])
     events = client("logs").filter_log_events(logGroupName=group, filterPattern='"record_failed"')["events"]
@@ -58,7 +64,8 @@ def test_submit_wait_stops_naming_the_trigger_and_its_denial(running_stack):
         done, took_s = submit_wait(key)
     assert done.returncode == 1, (done.stdout, done.stderr)
     (verdict,) = [line for line in done.stderr.splitlines() if line.startswith("sumpipe submit: ")]
-    assert f"trigger failed 4 times on {key}: HeadObject 403 Forbidden" in verdict, verdict
+    deliveries = max_receive_count(running_stack.target.outputs["InputEventsQueueUrl"])
+    assert f"trigger failed {deliveries} times on {key}: HeadObject 403 Forbidden" in verdict, verdict
     assert "see: sumpipe logs --function trigger" in verdict, verdict
     assert took_s < 180, f"took {took_s:.0f}s"
     # The failures were reported as they came, before the verdict.
@@ -80,15 +87,14 @@ def test_a_message_that_keeps_failing_ends_in_the_dead_letter_queue(running_stac
     target = running_stack.target
     sqs = client("sqs")
     queue, dlq = target.outputs["InputEventsQueueUrl"], target.outputs["InputEventsDeadLetterQueueUrl"]
-    attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["RedrivePolicy"])["Attributes"]
-    max_receive_count = int(json.loads(attributes["RedrivePolicy"])["maxReceiveCount"])
+    deliveries = max_receive_count(queue)
     key = f"dead-letter-{uuid.uuid4().hex}.csv"
     with role_without(running_stack, "TriggerRole", "trigger.json", "s3:GetObject"):
         submitted = operator.submit_file(target, SAMPLE, key)
         upload = submitted.upload
         wait_until(lambda: chain.dead_lettered(sqs, dlq, upload), timeout_s=150, what="the dead-letter queue")
         failures = trigger_failure_lines(target, key)
-        assert [line["receive_count"] for line in failures] == list(range(1, max_receive_count + 1))
+        assert [line["receive_count"] for line in failures] == list(range(1, deliveries + 1))
         # Gone from its queue, so never delivered again, however long the role stays broken.
         visible = sqs.get_queue_attributes(
             QueueUrl=queue,
@@ -96,7 +102,7 @@ def test_a_message_that_keeps_failing_ends_in_the_dead_letter_queue(running_stac
         )["Attributes"]
         assert visible == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
         time.sleep(5)
-        assert len(trigger_failure_lines(target, key)) == max_receive_count
+        assert len(trigger_failure_lines(target, key)) == deliveries
 
 
 def test_submit_wait_stops_when_no_job_is_recorded(running_stack, tmp_path):

@@ -149,7 +149,7 @@ def test_sumpipe_deploy_then_destroy_through_the_cli(
     and the wheel, uploads them, creates the stack, stores a generated SSH key. The network is passed
     in: moto can't delete a VPC that held an instance (see ensure_local_network)."""
     parameters = emulator_parameters(moto_session.client("ec2"))
-    network = [f"--param={k}={parameters[k]}" for k in ("VpcId", "SubnetId", "EnforceTls")]
+    network = [f"--param={k}={parameters[k]}" for k in ("VpcId", "SubnetId", "EnforceTls", "AssignPublicIp")]
     assert cli.main(["deploy", "--stack", "demo", "--param", "WorkerCount=1", *network]) == 0
     out = capsys.readouterr().out
     assert '"InputBucketName": "demo-' in out
@@ -165,3 +165,45 @@ def test_sumpipe_deploy_then_destroy_through_the_cli(
     assert _all_buckets(moto_session) == set()
     assert _live_instances(moto_session) == []
     assert moto_session.client("secretsmanager").list_secrets()["SecretList"] == []
+
+
+def test_every_artifacts_bucket_request_names_its_expected_owner(moto_session: Any) -> None:
+    """Against moto server: moto doesn't enforce ExpectedBucketOwner (probed: a GetObject naming
+    another account as the owner succeeds), so a deploy into another account's bucket can't fail
+    here as on AWS. What is checked instead, with a botocore event hook on every request sent: each
+    request of a deploy and a destroy to the artifacts bucket (but CreateBucket, which takes none)
+    carries x-amz-expected-bucket-owner = the deploying account."""
+    account = moto_session.client("sts").get_caller_identity()["Account"]
+    artifacts = f"sumpipe-{account}-{REGION}-artifacts"
+    sent: list[tuple[str, str, str | None]] = []
+
+    def record(request: Any, **_: Any) -> None:
+        path = request.url.split("://", 1)[1].split("/", 1)[1]
+        if path.split("?")[0].split("/")[0] == artifacts:
+            owner = request.headers.get("x-amz-expected-bucket-owner")
+            sent.append((request.method, path, owner.decode() if isinstance(owner, bytes) else owner))
+
+    moto_session.events.register("before-send.s3", record)
+    deploy_local_stack(moto_session, "sumpipe")
+    assert cli.main(["destroy", "--stack", "sumpipe", "--force"]) == 0  # (its own session: not recorded)
+    uploads = [path for method, path, _ in sent if method in ("PUT", "POST") and "/" in path.split("?")[0]]
+    assert uploads, sent  # the code went in
+    unpinned = [(method, path) for method, path, owner in sent if owner != account]
+    assert unpinned == [("PUT", artifacts)]  # CreateBucket only
+
+
+def test_a_bucket_of_another_account_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What S3 answers a HeadBucket naming the wrong expected owner (403), as DeployError."""
+    from botocore.stub import Stubber
+
+    from sumpipe.ops import deploy
+
+    s3 = boto3.client("s3", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="y")
+    deploy.pin_bucket_owner(s3, "b-artifacts", "111122223333")
+    with Stubber(s3) as stub:
+        stub.add_client_error(
+            "head_bucket", "403", http_status_code=403,
+            expected_params={"Bucket": "b-artifacts", "ExpectedBucketOwner": "111122223333"},
+        )
+        with pytest.raises(deploy.DeployError, match="not in this account"):
+            deploy.ensure_private_bucket(s3, "b-artifacts", REGION)

@@ -64,7 +64,20 @@ def test_policy_is_least_privilege(path: Path) -> None:
             for resource in resources:
                 if resource == "*":
                     continue
-                if service == "s3":
+                if action == "s3:ListBucket":
+                    # Only so that a missing input or job file reads as missing (404, not 403:
+                    # S3 answers 403 for a missing key to a caller that may not list the bucket).
+                    # On the input bucket, whose every key the role may read anyway; on the output
+                    # bucket only under jobs/.
+                    assert actions == ["s3:ListBucket"], f"{path.name}/{sid}"
+                    if resource == "arn:${AWS::Partition}:s3:::${InputBucket}":
+                        assert path.stem in ("trigger", "instance"), f"{path.name}/{sid}"
+                    else:
+                        assert resource == "arn:${AWS::Partition}:s3:::${OutputBucket}", f"{path.name}/{sid}"
+                        assert statement.get("Condition") == {
+                            "StringLike": {"s3:prefix": [keys.JOBS_PREFIX + "*"]}
+                        }, f"{path.name}/{sid}: listing the output bucket outside jobs/"
+                elif service == "s3":
                     assert resource.startswith(
                         (
                             "arn:${AWS::Partition}:s3:::${InputBucket}/",
@@ -132,8 +145,12 @@ def test_each_role_has_only_the_powers_its_part_needs() -> None:
     assert actions("api") == {
         "logs:CreateLogStream", "logs:PutLogEvents", "dynamodb:PutItem", "dynamodb:Scan", "dynamodb:GetItem",
         "dynamodb:UpdateItem",
-        "s3:PutObject", "s3:GetObject", "logs:FilterLogEvents",
+        "s3:PutObject", "s3:GetObject", "s3:ListBucket", "logs:FilterLogEvents",
     }  # fmt: skip
+    # Listing (for honest 404s) only where a missing key is an answer: the input for the trigger
+    # and the runner, the job files for the API; never for the worker or stop_ec2.
+    assert "s3:ListBucket" in actions("trigger") & actions("instance")
+    assert "s3:ListBucket" not in actions("worker") | actions("stop_ec2")
 
 
 def test_the_rules_catch_a_widened_policy(tmp_path: Path) -> None:
@@ -152,6 +169,8 @@ def test_the_rules_catch_a_widened_policy(tmp_path: Path) -> None:
         ("worker", "s3:GetObject", EXPORTS + "*"),  # another role reading everyone's decisions
         ("api", "s3:DeleteObject", EXPORTS + "*"),
         ("api", "s3:PutObject", "arn:${AWS::Partition}:s3:::${OutputBucket}/*"),
+        ("worker", "s3:ListBucket", "arn:${AWS::Partition}:s3:::${InputBucket}"),
+        ("stop_ec2", "s3:ListBucket", "arn:${AWS::Partition}:s3:::${OutputBucket}"),  # unconditioned
     ],
 )
 def test_the_exports_prefix_is_the_apis_alone(tmp_path: Path, role: str, action: str, resource: str) -> None:

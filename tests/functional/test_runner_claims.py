@@ -98,3 +98,38 @@ def test_a_runner_that_claimed_success_and_died_is_failed_once_its_grace_is_over
     job = aws.ledger.get_job(aws.job.job_id)
     assert job.state == "failed" and "summary.csv never came" in job.error
     assert outputs(aws) == {keys.ERROR}
+
+
+def test_the_jobs_files_are_on_the_work_disk_not_in_tmp(aws, monkeypatch, tmp_path):
+    """Through `run` (against moto, the real summarizer child): the job's directory is made under
+    SUMPIPE_WORK_DIR (the bootstrap's /var/lib/sumpipe/work, on the root volume), and the summarizer's
+    own temporary files (a Parquet input's spool) go there too, never in the temporary directory
+    (/tmp: a RAM disk on Amazon Linux 2023), which stays untouched."""
+    ram_disk, disk = tmp_path / "tmp", tmp_path / "var-lib-sumpipe-work"
+    ram_disk.mkdir()
+    monkeypatch.setenv("TMPDIR", str(ram_disk))
+    monkeypatch.setenv("SUMPIPE_WORK_DIR", str(disk))
+    get_settings.cache_clear()
+    seen = {}
+    start_summarizer, popen = runner.start_summarizer, runner.subprocess.Popen
+
+    def observed(workdir, summary_name, options):
+        seen["workdir"] = workdir
+        return start_summarizer(workdir, summary_name, options)
+
+    def observed_popen(command, *args, **kwargs):
+        if "--report" in command:  # the summarizer child: the environment it is given
+            seen["tmpdir"] = kwargs["env"]["TMPDIR"]
+        return popen(command, *args, **kwargs)
+
+    monkeypatch.setattr(runner.subprocess, "Popen", observed_popen)
+    monkeypatch.setattr(runner, "start_summarizer", observed)
+    try:
+        assert runner.run(aws.job.job_id) == 0
+    finally:
+        get_settings.cache_clear()
+    assert keys.SUMMARY in outputs(aws)
+    assert seen["workdir"].parent == disk
+    assert seen["tmpdir"] == str(seen["workdir"])
+    assert list(ram_disk.iterdir()) == []
+    assert list(disk.iterdir()) == []  # the job's directory goes with the job

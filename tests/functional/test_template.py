@@ -221,3 +221,56 @@ def test_deploy_scripts_are_shellcheck_clean(script: Path) -> None:
         [shellcheck, "-s", "bash", str(script)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout
+
+
+def test_dead_letters_take_five_receives_and_each_raises_an_alarm(template: dict[str, Any]) -> None:
+    """Rendered template: every event-source queue dead-letters only after 5 receives (AWS's advice:
+    throttled deliveries count as receives), and every dead-letter queue has an alarm on any visible
+    message, notifying the optional AlarmTopicArn."""
+    resources = template["Resources"]
+    dead_letter_queues = set()
+    for mapping in (r for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"):
+        queue = resources[mapping["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]]["Properties"]
+        assert queue["RedrivePolicy"]["maxReceiveCount"] >= 5
+        dead_letter_queues.add(queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0])
+    assert "InputEventsDeadLetterQueue" in dead_letter_queues  # the trigger's
+    alarmed = {}
+    for resource in resources.values():
+        if resource["Type"] == "AWS::CloudWatch::Alarm":
+            properties = resource["Properties"]
+            [dimension] = properties["Dimensions"]
+            alarmed[dimension["Value"]["Fn::GetAtt"][0]] = properties
+    assert set(alarmed) == dead_letter_queues
+    topic = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+    for properties in alarmed.values():
+        metric = (properties["Namespace"], properties["MetricName"])
+        assert metric == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+        assert (properties["ComparisonOperator"], properties["Threshold"]) == ("GreaterThanThreshold", 0)
+        assert properties["AlarmActions"] == topic
+    assert template["Parameters"]["AlarmTopicArn"]["Default"] == ""
+
+
+def test_no_hard_coded_partition(template: dict[str, Any]) -> None:
+    """Rendered template: every ARN is built with ${AWS::Partition} (aws-cn, aws-us-gov work too)."""
+    assert "arn:aws:" not in json.dumps(template)
+    for name in ("InputEventsQueuePolicy", "OutputEventsQueuePolicy"):
+        [statement] = template["Resources"][name]["Properties"]["PolicyDocument"]["Statement"]
+        arn = statement["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Join"][1]
+        assert arn[:3] == ["arn:", {"Ref": "AWS::Partition"}, ":s3:::"]
+
+
+def test_the_instance_pins_the_artifacts_buckets_owner(template: dict[str, Any]) -> None:
+    """Rendered template: the user data hands the bootstrap the stack's account as the artifacts
+    bucket's expected owner, and its fetch sends it (S3 refuses the request for another's bucket)."""
+    user_data = json.dumps(template["Resources"]["WorkerInstance1"]["Properties"]["UserData"])
+    assert '"ARTIFACTS_BUCKET_OWNER=\'", {"Ref": "AWS::AccountId"}' in user_data
+    assert "x-amz-expected-bucket-owner" in user_data
+
+
+def test_no_root_device_is_assumed_outside_the_template() -> None:
+    """The root device's name depends on the image (/dev/xvda on Amazon Linux, /dev/sda1 on Ubuntu):
+    nothing but the template's block device mapping may name one."""
+    sources = [ROOT / "deploy" / "bootstrap.sh", *ROOT.glob("sumpipe/**/*.py"), *ROOT.glob("lambdas/**/*.py")]
+    for path in sources:
+        text = path.read_text(encoding="utf-8")
+        assert "/dev/xvd" not in text and "/dev/sda" not in text and "/dev/nvme" not in text, path

@@ -25,11 +25,37 @@ def _parameter(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _interactive() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):  # closed or replaced stdin
+        return False
+
+
+def _ask(preview: list[str]) -> bool:
+    """The operator's answer to the change set just shown (the preview lines went to stderr)."""
+    print("apply these changes? [y/N] ", end="", file=sys.stderr, flush=True)
+    try:
+        answer = input()
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
 def _deploy(args: argparse.Namespace) -> int:
     session = boto3.session.Session()
+    # Checked before anything is built: an update would need an answer nobody can give.
+    cloudformation = session.client("cloudformation")
+    if not args.yes and not _interactive() and deploy.stack_status(cloudformation, args.stack) is not None:
+        print(f"sumpipe deploy: stack {args.stack} exists and stdin is not a terminal to confirm the "
+              "update: pass --yes to apply it without asking", file=sys.stderr)
+        return 1
     try:
         build = functools.partial(deploy.build_cloud_artifacts, api=args.api)
-        outputs = deploy.deploy(session, args.stack, dict(args.param), _progress, build=build)
+        outputs = deploy.deploy(
+            session, args.stack, dict(args.param), _progress, build=build,
+            confirm=None if args.yes else _ask, ebs_key_grants_ok=args.ebs_key_grants_ok,
+        )
     except (deploy.DeployError, package.PackageError) as error:
         print(f"sumpipe deploy: {error}", file=sys.stderr)
         return 1
@@ -80,6 +106,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="template parameter, e.g. --param InstanceType=c7i.large (repeatable)")
     parser.add_argument("--api", action="store_true",
                         help="also deploy the realtime POST /summarize API (HTTP API, Lambda, GloVe layer)")
+    parser.add_argument("--yes", "-y", action="store_true",
+                        help="apply an update's change set without asking (needed without a terminal)")
+    parser.add_argument("--ebs-key-grants-ok", action="store_true",
+                        help="the account's default EBS key is customer managed and its key policy already "
+                             "lets EC2 create grants for this account (see docs/deploy.md, Preflight checks)")
     parser.set_defaults(func=_deploy)
 
     parser = subparsers.add_parser("destroy", help="delete the stack and its artifacts")
