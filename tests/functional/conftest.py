@@ -9,10 +9,14 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
+from moto.server import ThreadedMotoServer
 
 from sumpipe.local.hosts import SSHD, HostError, HostNetwork, generate_ed25519_keypair, namespaces_available
 
@@ -69,3 +73,32 @@ def host_network(request: pytest.FixtureRequest, shared_tmp: Path) -> Iterator[H
         pytest.fail("no free 10.x.0.0/16 subnet for a test host network")
     yield network
     network.teardown()
+
+
+MOTO_REGION = "us-east-1"
+
+
+@pytest.fixture
+def moto_session(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A moto server on loopback, named by the standard variables (any credentials: IAM not enforced),
+    and a boto3 session for it."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for name, value in {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",  # pragma: allowlist secret
+        "AWS_DEFAULT_REGION": MOTO_REGION,
+        "AWS_REGION": MOTO_REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    try:
+        yield boto3.session.Session(region_name=MOTO_REGION)
+    finally:
+        # moto's backends are per process, not per server: reset them so tests don't share state.
+        urllib.request.urlopen(
+            urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"), timeout=10
+        ).close()
+        server.stop()

@@ -4,43 +4,16 @@ through the CLI: resources exist, are wired as the template says, and nothing re
 from __future__ import annotations
 
 import os
-import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from sumpipe import keys
 from sumpipe.local.resources import deploy_local_stack, emulator_parameters
 from sumpipe.ops import cli
 
 REGION = "us-east-1"
-
-
-@pytest.fixture
-def moto_session(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    for name, value in {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",  # pragma: allowlist secret
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    try:
-        yield boto3.session.Session(region_name=REGION)
-    finally:
-        # moto's backends are per process, not per server: reset them so tests don't share state.
-        urllib.request.urlopen(
-            urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"), timeout=10
-        ).close()
-        server.stop()
 
 
 def _all_buckets(session: Any) -> set[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 from moto import mock_aws
-from moto.server import ThreadedMotoServer
 
 from sumpipe.local.resources import build_local_artifacts, emulator_parameters
 from sumpipe.ops import cli, deploy, preflight
@@ -23,28 +21,6 @@ from sumpipe.ops.commands import deploy as deploy_command
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
-
-
-@pytest.fixture
-def moto_session(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    for name, value in {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",  # pragma: allowlist secret
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    try:
-        yield boto3.session.Session(region_name=REGION)
-    finally:
-        urllib.request.urlopen(
-            urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"), timeout=10
-        ).close()
-        server.stop()
 
 
 @pytest.fixture
