@@ -20,7 +20,7 @@ is recorded `record_timeout_s` after the upload.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -98,29 +98,36 @@ def _matches(record: dict[str, Any], function: str, upload: Upload) -> bool:
     return function == "trigger" and record.get("object_key") == upload.key
 
 
-def function_failures(logs: Any, function: str, function_name: str, upload: Upload) -> Failures | None:
-    """The function's logged failures on the upload (None: none, or no log group yet)."""
-    kwargs: dict[str, Any] = {
-        "logGroupName": log_group(function_name),
-        "filterPattern": f'"{RECORD_FAILED}"',
-        "startTime": int((upload.uploaded_at - CLOCK_SLACK_S) * 1000),
-    }
-    found: list[tuple[float, str]] = []
+def log_events(logs: Any, group: str, **filters: Any) -> Iterator[dict[str, Any]]:
+    """Every event of the log group that FilterLogEvents gives for `filters`, page by page; none
+    when the group doesn't exist (yet: a function that never ran has none)."""
+    kwargs: dict[str, Any] = {"logGroupName": group, **filters}
     try:
         while True:
             page = logs.filter_log_events(**kwargs)
-            for event in page.get("events", []):
-                try:
-                    record = json.loads(event["message"])
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and _matches(record, function, upload):
-                    found.append((event["timestamp"] / 1000, str(record.get("error") or "unknown error")))
+            yield from page.get("events", [])
             if not page.get("nextToken"):
-                break
+                return
             kwargs["nextToken"] = page["nextToken"]
     except logs.exceptions.ResourceNotFoundException:
-        return None
+        return
+
+
+def function_failures(logs: Any, function: str, function_name: str, upload: Upload) -> Failures | None:
+    """The function's logged failures on the upload (None: none, or no log group yet)."""
+    found: list[tuple[float, str]] = []
+    for event in log_events(
+        logs,
+        log_group(function_name),
+        filterPattern=f'"{RECORD_FAILED}"',
+        startTime=int((upload.uploaded_at - CLOCK_SLACK_S) * 1000),
+    ):
+        try:
+            record = json.loads(event["message"])
+        except ValueError:
+            continue
+        if isinstance(record, dict) and _matches(record, function, upload):
+            found.append((event["timestamp"] / 1000, str(record.get("error") or "unknown error")))
     if not found:
         return None
     found.sort()

@@ -125,14 +125,20 @@ def _existing_private_key(secrets: Any, secret_id: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------ stacks
-def stack_status(cloudformation: Any, stack_name: str) -> str | None:
+def _described_stack(cloudformation: Any, stack_name: str) -> dict[str, Any] | None:
+    """DescribeStacks' record of the stack, or None when there is no such stack."""
     try:
         stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
     except ClientError as error:
         if "does not exist" in error.response["Error"]["Message"]:
             return None
         raise
-    return stacks[0]["StackStatus"] if stacks else None
+    return stacks[0] if stacks else None
+
+
+def stack_status(cloudformation: Any, stack_name: str) -> str | None:
+    stack = _described_stack(cloudformation, stack_name)
+    return stack["StackStatus"] if stack else None
 
 
 def stack_outputs(cloudformation: Any, stack_name: str) -> dict[str, str]:
@@ -178,15 +184,10 @@ def _template_argument(s3: Any, bucket: str, stack_name: str, template: Mapping[
 
 def stack_parameters(cloudformation: Any, stack_name: str) -> dict[str, str] | None:
     """The existing stack's parameters (key -> value as given), or None when there is no stack."""
-    try:
-        stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
-    except ClientError as error:
-        if "does not exist" in error.response["Error"]["Message"]:
-            return None
-        raise
-    if not stacks:
+    stack = _described_stack(cloudformation, stack_name)
+    if stack is None:
         return None
-    return {p["ParameterKey"]: p.get("ParameterValue", "") for p in stacks[0].get("Parameters", [])}
+    return {p["ParameterKey"]: p.get("ParameterValue", "") for p in stack.get("Parameters", [])}
 
 
 def previous_values(template: Mapping[str, Any], previous: Mapping[str, str]) -> dict[str, str]:

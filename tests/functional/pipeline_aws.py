@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from moto import mock_aws
 
 from sumpipe.ledger import DynamoLedger
+from sumpipe.local import motoserver
 from sumpipe.ops import deploy
 from sumpipe.settings import get_settings
 
@@ -56,3 +58,35 @@ def pipeline_aws(monkeypatch: pytest.MonkeyPatch, **settings: str) -> Iterator[S
             )
         finally:
             get_settings.cache_clear()
+
+
+@contextmanager
+def emulated_stack(log_path: Path) -> Iterator[SimpleNamespace]:
+    """The local stack's emulator (its own process, which checks presigned URLs and POST policies as
+    S3 does) with the input and output buckets and the job table; `env` holds the variables a
+    `sumpipe serve` of that stack needs (endpoint, credentials, SUMPIPE_* names)."""
+    port = motoserver.free_port()
+    moto = motoserver.start(port, ["127.0.0.1"], log_path)
+    endpoint = f"http://127.0.0.1:{port}"
+    aws = {**motoserver.endpoint_environment(endpoint), **motoserver.BOOTSTRAP_CREDENTIALS}
+    try:
+        session = boto3.Session(
+            aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=aws["AWS_SECRET_ACCESS_KEY"],
+            region_name=motoserver.REGION,
+        )
+        s3 = session.client("s3", endpoint_url=endpoint)
+        for bucket in ("in-bucket", "out-bucket"):
+            s3.create_bucket(Bucket=bucket)
+        dynamodb = session.client("dynamodb", endpoint_url=endpoint)
+        create_job_table(dynamodb)
+        env = {
+            **aws,
+            "SUMPIPE_INPUT_BUCKET": "in-bucket",
+            "SUMPIPE_OUTPUT_BUCKET": "out-bucket",
+            "SUMPIPE_JOB_TABLE": "jobs",
+        }
+        yield SimpleNamespace(endpoint=endpoint, s3=s3, dynamodb=dynamodb, env=env)
+    finally:
+        moto.terminate()
+        moto.wait(timeout=10)

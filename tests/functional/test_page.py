@@ -12,12 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
-import boto3
 import httpx
 import pytest
 from api_server import serve
 from browser import chromium, fill
-from pipeline_aws import create_job_table
+from pipeline_aws import emulated_stack
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -25,7 +24,6 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from sumpipe import options
 from sumpipe.feedback import EXPORT_COLUMNS
-from sumpipe.local import motoserver
 
 REVIEW = (
     "I bought these kettle chips for a party. They are thick and very crunchy. "
@@ -271,26 +269,8 @@ def stack_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNames
     """`sumpipe serve` with a stack in the local stack's emulator (which checks the upload's POST
     policy as S3 does): its buckets and job table, no functions. What an upload asks of its job is
     the object's metadata, read here as the trigger reads it."""
-    port = motoserver.free_port()
-    moto = motoserver.start(port, ["127.0.0.1"], tmp_path_factory.mktemp("moto") / "moto.log")
-    endpoint = f"http://127.0.0.1:{port}"
-    aws = {**motoserver.endpoint_environment(endpoint), **motoserver.BOOTSTRAP_CREDENTIALS}
-    try:
-        session = boto3.Session(
-            aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=aws["AWS_SECRET_ACCESS_KEY"],
-            region_name=motoserver.REGION,
-        )
-        s3 = session.client("s3", endpoint_url=endpoint)
-        for bucket in ("in-bucket", "out-bucket"):
-            s3.create_bucket(Bucket=bucket)
-        create_job_table(session.client("dynamodb", endpoint_url=endpoint))
-        env = {**aws, "SUMPIPE_INPUT_BUCKET": "in-bucket", "SUMPIPE_OUTPUT_BUCKET": "out-bucket"}
-        with serve({**env, "SUMPIPE_JOB_TABLE": "jobs"}) as (url, _):
-            yield SimpleNamespace(url=url, s3=s3)
-    finally:
-        moto.terminate()
-        moto.wait(timeout=10)
+    with emulated_stack(tmp_path_factory.mktemp("moto") / "moto.log") as stack, serve(stack.env) as (url, _):
+        yield SimpleNamespace(url=url, s3=stack.s3)
 
 
 def upload_on_page(browser: WebDriver, url: str, table: Path, job_options: dict[str, str]) -> str:

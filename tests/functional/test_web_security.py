@@ -20,13 +20,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from urllib.parse import unquote, urlsplit
 
-import boto3
 import httpx
 import jsonschema_rs
 import pytest
 from api_server import serve
 from browser import chromium
-from pipeline_aws import create_job_table
+from pipeline_aws import emulated_stack
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -34,7 +33,6 @@ from sumpipe import keys
 from sumpipe.api import server_limits
 from sumpipe.api.filenames import attachment, safe_download_name
 from sumpipe.ledger import DynamoLedger, Job
-from sumpipe.local import motoserver
 
 DECISION = {"method": "default", "summary_shown": "x", "decision": "approve"}
 
@@ -283,39 +281,21 @@ PUBLIC_URL = "http://review.example.test:8080/"
 def stack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     """`sumpipe serve` with a stack in a moto server: a succeeded job uploaded directly to S3 under
     a key made to break the download's header, and a public address that is not loopback."""
-    port = motoserver.free_port()
-    moto = motoserver.start(port, ["127.0.0.1"], tmp_path_factory.mktemp("moto") / "moto.log")
-    endpoint = f"http://127.0.0.1:{port}"
-    aws = {**motoserver.endpoint_environment(endpoint), **motoserver.BOOTSTRAP_CREDENTIALS}
-    try:
-        session = boto3.Session(
-            aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=aws["AWS_SECRET_ACCESS_KEY"],
-            region_name=motoserver.REGION,
-        )
-        s3 = session.client("s3", endpoint_url=endpoint)
-        for bucket in ("in-bucket", "out-bucket"):
-            s3.create_bucket(Bucket=bucket)
-        create_job_table(session.client("dynamodb", endpoint_url=endpoint))
+    with emulated_stack(tmp_path_factory.mktemp("moto") / "moto.log") as stack:
         job_id = keys.job_id("in-bucket", INJECTED_KEY, "v1")
         now = time.time()
         job = Job(job_id, "in-bucket", INJECTED_KEY, "v1", state="succeeded", created_at=now, finished_at=now)
-        DynamoLedger(session.client("dynamodb", endpoint_url=endpoint), "jobs").create_job(job)
-        s3.put_object(Bucket="out-bucket", Key=keys.output_key(job_id, "summary.csv"), Body=b"id,summary\n")
+        DynamoLedger(stack.dynamodb, "jobs").create_job(job)
+        summary = keys.output_key(job_id, "summary.csv")
+        stack.s3.put_object(Bucket="out-bucket", Key=summary, Body=b"id,summary\n")
         env = {
-            **aws,
-            "SUMPIPE_INPUT_BUCKET": "in-bucket",
-            "SUMPIPE_OUTPUT_BUCKET": "out-bucket",
-            "SUMPIPE_JOB_TABLE": "jobs",
+            **stack.env,
             "SUMPIPE_PUBLIC_URL": PUBLIC_URL,
             # The test reaches the server at 127.0.0.1, and sends Host: evil.example on purpose.
             "SUMPIPE_ALLOWED_HOSTS": '["127.0.0.1", "evil.example"]',
         }
         with serve(env) as (url, _):
             yield SimpleNamespace(url=url, job_id=job_id)
-    finally:
-        moto.terminate()
-        moto.wait(timeout=10)
 
 
 def test_the_download_name_cannot_inject_header_parameters(stack_server: SimpleNamespace) -> None:

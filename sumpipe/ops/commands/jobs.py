@@ -363,20 +363,11 @@ def job_log_lines(target: Stack, job_id: str) -> list[LogLine]:
     logs = client("logs")
     lines: list[LogLine] = []
     for source, output_name in FUNCTIONS.items():
-        group = f"/aws/lambda/{target.outputs[output_name]}"
-        kwargs: dict[str, Any] = {"logGroupName": group, "filterPattern": f'"{job_id}"'}
-        try:
-            while True:
-                page = logs.filter_log_events(**kwargs)
-                for event in page.get("events", []):
-                    record = _json_or_none(event["message"])
-                    if record is not None and record.get("job_id") == job_id:
-                        lines.append(LogLine(event["timestamp"] / 1000, source, record))
-                if not page.get("nextToken"):
-                    break
-                kwargs["nextToken"] = page["nextToken"]
-        except logs.exceptions.ResourceNotFoundException:
-            continue
+        group = chain.log_group(target.outputs[output_name])
+        for event in chain.log_events(logs, group, filterPattern=f'"{job_id}"'):
+            record = _json_or_none(event["message"])
+            if record is not None and record.get("job_id") == job_id:
+                lines.append(LogLine(event["timestamp"] / 1000, source, record))
     try:
         runner_log = output_object(target, job_id, keys.RUNNER_LOG).decode(errors="replace")
     except Exception:
@@ -432,19 +423,10 @@ def function_log_lines(target: Stack, function: str, since: float) -> list[LogLi
     """A function's lines since `since` (epoch seconds), every job's and none."""
     logs = client("logs")
     group = chain.log_group(target.outputs[FUNCTIONS[function]])
-    kwargs: dict[str, Any] = {"logGroupName": group, "startTime": int(since * 1000)}
     lines = []
-    try:
-        while True:
-            page = logs.filter_log_events(**kwargs)
-            for event in page.get("events", []):
-                record = _json_or_none(event["message"]) or {"message": event["message"]}
-                lines.append(LogLine(event["timestamp"] / 1000, function, record))
-            if not page.get("nextToken"):
-                break
-            kwargs["nextToken"] = page["nextToken"]
-    except logs.exceptions.ResourceNotFoundException:
-        pass
+    for event in chain.log_events(logs, group, startTime=int(since * 1000)):
+        record = _json_or_none(event["message"]) or {"message": event["message"]}
+        lines.append(LogLine(event["timestamp"] / 1000, function, record))
     return sorted(lines, key=lambda line: line.at)
 
 
