@@ -87,13 +87,22 @@ class Settings(BaseSettings):
     allowed_hosts: tuple[str, ...] = ()
     # GET /docs (Swagger UI from the package's files). Off in the Lambda, whose layer lacks them.
     api_docs: bool = True
+    # Who signs the page's reviewers in, when the deployed API takes a JWT (the template sets both
+    # from its Cognito user pool): the tokens' issuer and the app client the page signs in with.
+    # Empty (IAM auth, `sumpipe serve`): the page has no sign-in and sends no tokens.
+    auth_issuer: str = ""
+    auth_client_id: str = ""
+    # Where the page sends Cognito's InitiateAuth, RespondToAuthChallenge and GlobalSignOut. Empty:
+    # derived from a Cognito issuer (https://cognito-idp.<region>.amazonaws.com/), which is right on
+    # AWS; the local stack's emulator serves Cognito at its own address, so it is set there.
+    auth_endpoint: str = ""
 
 
 # Settings only a worker instance has (its runner.env, from deploy/bootstrap.sh); the functions'
 # environment in the template holds every other one.
 INSTANCE_SETTINGS = frozenset({"shutdown_scheduler", "work_dir"})
 # Settings only the API (its function, or `sumpipe serve`) uses: where the review page's decisions
-# go, and whom it answers.
+# go, whom it answers, and who signs its reviewers in.
 API_SETTINGS = frozenset(
     {
         "feedback_table",
@@ -104,6 +113,9 @@ API_SETTINGS = frozenset(
         "allowed_origins",
         "allowed_hosts",
         "api_docs",
+        "auth_issuer",
+        "auth_client_id",
+        "auth_endpoint",
     }
 )
 

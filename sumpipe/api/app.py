@@ -4,7 +4,8 @@ The page (`GET /`, sumpipe/api/static) lets stakeholders summarize a text and ap
 reject the summary; `POST /feedback` records each decision in the feedback store (sumpipe/feedback)
 and `GET /feedback.csv` exports them all (deployed, through the output bucket:
 sumpipe/api/feedback_download.py). On a stack, the page also uploads tables and lists and
-downloads their jobs (sumpipe/api/batch.py).
+downloads their jobs (sumpipe/api/batch.py). Deployed behind a JWT authorizer, reviewers sign in
+on the page first, and a decision is the signed-in reviewer's (sumpipe/api/auth.py).
 
 One ASGI application serves every path: `sumpipe serve` runs it under uvicorn, and the API
 Lambda (`lambdas/api/handler.py`) wraps the same object with Mangum. The summarizer runs in the
@@ -19,6 +20,7 @@ document (tests/functional/test_openapi_conformance.py fuzzes the server against
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -30,7 +32,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
@@ -38,7 +40,8 @@ import glove
 from summarizer import Budget, Summarizer
 from summarizer.engine import METHODS, Method
 from summarizer.split import split_sentences
-from sumpipe.api import batch, docs
+from sumpipe.api import auth, batch, docs
+from sumpipe.api.batch import DOWNLOAD_EXPIRES_S, DOWNLOAD_RESPONSE, DownloadOut, wants_url
 from sumpipe.api.bodies import MAX_BODY_BYTES, parse_body
 from sumpipe.api.feedback_download import (
     CSV_MEDIA_TYPE,
@@ -327,14 +330,40 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-cache",
 }
+# Where the sign-in config goes in the page, and the body's opening tag, marked signed out so
+# nothing but the sign-in form shows before page.js runs.
+PAGE_HEAD_MARK = '<meta charset="utf-8">\n'
+PAGE_BODY_MARK = "<body>"
 app.mount("/static", StaticFiles(directory=STATIC), name="static")
 app.include_router(batch.router)
 app.include_router(docs.router)
 
 
+@lru_cache(maxsize=4)
+def _page(config_json: str) -> tuple[str, dict[str, str]]:
+    """index.html and its headers, for the sign-in config (JSON; "" for none)."""
+    text = (STATIC / "index.html").read_text(encoding="utf-8")
+    if not config_json:
+        return text, PAGE_HEADERS
+    config = json.loads(config_json)
+    if PAGE_HEAD_MARK not in text or PAGE_BODY_MARK not in text:
+        raise RuntimeError("index.html lost the marks the sign-in config is put at")
+    text = text.replace(PAGE_HEAD_MARK, PAGE_HEAD_MARK + auth.meta_tag(config) + "\n", 1)
+    text = text.replace(PAGE_BODY_MARK, '<body class="signed-out">', 1)
+    # The page's scripts may call Cognito's endpoint and nothing else outside the page's origin.
+    policy = PAGE_HEADERS["Content-Security-Policy"].replace(
+        "default-src 'self';",
+        f"default-src 'self'; connect-src 'self' {auth.endpoint_origin(config['endpoint'])};",
+    )
+    return text, {**PAGE_HEADERS, "Content-Security-Policy": policy}
+
+
 @app.get("/", include_in_schema=False)
-def page() -> FileResponse:
-    return FileResponse(STATIC / "index.html", media_type="text/html", headers=PAGE_HEADERS)
+def page() -> HTMLResponse:
+    """The review page, with its sign-in config when reviewers sign in (no call needed to learn it)."""
+    config = auth.page_config(get_settings())
+    text, headers = _page(json.dumps(config, sort_keys=True) if config else "")
+    return HTMLResponse(text, headers=headers)
 
 
 @lru_cache(maxsize=4)
@@ -378,8 +407,11 @@ def text_id_of(text: str) -> str:
     },
 )
 async def feedback(request: Request) -> Any:
-    """Record a reviewer's decision: approve, correct (with the corrected summary) or reject."""
+    """Record a reviewer's decision: approve, correct (with the corrected summary) or reject.
+    Behind a JWT authorizer the reviewer is the signed-in user, whatever the body says."""
     parsed = await parse_body(request, FeedbackIn)
+    # Signed in, a reviewer can't record decisions (or spend a quota) in someone else's name.
+    reviewer = auth.signed_in_user(request.scope) or parsed.reviewer.strip()
     decision = Decision(
         text_id=parsed.text_id or text_id_of(parsed.text),
         text=parsed.text,
@@ -388,7 +420,7 @@ async def feedback(request: Request) -> Any:
         decision=parsed.decision,
         corrected_summary=parsed.corrected_summary.strip(),
         reason=parsed.reason.strip(),
-        reviewer=parsed.reviewer.strip(),
+        reviewer=reviewer,
         time=time.time(),
         job_id=parsed.job_id,
         **({"decision_id": parsed.decision_id} if parsed.decision_id else {}),
@@ -414,10 +446,18 @@ def _refusal(refused: DecisionRefused) -> JSONResponse:
     "/feedback.csv",
     response_class=StreamingResponse,
     responses={
+        200: {
+            "description": "The CSV (`sumpipe serve`, whatever the Accept header says). Deployed, "
+            "with `Accept: application/json`: where to download it, as for the 303.",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                **DOWNLOAD_RESPONSE["content"],
+            },
+        },
         303: {
             "description": "Deployed (behind API Gateway): to a presigned GET (5 minutes) of the "
             "same CSV, written to the output bucket, since a Lambda's response is at most 6 MB."
-        }
+        },
     },
 )
 def feedback_export(request: Request) -> Response:
@@ -432,7 +472,13 @@ def feedback_export(request: Request) -> Response:
         s3 = aws.client("s3", signature_version="s3v4")
         key = write_export(s3, settings.output_bucket, decisions, time.time())
         url = download_url(s3, settings.output_bucket, key)
-        return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
+        headers = {"Cache-Control": "no-store"}
+        # The page sends a bearer token, which a followed redirect or a link can't carry: it asks
+        # for the address and goes there itself.
+        if wants_url(request):
+            answer = DownloadOut(url=url, expires_in=DOWNLOAD_EXPIRES_S)
+            return JSONResponse(answer.model_dump(), headers=headers)
+        return RedirectResponse(url, status_code=303, headers=headers)
     return StreamingResponse(
         export_rows(decisions),
         media_type=CSV_MEDIA_TYPE,

@@ -17,7 +17,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from sumpipe import keys, options
@@ -128,6 +128,28 @@ class RowsOut(BaseModel):
     job_id: str
     method: str = Field(description="The summarizer method that made the summaries.")
     rows: list[RowOut] = Field(description="The job's first rows (its review sample).")
+
+
+class DownloadOut(BaseModel):
+    """Where to download a file, for a client that can't follow a redirect with its credentials."""
+
+    url: str = Field(description="A presigned GET of the file (its Content-Disposition names it).")
+    expires_in: int = Field(description="Seconds the URL works for.")
+
+
+# The 200 a download route gives a client asking for JSON: the page, which sends a bearer token
+# (deployed behind a JWT authorizer), and a link or a followed redirect can't.
+DOWNLOAD_RESPONSE: dict[str, Any] = {
+    "description": "With `Accept: application/json`: where to download it, instead of the 303.",
+    "content": {"application/json": {"schema": DownloadOut.model_json_schema()}},
+}
+
+
+def wants_url(request: Request) -> bool:
+    """Whether the client asked for the download's address as JSON (Accept lists application/json)
+    rather than to be redirected to it (curl, links, a browser's navigation)."""
+    accepted = request.headers.get("accept", "")
+    return any(part.split(";", 1)[0].strip().lower() == "application/json" for part in accepted.split(","))
 
 
 class JobOut(BaseModel):
@@ -306,10 +328,11 @@ def rows(job_id: str) -> RowsOut:
     "/jobs/{job_id}/summary",
     response_class=RedirectResponse,
     status_code=303,
-    responses={404: ERROR_RESPONSES[404], **NEEDS_STACK},
+    responses={200: DOWNLOAD_RESPONSE, 404: ERROR_RESPONSES[404], **NEEDS_STACK},
 )
-def summary(job_id: str) -> RedirectResponse:
-    """303 to a short-lived presigned GET of the job's summary, named after its input."""
+def summary(job_id: str, request: Request) -> Response:
+    """303 to a short-lived presigned GET of the job's summary, named after its input; with
+    `Accept: application/json`, that URL as JSON (the page fetches it with its token)."""
     settings = _require_batch()
     job = _succeeded_job(settings, job_id)
     name = options.from_strings(job.options).summary_name
@@ -323,4 +346,8 @@ def summary(job_id: str) -> RedirectResponse:
         },
         ExpiresIn=DOWNLOAD_EXPIRES_S,
     )
-    return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store"}
+    if wants_url(request):
+        answer = DownloadOut(url=url, expires_in=DOWNLOAD_EXPIRES_S)
+        return JSONResponse(answer.model_dump(), headers=headers)
+    return RedirectResponse(url, status_code=303, headers=headers)

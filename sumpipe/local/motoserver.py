@@ -138,6 +138,7 @@ HOOKED_METHODS = {
         "self", "bucket_name", "key_name",
     ),
     ("moto.dynamodb.responses", "DynamoHandler", "call_action"): ("self",),
+    ("moto.iam.access_control", "IAMRequestBase", "_create_aws_request"): ("self",),
 }  # fmt: skip
 
 
@@ -159,8 +160,10 @@ def hooked_method_problem() -> str | None:
                 parameters = tuple(inspect.signature(method).parameters.values())
             except (TypeError, ValueError):
                 parameters = None
-            if parameters is not None and tuple(p.name for p in parameters) == expected and all(
-                p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters
+            if (
+                parameters is not None
+                and tuple(p.name for p in parameters) == expected
+                and all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters)
             ):
                 continue
             found = f"it has {name}{inspect.signature(method)}" if parameters is not None else "it differs"
@@ -169,6 +172,101 @@ def hooked_method_problem() -> str | None:
             "run scripts/setup to install the locked moto"
         )
     return None
+
+
+# Cognito's operations AWS lists as unsigned ("signed versus unsigned APIs" in the user pools
+# guide): a browser calls them with no AWS credentials, authorized by the client id, the session of
+# a challenge or the user's own token. moto exempts some (PUBLIC_OPERATIONS, a class attribute of
+# its ActionAuthenticatorMixin, read on every request) and answers the others, once IAM is enforced,
+# with an internal error (KeyError HTTP_AUTHORIZATION): the review page could not finish a first
+# sign-in (NEW_PASSWORD_REQUIRED) nor sign out. serve() adds these to moto's list.
+UNSIGNED_COGNITO_OPERATIONS = tuple(
+    f"AWSCognitoIdentityProviderService.{name}"
+    for name in (
+        "InitiateAuth",
+        "RespondToAuthChallenge",
+        "GlobalSignOut",
+        "RevokeToken",
+        "ChangePassword",
+        "ForgotPassword",
+        "ConfirmForgotPassword",
+        "SignUp",
+        "ConfirmSignUp",
+        "ResendConfirmationCode",
+        "GetUser",
+        "DeleteUser",
+        "UpdateUserAttributes",
+        "DeleteUserAttributes",
+        "VerifyUserAttribute",
+        "GetUserAttributeVerificationCode",
+        "AssociateSoftwareToken",
+        "VerifySoftwareToken",
+        "SetUserMFAPreference",
+        "ListDevices",
+        "GetDevice",
+        "ForgetDevice",
+        "ConfirmDevice",
+        "UpdateDeviceStatus",
+    )
+)
+PUBLIC_OPERATIONS_ATTRIBUTE = ("moto.core.authorization", "ActionAuthenticatorMixin", "PUBLIC_OPERATIONS")
+
+
+def public_operations_problem() -> str | None:
+    """One line when moto no longer has the list of operations it serves unsigned; else None."""
+    import moto
+
+    module, owner, name = PUBLIC_OPERATIONS_ATTRIBUTE
+    try:
+        operations = getattr(getattr(importlib.import_module(module), owner, None), name, None)
+    except ImportError:
+        operations = None
+    if isinstance(operations, list) and all(isinstance(item, str) for item in operations):
+        return None
+    return (
+        f"moto {moto.__version__}: the local stack's emulator extends the list {module}.{owner}.{name}, "
+        "but it has no such list; run scripts/setup to install the locked moto"
+    )
+
+
+def serve_unsigned_cognito_operations() -> None:
+    """Cognito's unsigned operations (UNSIGNED_COGNITO_OPERATIONS) served unsigned, as AWS does,
+    once IAM is enforced. moto authorizes each of them as its own code does, by the token or the
+    session in the request, or not at all: the emulator is no stricter and no laxer than that."""
+    from moto.core.authorization import ActionAuthenticatorMixin
+
+    public = ActionAuthenticatorMixin.PUBLIC_OPERATIONS
+    public.extend(name for name in UNSIGNED_COGNITO_OPERATIONS if name not in public)
+
+
+# Methods whose requests carry no body: their SigV4 payload hash is the empty string's.
+_BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE"})
+
+
+def check_bodyless_signatures_as_signed() -> None:
+    """A signed GET to a REST service (Lambda's GetFunctionConfiguration, API Gateway's GetApis, ...)
+    checked over the empty body it was signed with, as AWS checks it.
+
+    With IAM enforced, moto recomputes a signature over `body or data`, and for a bodyless request
+    of a REST service its `data` is the request's headers: every such GET was refused with
+    SignatureDoesNotMatch, the administrator's included, so `sumpipe reviewers add` (which reads
+    the API function's configuration) could not run against the local stack. It replaces moto's
+    private IAMRequestBase._create_aws_request (checked on start by hooked_method_problem()): the
+    request it builds is kept, with the empty body in place of the headers."""
+    from moto.iam.access_control import IAMRequestBase
+
+    create = IAMRequestBase._create_aws_request
+    if getattr(create, "bodyless", False):
+        return
+
+    def create_aws_request(self: Any) -> Any:
+        request = create(self)
+        if not self._body and str(self._method).upper() in _BODYLESS_METHODS:
+            request.data = b""
+        return request
+
+    create_aws_request.bodyless = True  # type: ignore[attr-defined]
+    IAMRequestBase._create_aws_request = create_aws_request  # type: ignore[method-assign]
 
 
 def make_dynamodb_requests_atomic() -> None:
@@ -246,6 +344,11 @@ def authenticate_presigned_s3_requests() -> None:
         enforced = ActionAuthenticatorMixin.request_count >= settings.INITIAL_NO_AUTH_ACTION_COUNT
         if not enforced or "Authorization" in self.headers:
             return authorize(self, bucket_name=bucket_name, key_name=key_name)
+        if self.method == "OPTIONS" and "Access-Control-Request-Method" in self.headers:
+            # A browser's CORS preflight: never signed, and answered by AWS without credentials (S3
+            # by the bucket's CORS rules; Cognito's endpoint for the page's sign-in, which moto
+            # routes here, a preflight carrying no X-Amz-Target to name its service).
+            return None
         query = parse_qs(urlparse(self.uri).query, keep_blank_values=True)
         if _QUERY_SIGNATURE in query:
             return _check_presigned_url(self, {k: v[0] for k, v in query.items()}, bucket_name, key_name)
@@ -391,11 +494,13 @@ def _check_conditions(conditions: list[Any], fields: dict[str, str], size: int) 
 def serve(port: int, binds: list[str]) -> None:
     from moto.server import ThreadedMotoServer
 
-    problem = hooked_method_problem()
+    problem = hooked_method_problem() or public_operations_problem()
     if problem is not None:
         sys.exit(problem)  # one line on stderr, which start() reports
     make_dynamodb_requests_atomic()
     authenticate_presigned_s3_requests()
+    check_bodyless_signatures_as_signed()
+    serve_unsigned_cognito_operations()
     servers = [ThreadedMotoServer(ip_address=address, port=port, verbose=False) for address in binds]
     for server in servers:
         server.start()

@@ -8,7 +8,12 @@ ignores some properties; those are applied here by API, from the same template:
 - AWS::SQS::QueuePolicy: put on the queues;
 - the buckets' NotificationConfiguration, VersioningConfiguration and PublicAccessBlockConfiguration
   (moto ignores them on AWS::S3::Bucket): put on the buckets;
-- AWS::ApiGatewayV2::*: not created; the realtime API runs locally under `sumpipe serve` instead;
+- the realtime API (HasApi; see `apply_api_resources`): moto's CloudFormation has no AWS::Cognito::*
+  nor AWS::ApiGatewayV2::* (references to them resolve to nothing), so the reviewers' user pool and
+  its client, the HTTP API with its integration, routes, JWT authorizer and stage are created by
+  API, and the API function's environment is put again with what moto left unresolved (the issuer,
+  the client id, the page's public URL: the local API front's, sumpipe/local/http_api.py, which
+  serves the API from what is created here);
 - the roles' inline policies: moto's CloudFormation stores them in a form its own IAM enforcement
   can't read (every check of such a role fails with an internal error), so each is put again by
   API, as moto's CloudFormation resolved it, in the form moto can evaluate (`moto_evaluable`).
@@ -25,6 +30,7 @@ hosts run the machine's python3, as an instance runs its distribution's).
 from __future__ import annotations
 
 import ast
+import functools
 import ipaddress
 import json
 import zipfile
@@ -38,6 +44,8 @@ from sumpipe.ops import deploy, package
 
 # The template supports 1 to 3 worker instances.
 MAX_WORKERS = 3
+# The API function's reserved concurrency locally: the local front's pool of execution environments.
+API_CONCURRENCY = 2
 
 
 def _resolve(value: Any, refs: Mapping[str, Any]) -> Any:
@@ -60,6 +68,12 @@ def _resolve(value: Any, refs: Mapping[str, Any]) -> Any:
         if "Fn::If" in value:
             condition, when_true, when_false = value["Fn::If"]
             return _resolve(when_true if refs[f"Condition:{condition}"] else when_false, refs)
+        if "Condition" in value and len(value) == 1:
+            return refs[f"Condition:{value['Condition']}"]
+        if "Fn::And" in value:
+            return all(_resolve(item, refs) for item in value["Fn::And"])
+        if "Fn::Or" in value:
+            return any(_resolve(item, refs) for item in value["Fn::Or"])
         if "Fn::Equals" in value:
             left, right = (str(_resolve(item, refs)) for item in value["Fn::Equals"])
             return left == right
@@ -82,6 +96,8 @@ def _stack_refs(session: Any, stack_name: str, template: Mapping[str, Any]) -> d
         "AWS::AccountId": account_id,
         "AWS::Region": session.region_name,
         "AWS::Partition": "aws",
+        "AWS::URLSuffix": "amazonaws.com",
+        "AWS::NoValue": None,
     }
     stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
     refs.update({p["ParameterKey"]: p["ParameterValue"] for p in stack.get("Parameters", [])})
@@ -100,8 +116,12 @@ def _stack_refs(session: Any, stack_name: str, template: Mapping[str, Any]) -> d
     return refs
 
 
-def apply_dropped_resources(session: Any, stack_name: str, template: Mapping[str, Any]) -> None:
-    """Apply by API what moto's CloudFormation drops (see the module docstring)."""
+def apply_dropped_resources(
+    session: Any, stack_name: str, template: Mapping[str, Any], *, api_url: str | None = None
+) -> dict[str, str]:
+    """Apply by API what moto's CloudFormation drops (see the module docstring); the outputs of the
+    realtime API's resources (`apply_api_resources`; none without the API). `api_url` is where the
+    local front will serve the API (the function's SUMPIPE_PUBLIC_URL)."""
     s3 = session.client("s3")
     sqs = session.client("sqs")
     refs = _stack_refs(session, stack_name, template)
@@ -115,6 +135,133 @@ def apply_dropped_resources(session: Any, stack_name: str, template: Mapping[str
                 sqs.set_queue_attributes(QueueUrl=_resolve(queue, refs), Attributes={"Policy": policy})
         elif kind == "AWS::S3::Bucket":
             _apply_bucket_properties(s3, refs[logical_id], properties, refs)
+    if not refs.get("Condition:HasApi"):
+        return {}
+    return apply_api_resources(session, template, refs, api_url=api_url)
+
+
+def _enabled(resource: Mapping[str, Any], refs: Mapping[str, Any]) -> bool:
+    condition = resource.get("Condition")
+    return condition is None or bool(refs[f"Condition:{condition}"])
+
+
+def _defined(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The properties that have a value (an `AWS::NoValue` resolves to None)."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def apply_api_resources(
+    session: Any, template: Mapping[str, Any], refs: dict[str, Any], *, api_url: str | None = None
+) -> dict[str, str]:
+    """The realtime API's resources moto's CloudFormation can't make, made by API from the template's
+    properties, each found by its name first (a redeploy updates, never duplicates); then the API
+    function's environment with what they resolve. The outputs the template would give them:
+    HttpApiId, ReviewerPoolId and ReviewerPoolClientId (when the stack makes the pool),
+    ApiFunctionName, and ApiUrl (`api_url`, else the URL API Gateway would give)."""
+    resources = template["Resources"]
+    region = refs["AWS::Region"]
+    outputs: dict[str, str] = {}
+    if _enabled(resources["ReviewerPool"], refs):
+        pool_id = _ensure_user_pool(session.client("cognito-idp"), resources, refs)
+        refs["ReviewerPool"] = pool_id
+        refs["ReviewerPool.ProviderURL"] = f"https://cognito-idp.{region}.amazonaws.com/{pool_id}"
+        refs["ReviewerPool.Arn"] = f"arn:aws:cognito-idp:{region}:{refs['AWS::AccountId']}:userpool/{pool_id}"
+        refs["ReviewerPoolClient"] = _ensure_user_pool_client(session.client("cognito-idp"), resources, refs)
+        outputs |= {"ReviewerPoolId": pool_id, "ReviewerPoolClientId": refs["ReviewerPoolClient"]}
+    lambda_ = session.client("lambda")
+    function = lambda_.get_function_configuration(FunctionName=refs["ApiFunction"])
+    refs["ApiFunction.Arn"] = function["FunctionArn"]
+    _ensure_http_api(session.client("apigatewayv2"), resources, refs)
+    outputs["HttpApiId"] = refs["HttpApi"]
+    public_url = api_url or _resolve(template["Outputs"]["ApiUrl"]["Value"], refs)
+    outputs |= {"ApiFunctionName": function["FunctionName"], "ApiUrl": public_url}
+    # The template's variables, resolved now that the API's resources exist; the page's own
+    # address is the local front's.
+    variables = _defined(_resolve(resources["ApiFunction"]["Properties"]["Environment"]["Variables"], refs))
+    variables["SUMPIPE_PUBLIC_URL"] = public_url.rstrip("/") + "/"
+    lambda_.update_function_configuration(
+        FunctionName=function["FunctionName"],
+        Environment={"Variables": {k: str(v) for k, v in variables.items()}},
+    )
+    return outputs
+
+
+def _ensure_user_pool(cognito: Any, resources: Mapping[str, Any], refs: Mapping[str, Any]) -> str:
+    properties = _resolve(resources["ReviewerPool"]["Properties"], refs)
+    name = properties["UserPoolName"]
+    for page in cognito.get_paginator("list_user_pools").paginate(MaxResults=60):
+        for pool in page["UserPools"]:
+            if pool["Name"] == name:
+                return str(pool["Id"])
+    created = cognito.create_user_pool(
+        PoolName=name,
+        **_defined({key: properties.get(key) for key in (
+            "AdminCreateUserConfig", "UsernameConfiguration", "Policies", "AccountRecoverySetting",
+            "UserPoolAddOns",
+        )}),
+    )  # fmt: skip
+    return str(created["UserPool"]["Id"])
+
+
+def _ensure_user_pool_client(cognito: Any, resources: Mapping[str, Any], refs: Mapping[str, Any]) -> str:
+    properties = _resolve(resources["ReviewerPoolClient"]["Properties"], refs)
+    pool_id, name = properties["UserPoolId"], properties["ClientName"]
+    settings = _defined({key: properties.get(key) for key in (
+        "ExplicitAuthFlows", "PreventUserExistenceErrors", "EnableTokenRevocation", "AccessTokenValidity",
+        "IdTokenValidity", "RefreshTokenValidity", "TokenValidityUnits",
+    )})  # fmt: skip
+    for page in cognito.get_paginator("list_user_pool_clients").paginate(UserPoolId=pool_id, MaxResults=60):
+        for client in page["UserPoolClients"]:
+            if client["ClientName"] == name:
+                cognito.update_user_pool_client(
+                    UserPoolId=pool_id, ClientId=client["ClientId"], ClientName=name, **settings
+                )
+                return str(client["ClientId"])
+    created = cognito.create_user_pool_client(
+        UserPoolId=pool_id, ClientName=name, GenerateSecret=bool(properties.get("GenerateSecret")), **settings
+    )
+    return str(created["UserPoolClient"]["ClientId"])
+
+
+def _ensure_http_api(apigateway: Any, resources: Mapping[str, Any], refs: dict[str, Any]) -> None:
+    """The HttpApi, its integration, JWT authorizer, routes and stage (refs gets their ids)."""
+    api = _resolve(resources["HttpApi"]["Properties"], refs)
+    existing = [item for item in apigateway.get_apis()["Items"] if item["Name"] == api["Name"]]
+    api_id = existing[0]["ApiId"] if existing else apigateway.create_api(**api)["ApiId"]
+    refs["HttpApi"] = api_id
+    integration = _resolve(resources["HttpApiIntegration"]["Properties"], refs)
+    found = [
+        item for item in apigateway.get_integrations(ApiId=api_id)["Items"]
+        if item.get("IntegrationUri") == integration["IntegrationUri"]
+    ]  # fmt: skip
+    refs["HttpApiIntegration"] = (
+        found[0]["IntegrationId"] if found else apigateway.create_integration(**integration)["IntegrationId"]
+    )
+    routes = {item["RouteKey"]: item for item in apigateway.get_routes(ApiId=api_id)["Items"]}
+    if _enabled(resources["HttpApiJwtAuthorizer"], refs):
+        authorizer = _resolve(resources["HttpApiJwtAuthorizer"]["Properties"], refs)
+        # moto has no GetAuthorizers: an existing authorizer is found through the route using it.
+        authorizer_id = routes.get("$default", {}).get("AuthorizerId")
+        if authorizer_id:
+            apigateway.update_authorizer(AuthorizerId=authorizer_id, **authorizer)
+        else:
+            authorizer_id = apigateway.create_authorizer(**authorizer)["AuthorizerId"]
+        refs["HttpApiJwtAuthorizer"] = authorizer_id
+    for resource in resources.values():
+        if resource["Type"] != "AWS::ApiGatewayV2::Route" or not _enabled(resource, refs):
+            continue
+        route = _defined(_resolve(resource["Properties"], refs))
+        if route["RouteKey"] in routes:
+            route_id = routes[route["RouteKey"]]["RouteId"]
+            apigateway.update_route(RouteId=route_id, **route)
+        else:
+            apigateway.create_route(**route)
+    stage = _defined(_resolve(resources["HttpApiStage"]["Properties"], refs))
+    stage.pop("DefaultRouteSettings", None)  # throttling: not emulated by the local front
+    if not any(
+        item["StageName"] == stage["StageName"] for item in apigateway.get_stages(ApiId=api_id)["Items"]
+    ):
+        apigateway.create_stage(**stage)
 
 
 def _put_role_policies_again(iam: Any, cloudformation: Any, stack_name: str) -> None:
@@ -175,8 +322,11 @@ def _apply_bucket_properties(
             {
                 "QueueArn": _resolve(entry["Queue"], refs),
                 "Events": [entry["Event"]],
-                **({"Filter": {"Key": {"FilterRules": entry["Filter"]["S3Key"]["Rules"]}}}
-                   if "Filter" in entry else {}),
+                **(
+                    {"Filter": {"Key": {"FilterRules": entry["Filter"]["S3Key"]["Rules"]}}}
+                    if "Filter" in entry
+                    else {}
+                ),
             }
             for entry in properties["NotificationConfiguration"]["QueueConfigurations"]
         ]
@@ -233,7 +383,7 @@ def emulator_parameters(ec2: Any, network_cidr: str = DEFAULT_SUBNET, workers: i
 
 
 def build_local_artifacts(
-    out_dir: Path, progress: deploy.Progress, parameters: Mapping[str, str]
+    out_dir: Path, progress: deploy.Progress, parameters: Mapping[str, str], *, api: bool = False
 ) -> dict[str, Path]:
     """The pipeline functions' zips and a placeholder layer (the local runtime runs the handlers
     in-process, so a Linux dependency layer, pip for another platform, ~30 s, would buy nothing), the
@@ -247,6 +397,16 @@ def build_local_artifacts(
     with zipfile.ZipFile(layer, "w") as archive:
         archive.writestr("python/README", "local stack: dependencies come from the project venv\n")
     files["PipelineLayerKey"] = layer
+    if api:
+        # The API function's own zip (the local front runs it from this zip); its layers are
+        # placeholders, as the pipeline's: the venv stands in for the dependency layer, and the
+        # vectors' local cache directory for the GloVe layer (sumpipe/local/http_api.py).
+        files["ApiCodeKey"] = package.build_function_zip(package.API_FUNCTION, out_dir).path
+        for parameter, name in (("ApiLayerKey", "api-deps.zip"), ("GloveLayerKey", "glove-layer.zip")):
+            placeholder = out_dir / name
+            with zipfile.ZipFile(placeholder, "w") as archive:
+                archive.writestr("python/README", "local stack: provided by the project venv\n")
+            files[parameter] = placeholder
     files["WheelKey"] = package.build_wheel(out_dir / "wheel")
     if "WheelhouseKey" not in parameters:
         progress("downloading the workers' dependencies (the wheelhouse the image is baked from)")
@@ -264,17 +424,28 @@ def deploy_local_stack(
     workers: int = 1,
     overrides: Mapping[str, str] | None = None,
     progress: deploy.Progress = lambda _line: None,
+    api_url: str | None = None,
 ) -> dict[str, str]:
     """Deploy the template into moto (`session` is a boto3 Session pointed at it) through the same
     `sumpipe.ops.deploy.deploy` as AWS, then apply what moto dropped; the stack outputs. Idempotent: an
-    existing stack is updated and keeps its SSH key. `overrides` are more template parameters."""
-    parameters = {**emulator_parameters(session.client("ec2"), network_cidr, workers), **(overrides or {})}
+    existing stack is updated and keeps its SSH key. `overrides` are more template parameters.
+
+    With `api_url` (where the local front will serve it) the realtime API is deployed too, with its
+    JWT authorizer trusting the stack's own reviewer pool (ApiAuth=jwt, no ApiJwtIssuer), and the
+    outputs hold what moto could not resolve (ApiUrl = `api_url`, ReviewerPoolId, ...)."""
+    api = (
+        {"ApiAuth": "jwt", "ApiJwtIssuer": "", "ApiReservedConcurrency": str(API_CONCURRENCY)}
+        if api_url
+        else {}
+    )
+    parameters = {
+        **emulator_parameters(session.client("ec2"), network_cidr, workers), **api, **(overrides or {})
+    }  # fmt: skip
     baked = image.image_path(parameters["WorkerPython"])
     if image.is_baked(baked):
         # The cached image is the AMI: its bake step is skipped, so no wheelhouse is needed.
         parameters["WheelhouseKey"] = f"baked-image/{baked.name}"
-    outputs = deploy.deploy(
-        session, stack_name, parameters, progress, build=build_local_artifacts, poll_s=0.2
-    )
-    apply_dropped_resources(session, stack_name, deploy.render_template())
-    return outputs
+    build = functools.partial(build_local_artifacts, api=api_url is not None)
+    outputs = deploy.deploy(session, stack_name, parameters, progress, build=build, poll_s=0.2)
+    api_outputs = apply_dropped_resources(session, stack_name, deploy.render_template(), api_url=api_url)
+    return {**outputs, **api_outputs}

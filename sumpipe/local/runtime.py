@@ -20,6 +20,11 @@ reports Runtime.ExitError, and a new one is started at once. Its batch comes bac
 timeout and so the trigger's start lease; locally, past the local lease, so a job its trigger left
 `starting` is resumed by the redelivery, as it would be in AWS.
 
+A function can also run from its deployment package (FunctionCode: the realtime API, behind the
+local HTTP API front, sumpipe/local/http_api.py): its environment is then sumpipe/local/lambda_bootstrap.py
+run isolated, with the unpacked zip and the layers' stand-in as its only import path, and only the
+function configuration's environment variables, as Lambda gives them.
+
 Pollers receive and delete with the function role's credentials, and handlers act with them, so
 with IAM enforced the emulator refuses what the role's policy does not allow. Each environment
 ships the lines its handler logs to /aws/lambda/<function> (its own stream), as Lambda does, so
@@ -95,19 +100,55 @@ class RuntimeExited(RuntimeError):
     """The environment's process ended before answering (Lambda's Runtime.ExitError)."""
 
 
+class InvocationTimeout(RuntimeExited):
+    """The invocation outlasted its time; its environment was stopped (Lambda's "Task timed out")."""
+
+
 class FunctionError(RuntimeError):
     """The handler raised (the environment logged its traceback)."""
+
+
+# Lambda's Python runtime, run by file path (see its docstring): stdlib-only until it sets sys.path.
+BOOTSTRAP = Path(__file__).with_name("lambda_bootstrap.py")
+
+
+@dataclass(frozen=True)
+class FunctionCode:
+    """A function run from its deployment package, as Lambda runs it (sumpipe/local/lambda_bootstrap.py)
+    rather than from the project's checkout: the unpacked zip, the directories standing in for its
+    layers, its configuration's handler, timeout and environment variables (the whole environment,
+    with the endpoint and the role's credentials added by the environment)."""
+
+    code_dir: Path
+    layer_dirs: tuple[Path, ...]
+    handler: str  # as in the function configuration: lambdas/api/handler.lambda_handler
+    timeout_s: float
+    environment: dict[str, str]
+
+
+def venv_site_packages() -> tuple[Path, ...]:
+    """The project venv's site-packages: locally, the stand-in for a function's dependency layers
+    (the editable install's .pth in it is not processed by the bootstrap, which runs with -S)."""
+    import site
+
+    return tuple(Path(path) for path in site.getsitepackages() if Path(path).is_dir())
 
 
 class ExecutionEnvironment:
     """The service's handle on one execution environment process; started again when it has died."""
 
     def __init__(
-        self, handler: str, function_arn: str, credentials: RoleCredentials | None, pid_path: Path
+        self,
+        handler: str,
+        function_arn: str,
+        credentials: RoleCredentials | None,
+        pid_path: Path,
+        code: FunctionCode | None = None,
     ) -> None:
         self.handler, self.function_arn, self.credentials = handler, function_arn, credentials
         self.function_name = function_arn.rsplit(":", 1)[-1]
         self.pid_path = pid_path
+        self.code = code
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()  # start and stop don't interleave
         self._closed = False
@@ -117,7 +158,16 @@ class ExecutionEnvironment:
         with self._lock:
             if self._closed:
                 raise RuntimeExited(f"{self.function_name}: the runtime is stopping")
-            env = {k: v for k, v in os.environ.items() if k not in _OTHER_IDENTITY}
+            if self.code is None:
+                env = {k: v for k, v in os.environ.items() if k not in _OTHER_IDENTITY}
+                argv = [sys.executable, "-m", "sumpipe.local.runtime", self.handler, self.function_arn]
+            else:
+                # Only what Lambda gives a function: its configuration's variables, not the stack's.
+                env = {**self.code.environment}
+                argv = [
+                    sys.executable, "-I", "-S", str(BOOTSTRAP), self.code.handler, self.function_arn,
+                    str(self.code.timeout_s), str(self.code.code_dir), *map(str, self.code.layer_dirs),
+                ]  # fmt: skip
             if self.credentials is not None:
                 env.update(
                     AWS_ACCESS_KEY_ID=self.credentials.credentials["AccessKeyId"],
@@ -126,7 +176,7 @@ class ExecutionEnvironment:
                 )
             env["AWS_LAMBDA_FUNCTION_NAME"] = self.function_name
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "sumpipe.local.runtime", self.handler, self.function_arn],
+                argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=env,
@@ -149,25 +199,46 @@ class ExecutionEnvironment:
         if self._process is None or self._process.poll() is not None:
             self.start()
 
-    def invoke(self, event: dict[str, Any]) -> Any:
+    def invoke(self, event: dict[str, Any], timeout_s: float | None = None) -> Any:
         """The handler's result for `event`; FunctionError if it raised, RuntimeExited if the
-        process died meanwhile (the next `ensure_running` starts another)."""
+        process died meanwhile (the next `ensure_running` starts another), InvocationTimeout if
+        it took longer than `timeout_s` (the process is killed, as Lambda ends a timed-out one)."""
+        return json.loads(self.invoke_raw(event, timeout_s))["result"]
+
+    def invoke_raw(self, event: dict[str, Any], timeout_s: float | None = None) -> bytes:
+        """As invoke, but the reply line as the environment wrote it (`{"result": ...}`): a caller
+        bounding the response's size measures it before parsing it."""
         self.ensure_running()
         process = self._require_process()
         assert process.stdin is not None and process.stdout is not None
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
+            process.kill()
+
+        timer = threading.Timer(timeout_s, expire) if timeout_s is not None else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
         try:
             process.stdin.write(json.dumps(event).encode() + b"\n")
             process.stdin.flush()
             line = process.stdout.readline()
         except OSError:
             line = b""
+        finally:
+            if timer is not None:
+                timer.cancel()
         if not line:
             how = _how(process.wait())
+            if timed_out.is_set():
+                raise InvocationTimeout(f"{self.function_name} timed out after {timeout_s:.0f} s")
             raise RuntimeExited(f"{self.function_name}'s runtime exited ({how}) during the invocation")
         reply = json.loads(line)
         if "error" in reply:
             raise FunctionError(f"{self.function_name} raised {reply['error']}")
-        return reply["result"]
+        return line
 
     def stop(self) -> None:
         with self._lock:

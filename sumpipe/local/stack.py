@@ -15,6 +15,7 @@ State lives in the stack directory (default `.sumpipe/local/`):
   outputs.json   the CloudFormation stack outputs
   stack.pid      the daemon; moto.pid its emulator; stack.log / moto.log their logs
   lambda/        the pid of each of the functions' execution environments (sumpipe.local.runtime)
+  api-code/      the API function's zip, unpacked: what its environments run (sumpipe/local/http_api.py)
   hosts-dir      where the worker hosts' files are (each host's private root, user data, logs)
   ready          written once everything is up; holds the timings of the start
 
@@ -86,6 +87,9 @@ class StackConfig:
     # (functions and instances use their roles' credentials, operators an administrator's). False
     # only for debugging: the rehearsal of AWS is then friendlier than AWS.
     iam: bool = True
+    # The realtime API deployed too (ApiAuth=jwt with the stack's own reviewer pool) and served by
+    # the local HTTP API front (sumpipe/local/http_api.py) at outputs.json's ApiUrl.
+    api: bool = True
 
     def to_json(self) -> str:
         return json.dumps({**dataclasses.asdict(self), "state_dir": str(self.state_dir)})
@@ -352,6 +356,8 @@ def serve(config: StackConfig) -> None:
     from sumpipe.local.runtime import EventSource, Runtime
     from sumpipe.ops import deploy
 
+    front: Any = None
+
     state_dir = config.state_dir
     (state_dir / "stack.pid").write_text(str(os.getpid()))
     stopping = threading.Event()
@@ -385,12 +391,14 @@ def serve(config: StackConfig) -> None:
 
         session = boto3.session.Session()
         stack_name = config.stack_name
+        # The API front's address is the function's SUMPIPE_PUBLIC_URL, so it is chosen before deploying.
+        api_url = f"http://127.0.0.1:{motoserver.free_port()}" if config.api else None
         if config.deploy:
             # A deadline set for the functions is the instances' too (their runners' hard limit).
             deadline = config.settings.get("SUMPIPE_JOB_DEADLINE_S")
             outputs = deploy_local_stack(
                 session, stack_name, network_cidr=config.subnet, workers=config.workers,
-                overrides={"JobDeadlineSeconds": deadline} if deadline else None,
+                overrides={"JobDeadlineSeconds": deadline} if deadline else None, api_url=api_url,
             )  # fmt: skip
         else:
             parameters = emulator_parameters(session.client("ec2"), config.subnet, config.workers)
@@ -401,8 +409,10 @@ def serve(config: StackConfig) -> None:
             stack_name = _wait_for_attach_request(state_dir, stopping)
             if stack_name is None:
                 return
-            apply_dropped_resources(session, stack_name, deploy.render_template())
-            outputs = deploy.stack_outputs(session.client("cloudformation"), stack_name)
+            api_outputs = apply_dropped_resources(
+                session, stack_name, deploy.render_template(), api_url=api_url
+            )
+            outputs = {**deploy.stack_outputs(session.client("cloudformation"), stack_name), **api_outputs}
         (state_dir / "outputs.json").write_text(json.dumps(outputs, indent=2))
         timings["deploy_s"] = time.monotonic() - t0 - timings["moto_s"]
 
@@ -422,6 +432,11 @@ def serve(config: StackConfig) -> None:
         }
         instance_ids = [i for i in outputs["WorkerInstanceIds"].split(",") if i]
         instance_roles = {i: instance_role_credentials(session, i) for i in instance_ids}
+        if api_url is not None and "HttpApiId" in outputs:
+            api_credentials = function_role_credentials(session, outputs["ApiFunctionName"])
+            front = api_front(
+                session, state_dir, stack_name, outputs, api_credentials, api_url, endpoint, config.settings
+            )
         if config.iam:
             motoserver.enforce_iam(endpoint)
             # Before anything relies on it: the emulator authorizes S3 as AWS does (moto 5.2.6 didn't).
@@ -458,6 +473,10 @@ def serve(config: StackConfig) -> None:
             crash_redelivery_s=int(float(settings_env["SUMPIPE_START_LEASE_S"])) + 5,
         )
         runtime.start()
+        if front is not None:
+            front.start()
+            outputs["ApiUrl"] = front.url
+            (state_dir / "outputs.json").write_text(json.dumps(outputs, indent=2))
         _write_env(state_dir, client_env, stack_name)
         timings["total_s"] = time.monotonic() - t0
         _write_marker(state_dir / "ready", timings)
@@ -466,6 +485,8 @@ def serve(config: StackConfig) -> None:
         stopping.wait()
     finally:
         (state_dir / "ready").unlink(missing_ok=True)
+        if front is not None:
+            front.stop()
         if runtime is not None:
             runtime.stop()
         if reconciler is not None:
@@ -482,6 +503,67 @@ def serve(config: StackConfig) -> None:
         shutil.rmtree(hosts_dir, ignore_errors=True)
         (state_dir / "hosts-dir").unlink(missing_ok=True)
         (state_dir / "stack.pid").unlink(missing_ok=True)
+
+
+def api_front(
+    session: Any,
+    state_dir: Path,
+    stack_name: str,
+    outputs: dict[str, str],
+    credentials: RoleCredentials,
+    api_url: str,
+    endpoint: str,
+    settings: dict[str, str],
+) -> Any:
+    """The local HTTP API front (sumpipe/local/http_api.py) for `api_url`, serving the stack's API as
+    the emulator holds it, in front of the API function run from the zip the stack was deployed with
+    (its ApiCodeKey in the artifacts bucket), with its role's credentials; not started yet.
+
+    Made before IAM is enforced: with enforcement on, moto refuses every signed GET of its REST-JSON
+    services (Lambda, API Gateway v2) with SignatureDoesNotMatch, the administrator's included, so
+    the API's routes and the function's configuration are read while the emulator still answers."""
+    import zipfile
+    from urllib.parse import urlsplit
+
+    from sumpipe.local import http_api, jwt_authorizer
+
+    stack = session.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"][0]
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack.get("Parameters", [])}
+    code_dir = state_dir / "api-code"
+    shutil.rmtree(code_dir, ignore_errors=True)
+    code_dir.mkdir(parents=True)
+    archive = state_dir / "api-code.zip"
+    session.client("s3").download_file(parameters["ArtifactsBucket"], parameters["ApiCodeKey"], str(archive))
+    with zipfile.ZipFile(archive) as unpacked:
+        unpacked.extractall(code_dir)
+    archive.unlink()
+    function_name = outputs["ApiFunctionName"]
+    pool, timeout_s = http_api.function_pool(
+        session,
+        function_name,
+        code_dir,
+        credentials,
+        state_dir / LAMBDA_PIDS,
+        endpoint=endpoint,
+        region=motoserver.REGION,
+        overrides={
+            **settings,
+            # The GloVe layer's /opt/glove is, here, the vectors' local cache directory (None: unset,
+            # and the function loads the default vectors itself, as `sumpipe serve` does).
+            "SUMPIPE_GLOVE": http_api.local_glove_dir(),
+            # The page signs reviewers in against the emulator's Cognito, not cognito-idp.amazonaws.com.
+            "SUMPIPE_AUTH_ENDPOINT": endpoint,
+        },
+    )
+    api = http_api.load_api(session, outputs["HttpApiId"])
+    front = http_api.HttpApiFront(
+        api,
+        {function_name: pool},
+        jwt_authorizer.KeyCache(endpoint),
+        function_timeouts_s={function_name: timeout_s},
+        port=urlsplit(api_url).port or 0,
+    )
+    return front
 
 
 def _write_marker(path: Path, timings: dict[str, float]) -> None:

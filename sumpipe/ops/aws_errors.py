@@ -58,9 +58,14 @@ def explain(error: BaseException, region: str | None) -> str | None:
     return None
 
 
+def error_code(error: exceptions.ClientError) -> str:
+    """The error's code as AWS names it (AccessDenied, UserNotFoundException...); "" when none."""
+    return str(error.response.get("Error", {}).get("Code", "")).strip()
+
+
 def _client_error(error: exceptions.ClientError, region: str | None) -> str:
     details = error.response.get("Error", {})
-    code = str(details.get("Code", "")).strip()
+    code = error_code(error)
     message = " ".join(str(details.get("Message", "")).split())
     operation = error.operation_name
     if code in ACCESS_DENIED:

@@ -20,7 +20,11 @@ COMMAND_MODULES = (
     "sumpipe.ops.commands.jobs",     # submit, jobs, logs, demo
     "sumpipe.ops.commands.deploy",   # deploy, destroy, package
     "sumpipe.ops.commands.serve",    # serve
+    "sumpipe.ops.commands.reviewers",  # reviewers add / list / remove
 )
+# Groups of commands that each talk to AWS: --region and --profile after the action too
+# (`sumpipe reviewers list --region eu-west-1`). (`local`'s actions run the emulator instead.)
+AWS_GROUPS = ("reviewers",)
 
 
 def _aws_options(parser: argparse.ArgumentParser, default: object) -> None:
@@ -42,11 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
-    for subparser in subparsers.choices.values():
+    for name, subparser in subparsers.choices.items():
         # Also after the command (`sumpipe jobs --region eu-west-1`), as the aws CLI takes them;
         # SUPPRESS leaves a value given before the command in place.
         _aws_options(subparser, argparse.SUPPRESS)
+        if name in AWS_GROUPS:
+            for command in _subcommands(subparser):
+                _aws_options(command, argparse.SUPPRESS)
     return parser
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    return [
+        subparser
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for subparser in action.choices.values()
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -485,6 +485,53 @@ def upload_artifact(s3: Any, bucket: str, stack_name: str, path: Path) -> str:
     return key
 
 
+# ------------------------------------------------------------------------------------------ the API
+API_AUTH_PARAMETERS = ("ApiAuth", "ApiJwtIssuer", "ApiJwtAudience")
+
+
+def new_api_auth(
+    template: Mapping[str, Any], previous: Mapping[str, str], parameters: Mapping[str, str]
+) -> dict[str, str]:
+    """The auth parameters an API added to an existing stack takes: the template's defaults for those
+    not given, rather than the values the stack recorded while it had no API and they meant nothing.
+    A stack created before ApiAuth defaulted to jwt recorded `iam`, which an update would otherwise
+    keep (UsePreviousValue): its first API would take SigV4 only, and the review page no sign-in."""
+    if previous.get("ApiCodeKey") or not parameters.get("ApiCodeKey"):
+        return {}
+    declared = template.get("Parameters", {})
+    return {
+        name: str(declared[name]["Default"])
+        for name in API_AUTH_PARAMETERS
+        if name in declared and name not in parameters
+        and name in previous and previous[name] != str(declared[name]["Default"])
+    }
+
+
+def api_next_steps(outputs: Mapping[str, str], parameters: Mapping[str, str], stack_name: str) -> list[str]:
+    """What to do with the deployed API, for the operator: the page and how reviewers get in."""
+    url = outputs.get("ApiUrl", "")
+    if not url:
+        return []
+    page = url.rstrip("/") + "/"
+    stack = "" if stack_name == "sumpipe" else f" --stack {stack_name}"
+    auth = parameters.get("ApiAuth", "")
+    if auth == "jwt" and not parameters.get("ApiJwtIssuer"):
+        return [
+            f"review page: {page} (reviewers sign in with the stack's Cognito user pool)",
+            f"add a reviewer: sumpipe reviewers add NAME{stack} [--email ADDRESS]",
+        ]
+    if auth == "jwt":
+        return [
+            f"review page: {page} (callers send bearer tokens from {parameters['ApiJwtIssuer']}, which "
+            "holds the reviewers)"
+        ]
+    policy = outputs.get("ApiInvokePolicyArn", "the ApiInvokePolicyArn output")
+    return [
+        f"API: {url} (SigV4-signed requests only, ApiAuth=iam: attach {policy} to its callers; the review "
+        f"page needs sign-in: sumpipe deploy --api{stack} --param ApiAuth=jwt)"
+    ]
+
+
 # ------------------------------------------------------------------------------------------ commands
 def deploy(
     session: Any,
@@ -542,6 +589,13 @@ def deploy(
         new_private_key, parameters["SshPublicKey"] = generate_ssh_key_pair()
     parameters.update(found)
     parameters.update(overrides)
+    if previous is not None:
+        defaults = new_api_auth(template, previous, parameters)
+        if defaults:
+            parameters.update(defaults)
+            taken = ", ".join(f"{name}={value or '(empty)'}" for name, value in defaults.items())
+            progress(f"the API is new to {stack_name}: it takes the template's {taken}, not the values the "
+                     "stack recorded before it had an API (--param ApiAuth=iam for SigV4 instead)")
 
     outputs = apply_stack(
         cloudformation, s3, stack_name, template, parameters, bucket, progress, poll_s, confirm=confirm
@@ -582,6 +636,11 @@ def destroy(
     if final != "DELETE_COMPLETE":
         raise DeployError(f"{stack_name}: delete ended in {final}; see the events above")
     _delete_leftover_secret(session.client("secretsmanager"), outputs.get("SshKeySecretId", ""), progress)
+    pool = outputs.get("ReviewerPoolId")
+    if pool:
+        # DeletionPolicy Retain: the reviewers' accounts outlive a destroy by mistake.
+        progress(f"kept the reviewers' user pool {pool}; to delete it too: "
+                 f"aws cognito-idp delete-user-pool --user-pool-id {pool}")
     artifacts = artifacts_bucket_name(stack_name, account_id, session.region_name)
     pin_bucket_owner(s3, artifacts, account_id)
     if _bucket_exists(s3, artifacts):

@@ -1,20 +1,25 @@
-"""The review page's batch section against the local stack, IAM enforced, in a real browser: a
-table uploaded from the page (a presigned POST straight to the input bucket, with the job options
-set on the page as its metadata) becomes a job with those options in the list, and its summary
-downloads through a presigned GET."""
+"""The review page as deployed, in a real browser: served by the API function run from its zip,
+with its own role, IAM enforced, behind the local stack's HTTP API front, which applies the
+template's JWT authorizer with the stack's Cognito user pool as issuer. A reviewer added with
+`sumpipe reviewers add` signs in (choosing a password at the first sign-in), and then: summarizes
+and approves, exports the decisions, uploads a table with job options (a presigned POST straight to
+the input bucket, the options as its metadata), watches its job, reviews its rows and downloads the
+summary (a presigned GET). Without a token, every data route is refused."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import httpx
 import pandas as pd
 import pytest
-from api_server import serve
 from browser import chromium, fill
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
@@ -31,19 +36,113 @@ from .conftest import DATA, RunningStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SAMPLE = DATA / "reviews_sample.csv"
+REVIEWER = "page-reviewer"
+NEW_PASSWORD = "Chosen-at-first-sign-in-7"  # pragma: allowlist secret (a test user's, in the emulator)
+SESSION_KEY = "sumpipe-session"
 
 
 @pytest.fixture(scope="module")
-def page(running_stack: RunningStack) -> Iterator[str]:
-    # The stack's endpoint and administrator are in os.environ (as after `sumpipe local up`).
-    with serve(dict(os.environ), "--stack", "sumpipe") as (url, _):
-        yield url
+def downloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("downloads")
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
-    with chromium() as driver:
+def browser(downloads: Path) -> Iterator[WebDriver]:
+    with chromium(downloads=downloads) as driver:
         yield driver
+
+
+@pytest.fixture(scope="module")
+def page(running_stack: RunningStack, browser: WebDriver) -> str:
+    """The deployed page's address, with a reviewer signed in in the browser's tab."""
+    url = running_stack.target.outputs["ApiUrl"].rstrip("/")
+    # As an operator adds one: the stack's endpoint and administrator are in os.environ.
+    added = subprocess.run(
+        [sys.executable, "-m", "sumpipe.ops.cli", "reviewers", "add", REVIEWER],
+        capture_output=True, text=True, env=dict(os.environ), timeout=60, check=False,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    [temporary] = [
+        line.split(": ", 1)[1]
+        for line in added.stdout.splitlines()
+        if line.startswith("temporary password: ")
+    ]
+    browser.get(url + "/")
+    form = browser.find_element(By.CSS_SELECTOR, "[data-testid=sign-in]")
+    _wait(browser, 20).until(lambda _: form.is_displayed(), "the sign-in form")
+    form.find_element(By.NAME, "username").send_keys(REVIEWER)
+    form.find_element(By.NAME, "password").send_keys(temporary)
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    step = browser.find_element(By.CSS_SELECTOR, "[data-testid=new-password]")
+    said = browser.find_element(By.CSS_SELECTOR, "[data-testid=auth-status]")
+    _wait(browser, 20).until(lambda _: step.is_displayed() or said.text, "the new-password step")
+    assert step.is_displayed(), f"the page said: {said.text}"
+    step.find_element(By.NAME, "new-password").send_keys(NEW_PASSWORD)
+    step.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    signed_in = browser.find_element(By.CSS_SELECTOR, "[data-testid=signed-in-as]")
+    _wait(browser, 20).until(lambda _: REVIEWER in signed_in.text, "signed in")
+    return url
+
+
+def _token(browser: WebDriver) -> dict[str, str]:
+    """The signed-in tab's bearer token, as the page sends it (for calls made outside the page)."""
+    session = json.loads(browser.execute_script(f"return sessionStorage.getItem('{SESSION_KEY}')"))
+    return {"Authorization": f"Bearer {session['token']}"}
+
+
+def _downloaded(folder: Path, name: str, timeout: float = 30) -> bytes:
+    deadline = time.monotonic() + timeout
+    while not (folder / name).exists():
+        assert time.monotonic() < deadline, f"{name} was not downloaded: {sorted(folder.iterdir())}"
+        time.sleep(0.1)
+    return (folder / name).read_bytes()
+
+
+def test_without_a_token_every_data_route_is_refused_and_the_page_itself_is_open(page: str) -> None:
+    for method, path in [
+        ("GET", "/health"), ("POST", "/summarize"), ("GET", "/jobs"), ("GET", "/batch"),
+        ("GET", "/feedback.csv"), ("POST", "/feedback"), ("POST", "/uploads"), ("GET", "/openapi.json"),
+        ("GET", "/jobs/j-00000000000000000000/summary"), ("GET", "/uploads/status"),
+    ]:  # fmt: skip
+        refused = httpx.request(method, page + path, json={} if method == "POST" else None, timeout=30)
+        assert refused.status_code == 401, (method, path, refused.status_code, refused.text)
+        forged = httpx.request(method, page + path, headers={"Authorization": "Bearer a.b.c"}, timeout=30)
+        assert forged.status_code == 401, (method, path, forged.status_code)
+    assert httpx.get(page + "/", timeout=30).status_code == 200
+    assert httpx.get(page + "/static/page.js", timeout=30).status_code == 200
+
+
+def test_a_signed_in_reviewer_summarizes_approves_and_exports(
+    browser: WebDriver, page: str, downloads: Path
+) -> None:
+    text = (
+        "The kettle chips were thick and crunchy. The bag arrived crushed, sadly. "
+        "Still, the salt and vinegar flavour is the best we have tried. We will buy them again."
+    )
+    browser.get(page + "/")
+    form = browser.find_element(By.ID, "summarize-form")
+    _wait(browser, 20).until(lambda _: form.is_displayed(), "the summarize form")
+    fill(form, "text", text)
+    fill(form, "sentences", "1")
+    form.find_element(By.XPATH, ".//button[normalize-space()='Summarize']").click()
+    status = browser.find_element(By.CSS_SELECTOR, "[data-testid=status]")
+    # The first call starts the API function's environment (a cold start loads the vectors).
+    _wait(browser, 90).until(lambda _: "sentences kept" in status.text, "the summary")
+    summary = browser.find_element(By.CSS_SELECTOR, "[data-testid=summary]").text
+    assert summary and summary in text
+    reviewer = browser.find_element(By.NAME, "reviewer")
+    assert reviewer.get_attribute("value") == REVIEWER and reviewer.get_attribute("readonly")
+    browser.find_element(By.XPATH, "//button[normalize-space()='Approve']").click()
+    _wait(browser, 30).until(lambda _: "Approved" in status.text, "the approval")
+    (downloads / "feedback.csv").unlink(missing_ok=True)
+    browser.find_element(By.LINK_TEXT, "Export the decisions (CSV)").click()
+    export = pd.read_csv(io.BytesIO(_downloaded(downloads, "feedback.csv")), dtype=str, keep_default_na=False)
+    [decided] = export[export["text"] == text].to_dict("records")
+    assert (decided["decision"], decided["summary_shown"], decided["reviewer"]) == (
+        "approve",
+        summary,
+        REVIEWER,
+    )
 
 
 def _upload(browser: WebDriver, page: str, path: str, **job_options: str) -> None:
@@ -80,7 +179,7 @@ def _wait(browser: WebDriver, timeout: float) -> WebDriverWait:
 
 
 def test_a_table_uploaded_from_the_page_is_summarized_and_downloads(
-    browser: WebDriver, page: str, running_stack: RunningStack, tmp_path
+    browser: WebDriver, page: str, running_stack: RunningStack, tmp_path, downloads: Path
 ) -> None:
     upload = tmp_path / "page upload.csv"
     upload.write_bytes(SAMPLE.read_bytes())
@@ -89,11 +188,12 @@ def test_a_table_uploaded_from_the_page_is_summarized_and_downloads(
     assert cells[2] == "300"  # rows
     [job] = [j for j in running_stack.target.ledger().list_jobs() if j.input_key == "uploads/page upload.csv"]
     assert job.options == {"text-column": "Text"}  # the page's option reached the job
-    link = browser.find_element(By.LINK_TEXT, "Download")
-    download = httpx.get(link.get_attribute("href"), follow_redirects=True, timeout=30)
-    assert download.status_code == 200, download.text
-    assert download.headers["content-disposition"] == 'attachment; filename="page upload.summary.csv"'
-    assert download.content == operator.output_object(running_stack.target, job.job_id, keys.SUMMARY)
+    # The page asks for the presigned address with the token, then the browser saves the file,
+    # named after the upload.
+    row = browser.find_element(By.CSS_SELECTOR, f"[data-testid=jobs] tr[data-job-id='{job.job_id}']")
+    row.find_element(By.LINK_TEXT, "Download").click()
+    saved = _downloaded(downloads, "page upload.summary.csv")
+    assert saved == operator.output_object(running_stack.target, job.job_id, keys.SUMMARY)
 
 
 @pytest.mark.parametrize(
@@ -132,7 +232,9 @@ def test_every_job_option_set_on_the_page_shapes_the_job(
     [job] = [j for j in running_stack.target.ledger().list_jobs() if j.input_key == f"uploads/{name}"]
     assert job.options == job_options  # recorded in the ledger as the page set them
     summary_name = options.from_strings(job.options).summary_name
-    download = httpx.get(f"{page}/jobs/{job.job_id}/summary", follow_redirects=True, timeout=30)
+    download = httpx.get(
+        f"{page}/jobs/{job.job_id}/summary", headers=_token(browser), follow_redirects=True, timeout=30
+    )
     assert download.status_code == 200, download.text
     assert download.headers["content-disposition"] == attachment(f"{PurePosixPath(name).stem}.{summary_name}")
     assert download.content == operator.output_object(running_stack.target, job.job_id, summary_name)
@@ -179,16 +281,22 @@ def test_a_bad_job_option_from_the_page_fails_the_job_naming_it(
     assert "Body" in cells[1]
 
 
-def test_an_upload_link_cannot_be_reused_for_another_file_or_place(page: str) -> None:
-    signed = httpx.post(page + "/uploads", json={"filename": "reviews.csv"}).json()
+def test_an_upload_link_cannot_be_reused_for_another_file_or_place(browser: WebDriver, page: str) -> None:
+    token = _token(browser)
+    signed = httpx.post(page + "/uploads", json={"filename": "reviews.csv"}, headers=token, timeout=30).json()
     assert signed["key"] == "uploads/reviews.csv"
     elsewhere = {**signed["fields"], "key": "jobs/j-00000000000000000000/summary.csv"}
     answer = httpx.post(signed["url"], data=elsewhere, files={"file": ("x.csv", b"Id,Text\n1,x\n")})
     assert answer.status_code == 403, answer.text
     for bad in ("../etc/passwd.csv", "a\nb.csv", "reviews.exe", ""):
-        refused = httpx.post(page + "/uploads", json={"filename": bad})
+        refused = httpx.post(page + "/uploads", json={"filename": bad}, headers=token, timeout=30)
         assert refused.status_code == 400 and "filename" in refused.text, (bad, refused.text)
-    refused = httpx.post(page + "/uploads", json={"filename": "r.csv", "options": {"sentences": "many"}})
+    refused = httpx.post(
+        page + "/uploads",
+        json={"filename": "r.csv", "options": {"sentences": "many"}},
+        headers=token,
+        timeout=30,
+    )
     assert refused.status_code == 400 and "sumpipe-sentences" in refused.text
 
 
@@ -230,7 +338,11 @@ def test_a_jobs_rows_are_reviewed_one_by_one_on_the_page(
     _wait(browser, 20).until(lambda _: "row 2 of" in position.text, "the second row")
     assert browser.find_element(By.CSS_SELECTOR, "[data-testid=summary]").text == written["summary"][1]
     export = pd.read_csv(
-        io.StringIO(httpx.get(page + "/feedback.csv").text), dtype=str, keep_default_na=False
+        io.StringIO(
+            httpx.get(page + "/feedback.csv", headers=_token(browser), follow_redirects=True, timeout=30).text
+        ),
+        dtype=str,
+        keep_default_na=False,
     )
     [decided] = export[export["job_id"] == job.job_id].to_dict("records")
     assert (decided["text_id"], decided["decision"], decided["summary_shown"]) == (

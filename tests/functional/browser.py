@@ -4,9 +4,12 @@ it never tries to download a browser or a driver (nothing outside the registries
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 from selenium import webdriver
@@ -20,7 +23,9 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 @contextmanager
-def chromium() -> Iterator[webdriver.Chrome]:
+def chromium(network_log: bool = False, downloads: Path | None = None) -> Iterator[webdriver.Chrome]:
+    """`network_log`: keep the DevTools network events, for requests_sent(); `downloads`: where
+    downloads are saved, without asking."""
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
         pytest.fail(f"{CHROMIUM} and {CHROMEDRIVER} are needed: scripts/setup installs them")
     options = webdriver.ChromeOptions()
@@ -28,6 +33,12 @@ def chromium() -> Iterator[webdriver.Chrome]:
     # --no-sandbox: the suite runs as root, where Chromium's sandbox refuses to start.
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1000"):
         options.add_argument(argument)
+    if network_log:
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    if downloads is not None:
+        options.add_experimental_option(
+            "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+        )
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         yield driver
@@ -46,3 +57,14 @@ def fill(form: WebElement, name: str, value: str) -> None:
     else:
         field.clear()
         field.send_keys(value)
+
+
+def requests_sent(driver: webdriver.Chrome) -> list[dict[str, Any]]:
+    """The requests the browser sent since the last call (a `network_log` driver), each as
+    DevTools' Network.requestWillBeSent has it: url, method, headers (those the page set too)."""
+    sent = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            sent.append(message["params"]["request"])
+    return sent

@@ -39,6 +39,41 @@ def _stack_parameters(session: Any, stack: str) -> dict[str, str]:
     return {p["ParameterKey"]: p["ParameterValue"] for p in described["Parameters"]}
 
 
+# ------------------------------------------------------------------------------------------ the API's auth
+def test_an_api_new_to_a_stack_takes_the_default_auth_not_the_recorded_one() -> None:
+    """A stack made before ApiAuth defaulted to jwt recorded `iam`; its first API takes the stack's
+    own reviewer pool unless the deploy says otherwise. An API the stack has keeps its auth."""
+    template = deploy.render_template()
+    old_stack = {"ApiCodeKey": "", "ApiAuth": "iam", "ApiJwtIssuer": "", "ApiJwtAudience": ""}
+    adding = {"ApiCodeKey": "s/abc/api.zip"}
+    assert deploy.new_api_auth(template, old_stack, adding) == {"ApiAuth": "jwt"}
+    assert deploy.new_api_auth(template, old_stack, {**adding, "ApiAuth": "iam"}) == {}
+    # Already at the default, or no API being added, or an API already there: nothing to change.
+    assert deploy.new_api_auth(template, {**old_stack, "ApiAuth": "jwt"}, adding) == {}
+    assert deploy.new_api_auth(template, old_stack, {}) == {}
+    assert deploy.new_api_auth(template, {**old_stack, "ApiCodeKey": "s/old/api.zip"}, adding) == {}
+
+
+def test_after_a_deploy_the_operator_is_told_how_reviewers_get_in() -> None:
+    url = "https://abc.execute-api.us-east-1.amazonaws.com"
+    own_pool = {"ApiAuth": "jwt", "ApiJwtIssuer": "", "ApiJwtAudience": ""}
+    assert deploy.api_next_steps({"ApiUrl": url}, own_pool, "try") == [
+        f"review page: {url}/ (reviewers sign in with the stack's Cognito user pool)",
+        "add a reviewer: sumpipe reviewers add NAME --stack try [--email ADDRESS]",
+    ]
+    assert deploy.api_next_steps({"ApiUrl": url}, own_pool, "sumpipe")[1] == (
+        "add a reviewer: sumpipe reviewers add NAME [--email ADDRESS]"
+    )
+    other = {**own_pool, "ApiJwtIssuer": "https://example.eu.auth0.com/", "ApiJwtAudience": "x"}
+    [line] = deploy.api_next_steps({"ApiUrl": url}, other, "sumpipe")
+    assert "bearer tokens from https://example.eu.auth0.com/" in line
+    iam = {"ApiUrl": url, "ApiInvokePolicyArn": "arn:aws:iam::1:policy/p"}
+    [line] = deploy.api_next_steps(iam, {**own_pool, "ApiAuth": "iam"}, "sumpipe")
+    assert line.startswith(f"API: {url} (SigV4-signed requests only, ApiAuth=iam: attach arn:aws:iam::1:")
+    assert line.endswith("the review page needs sign-in: sumpipe deploy --api --param ApiAuth=jwt)")
+    assert deploy.api_next_steps({}, own_pool, "sumpipe") == []  # no API
+
+
 # ------------------------------------------------------------------------------------------ safe updates
 @pytest.mark.slow
 def test_a_redeploy_without_the_parameters_keeps_them_and_asks_first(

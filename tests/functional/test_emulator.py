@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import boto3
 import pytest
@@ -131,3 +132,31 @@ def test_of_conditional_writes_racing_for_an_item_exactly_one_wins(dynamodb) -> 
         for round_ in range(40):
             key = f"claim-{round_}"
             assert sum(pool.map(claim, [key] * contenders)) == 1, key
+
+
+def test_a_signed_get_to_a_rest_service_is_checked_over_its_empty_body(tmp_path: Path) -> None:
+    """With IAM enforced, moto refused every signed GET of a REST service (it recomputed the
+    signature over the request's headers as if they were its body); the emulator checks it as AWS
+    does: the right key passes, a wrong secret is still refused."""
+    port = motoserver.free_port()
+    server = motoserver.start(port, ["127.0.0.1"], tmp_path / "moto.log")
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        admin = motoserver.create_administrator(endpoint)
+        motoserver.enforce_iam(endpoint)
+
+        def functions(secret: str) -> object:
+            return boto3.client(
+                "lambda", endpoint_url=endpoint, region_name=motoserver.REGION,
+                aws_access_key_id=admin["AWS_ACCESS_KEY_ID"], aws_secret_access_key=secret,
+            ).list_functions()  # fmt: skip
+
+        assert functions(admin["AWS_SECRET_ACCESS_KEY"])["Functions"] == []
+        with pytest.raises(ClientError) as refused:
+            functions("not-" + admin["AWS_SECRET_ACCESS_KEY"])
+        # moto answers in the query protocol's XML, which botocore's REST-JSON parser reads as a code.
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        assert "SignatureDoesNotMatch" in str(refused.value)
+    finally:
+        server.terminate()
+        server.wait(10)

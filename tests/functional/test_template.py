@@ -160,37 +160,100 @@ def test_tls_only_bucket_policies_can_be_turned_off_only_by_parameter(template: 
 
 
 def test_the_api_app_owns_routing(template: dict[str, Any]) -> None:
-    """One $default route: the app's own 404/405, /docs and /openapi.json work through API Gateway."""
+    """Every request goes to the app ($default, and the page's two open GET routes, to the same
+    integration): the app's own 404/405, /docs and /openapi.json work through API Gateway."""
     routes = [r for r in template["Resources"].values() if r["Type"] == "AWS::ApiGatewayV2::Route"]
-    assert [r["Properties"]["RouteKey"] for r in routes] == ["$default"]
+    keys = sorted(r["Properties"]["RouteKey"] for r in routes)
+    assert keys == ["$default", "GET /", "GET /static/{proxy+}"]
+    assert {json.dumps(r["Properties"]["Target"]) for r in routes} == {
+        json.dumps({"Fn::Sub": "integrations/${HttpApiIntegration}"})
+    }
     (stage,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::ApiGatewayV2::Stage"]
     assert stage["Properties"]["StageName"] == "$default" and stage["Properties"]["AutoDeploy"] is True
     api = template["Resources"]["ApiFunction"]["Properties"]
     assert api["Environment"]["Variables"]["SUMPIPE_GLOVE"] == "/opt/glove"
 
 
-def test_the_api_is_never_open_iam_by_default_or_a_jwt_issuer(template: dict[str, Any]) -> None:
-    """No route without authorization: SigV4 (execute-api:Invoke, the ApiInvokePolicyArn output) unless
-    ApiAuth=jwt, which the template's rules refuse without an issuer and an audience."""
-    parameters, conditions = template["Parameters"], template["Conditions"]
-    assert parameters["ApiAuth"]["Default"] == "iam" and parameters["ApiAuth"]["AllowedValues"] == [
-        "iam",
-        "jwt",
-    ]
-    route = template["Resources"]["HttpApiDefaultRoute"]["Properties"]
+def test_the_api_is_never_open_but_for_the_pages_files(template: dict[str, Any]) -> None:
+    """No route without authorization but GET / and GET /static/{proxy+}, the page and its files,
+    which carry no data: everything else ($default) takes a JWT (the default) or SigV4."""
+    routes = {
+        r["Properties"]["RouteKey"]: r["Properties"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::ApiGatewayV2::Route"
+    }
+    open_routes = {key for key, route in routes.items() if route["AuthorizationType"] == "NONE"}
+    assert open_routes == {"GET /", "GET /static/{proxy+}"}
+    assert all("AuthorizerId" not in routes[key] for key in open_routes)
+    route = routes["$default"]
     assert route["AuthorizationType"] == {"Fn::If": ["ApiJwt", "JWT", "AWS_IAM"]}
-    assert route["AuthorizerId"]["Fn::If"][0] == "ApiJwt"
-    assert {"Fn::Equals": [{"Ref": "ApiAuth"}, "jwt"]} in conditions["ApiJwt"]["Fn::And"]
-    authorizer = template["Resources"]["HttpApiJwtAuthorizer"]
-    assert authorizer["Condition"] == "ApiJwt"
-    assert authorizer["Properties"]["JwtConfiguration"]["Issuer"] == {"Ref": "ApiJwtIssuer"}
-    rule = template["Rules"]["JwtNeedsItsIssuer"]["Assertions"]
-    assert [a["Assert"]["Fn::Not"][0]["Fn::Equals"][0]["Ref"] for a in rule] == [
-        "ApiJwtIssuer",
-        "ApiJwtAudience",
-    ]
+    authorizer = {"Ref": "HttpApiJwtAuthorizer"}
+    assert route["AuthorizerId"] == {"Fn::If": ["ApiJwt", authorizer, {"Ref": "AWS::NoValue"}]}
     (statement,) = template["Resources"]["ApiInvokePolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert statement["Action"] == "execute-api:Invoke" and "${HttpApi}/*" in statement["Resource"]["Fn::Sub"]
+
+
+def test_the_api_takes_the_stacks_own_reviewers_by_default(template: dict[str, Any]) -> None:
+    """ApiAuth defaults to jwt, and with no ApiJwtIssuer the stack's own user pool issues the tokens:
+    the authorizer's issuer and audience are the pool's and its page client's, and the function is
+    told the same (the page signs reviewers in with them)."""
+    parameters, conditions, resources = template["Parameters"], template["Conditions"], template["Resources"]
+    assert parameters["ApiAuth"]["Default"] == "jwt"
+    assert parameters["ApiAuth"]["AllowedValues"] == ["iam", "jwt"]
+    assert parameters["ApiJwtIssuer"]["Default"] == parameters["ApiJwtAudience"]["Default"] == ""
+    assert {"Fn::Equals": [{"Ref": "ApiAuth"}, "jwt"]} in conditions["ApiJwt"]["Fn::And"]
+    assert conditions["CreateReviewerPool"] == {
+        "Fn::And": [{"Condition": "ApiJwt"}, {"Fn::Equals": [{"Ref": "ApiJwtIssuer"}, ""]}]
+    }
+    pool_issuer = {"Fn::Sub": "https://cognito-idp.${AWS::Region}.${AWS::URLSuffix}/${ReviewerPool}"}
+    pool_client = {"Ref": "ReviewerPoolClient"}
+    authorizer = resources["HttpApiJwtAuthorizer"]
+    assert authorizer["Condition"] == "ApiJwt"
+    jwt = authorizer["Properties"]["JwtConfiguration"]
+    assert jwt["Issuer"] == {"Fn::If": ["CreateReviewerPool", pool_issuer, {"Ref": "ApiJwtIssuer"}]}
+    assert jwt["Audience"] == [{"Fn::If": ["CreateReviewerPool", pool_client, {"Ref": "ApiJwtAudience"}]}]
+    variables = resources["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["SUMPIPE_AUTH_ISSUER"] == {
+        "Fn::If": ["CreateReviewerPool", pool_issuer, {"Fn::If": ["ApiJwt", {"Ref": "ApiJwtIssuer"}, ""]}]
+    }
+    assert variables["SUMPIPE_AUTH_CLIENT_ID"] == {
+        "Fn::If": ["CreateReviewerPool", pool_client, {"Fn::If": ["ApiJwt", {"Ref": "ApiJwtAudience"}, ""]}]
+    }
+    for name in ("ReviewerPool", "ReviewerPoolClient"):
+        assert resources[name]["Condition"] == "CreateReviewerPool", name
+    for name in ("ReviewerPoolId", "ReviewerPoolClientId"):
+        assert template["Outputs"][name]["Condition"] == "CreateReviewerPool", name
+
+
+def test_another_issuer_needs_its_audience(template: dict[str, Any]) -> None:
+    """An issuer given (Auth0, another pool...) replaces the stack's pool, and the template's rule
+    refuses it without the audience its tokens carry: API Gateway would otherwise accept any."""
+    rule = template["Rules"]["IssuerNeedsItsAudience"]
+    assert rule["RuleCondition"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ApiJwtIssuer"}, ""]}]}
+    [assertion] = rule["Assertions"]
+    assert assertion["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ApiJwtAudience"}, ""]}]}
+    assert "JwtNeedsItsIssuer" not in template["Rules"]
+
+
+def test_reviewers_are_made_by_an_administrator_and_the_page_keeps_no_secret(
+    template: dict[str, Any],
+) -> None:
+    """No sign-up: only `sumpipe reviewers add` (AdminCreateUser) makes a reviewer. The page's client
+    has no secret (a browser can't keep one), signs in with a password only, and its tokens last an
+    hour."""
+    pool = template["Resources"]["ReviewerPool"]["Properties"]
+    assert pool["AdminCreateUserConfig"] == {"AllowAdminCreateUserOnly": True}
+    assert pool["UserPoolName"] == {"Fn::Sub": "${AWS::StackName}-reviewers"}
+    policy = pool["Policies"]["PasswordPolicy"]
+    assert policy["MinimumLength"] >= 12
+    assert policy["RequireLowercase"] and policy["RequireUppercase"] and policy["RequireNumbers"]
+    client = template["Resources"]["ReviewerPoolClient"]["Properties"]
+    assert client["UserPoolId"] == {"Ref": "ReviewerPool"}
+    assert client["GenerateSecret"] is False
+    assert set(client["ExplicitAuthFlows"]) == {"ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"}
+    assert "AllowedOAuthFlows" not in client and "CallbackURLs" not in client
+    assert (client["AccessTokenValidity"], client["TokenValidityUnits"]["AccessToken"]) == (1, "hours")
+    assert (client["IdTokenValidity"], client["TokenValidityUnits"]["IdToken"]) == (1, "hours")
 
 
 def test_every_function_has_reserved_concurrency_so_none_starves_another(template: dict[str, Any]) -> None:

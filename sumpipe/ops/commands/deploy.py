@@ -60,6 +60,10 @@ def _deploy(args: argparse.Namespace) -> int:
         print(f"sumpipe deploy: {error}", file=sys.stderr)
         return 1
     print(json.dumps(outputs, indent=2, sort_keys=True))
+    # After the outputs, on stderr with the progress: stdout stays the outputs' JSON.
+    parameters = deploy.stack_parameters(cloudformation, args.stack) or {}
+    for line in deploy.api_next_steps(outputs, parameters, args.stack):
+        _progress(line)
     return 0
 
 
@@ -105,7 +109,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--param", action="append", type=_parameter, default=[], metavar="KEY=VALUE",
                         help="template parameter, e.g. --param InstanceType=c7i.large (repeatable)")
     parser.add_argument("--api", action="store_true",
-                        help="also deploy the realtime POST /summarize API (HTTP API, Lambda, GloVe layer)")
+                        help="also deploy the realtime API and the review page (HTTP API, Lambda, GloVe "
+                             "layer); reviewers sign in with the stack's Cognito user pool (sumpipe "
+                             "reviewers add), unless --param ApiAuth=iam or ApiJwtIssuer=... is given")
     parser.add_argument("--yes", "-y", action="store_true",
                         help="apply an update's change set without asking (needed without a terminal)")
     parser.add_argument("--ebs-key-grants-ok", action="store_true",

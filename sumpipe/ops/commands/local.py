@@ -42,6 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a SUMPIPE_* setting for the functions, e.g. SUMPIPE_JOB_DEADLINE_S=60 (repeatable)",
     )
     up.add_argument(
+        "--no-api",
+        dest="api",
+        action="store_false",
+        help="don't deploy the realtime API and review page (by default they are, behind a local "
+        "HTTP API front whose URL is printed; reviewers sign in with the stack's Cognito pool)",
+    )
+    up.add_argument(
         "--watchdog-interval",
         type=float,
         default=2.0,
@@ -106,6 +113,7 @@ def run_up(args: argparse.Namespace) -> int:
         settings=overrides,
         watchdog_interval_s=args.watchdog_interval,
         deploy=not args.emulator_only,
+        api=args.api,
     )
     try:
         if args.foreground:
@@ -148,6 +156,11 @@ def _print_ready(info: stack.StackInfo, state_dir: Path) -> None:
     )
     print(f"input bucket  s3://{info.outputs['InputBucketName']}")
     print(f"output bucket s3://{info.outputs['OutputBucketName']}")
+    if "ApiUrl" in info.outputs:
+        print(f"realtime API and review page {info.outputs['ApiUrl']}/")
+        if "ReviewerPoolId" in info.outputs:
+            env = state_dir / "env"
+            print(f"  add a reviewer to sign in there: set -a; . {env}; set +a; sumpipe reviewers add NAME")
     print(f"the sumpipe commands use it through {state_dir / 'env'}; stop it with `sumpipe local down`")
 
 
