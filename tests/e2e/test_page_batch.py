@@ -13,14 +13,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import httpx
 import pandas as pd
 import pytest
-from browser import chromium, fill
+from browser import chromium, downloaded, fill
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -90,14 +89,6 @@ def _token(browser: WebDriver) -> dict[str, str]:
     return {"Authorization": f"Bearer {session['token']}"}
 
 
-def _downloaded(folder: Path, name: str, timeout: float = 30) -> bytes:
-    deadline = time.monotonic() + timeout
-    while not (folder / name).exists():
-        assert time.monotonic() < deadline, f"{name} was not downloaded: {sorted(folder.iterdir())}"
-        time.sleep(0.1)
-    return (folder / name).read_bytes()
-
-
 def test_without_a_token_every_data_route_is_refused_and_the_page_itself_is_open(page: str) -> None:
     for method, path in [
         ("GET", "/health"), ("POST", "/summarize"), ("GET", "/jobs"), ("GET", "/batch"),
@@ -136,7 +127,7 @@ def test_a_signed_in_reviewer_summarizes_approves_and_exports(
     _wait(browser, 30).until(lambda _: "Approved" in status.text, "the approval")
     (downloads / "feedback.csv").unlink(missing_ok=True)
     browser.find_element(By.LINK_TEXT, "Export the decisions (CSV)").click()
-    export = pd.read_csv(io.BytesIO(_downloaded(downloads, "feedback.csv")), dtype=str, keep_default_na=False)
+    export = pd.read_csv(io.BytesIO(downloaded(downloads, "feedback.csv")), dtype=str, keep_default_na=False)
     [decided] = export[export["text"] == text].to_dict("records")
     assert (decided["decision"], decided["summary_shown"], decided["reviewer"]) == (
         "approve",
@@ -192,7 +183,7 @@ def test_a_table_uploaded_from_the_page_is_summarized_and_downloads(
     # named after the upload.
     row = browser.find_element(By.CSS_SELECTOR, f"[data-testid=jobs] tr[data-job-id='{job.job_id}']")
     row.find_element(By.LINK_TEXT, "Download").click()
-    saved = _downloaded(downloads, "page upload.summary.csv")
+    saved = downloaded(downloads, "page upload.summary.csv")
     assert saved == operator.output_object(running_stack.target, job.job_id, keys.SUMMARY)
 
 

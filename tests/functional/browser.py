@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,3 +69,13 @@ def requests_sent(driver: webdriver.Chrome) -> list[dict[str, Any]]:
         if message["method"] == "Network.requestWillBeSent":
             sent.append(message["params"]["request"])
     return sent
+
+
+def downloaded(folder: Path, name: str, timeout: float = 30) -> bytes:
+    """The file the browser saved as `name` in its `downloads` folder, once it is there (Chromium
+    writes to a temporary name and renames it when done)."""
+    deadline = time.monotonic() + timeout
+    while not (folder / name).exists():
+        assert time.monotonic() < deadline, f"{name} was not downloaded: {sorted(folder.iterdir())}"
+        time.sleep(0.1)
+    return (folder / name).read_bytes()

@@ -23,7 +23,7 @@ import boto3
 import httpx
 import pytest
 from api_server import serve
-from browser import chromium, requests_sent
+from browser import chromium, downloaded, requests_sent
 from pipeline_aws import emulated_stack
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -279,14 +279,6 @@ def _succeeded_job(site: SimpleNamespace, summary: bytes) -> tuple[str, str]:
     return job_id, name
 
 
-def _downloaded(folder: Path, name: str, timeout: float = 20) -> bytes:
-    deadline = time.monotonic() + timeout
-    while not (folder / name).exists():
-        assert time.monotonic() < deadline, f"{name} was not downloaded: {sorted(folder.iterdir())}"
-        time.sleep(0.1)
-    return (folder / name).read_bytes()
-
-
 def test_downloads_are_fetched_with_the_token(
     page: WebDriver, site: SimpleNamespace, downloads: Path
 ) -> None:
@@ -299,10 +291,10 @@ def test_downloads_are_fetched_with_the_token(
 
     # A job's summary: its presigned address, asked for with the token, then the file itself.
     page.find_element(By.CSS_SELECTOR, row).find_element(By.LINK_TEXT, "Download").click()
-    assert _downloaded(downloads, f"{name}.summary.csv") == summary
+    assert downloaded(downloads, f"{name}.summary.csv") == summary
     # The decisions' export: `sumpipe serve` streams it, saved from the fetched body.
     page.find_element(By.LINK_TEXT, "Export the decisions (CSV)").click()
-    exported = _downloaded(downloads, "feedback.csv").decode()
+    exported = downloaded(downloads, "feedback.csv").decode()
     assert exported.splitlines()[0].split(",") == list(EXPORT_COLUMNS)
 
     token = session(page)["token"]
